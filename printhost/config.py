@@ -1,0 +1,380 @@
+"""TOML configuration loaded into typed, validated settings.
+
+Every section of the file maps onto one frozen dataclass below. The loader walks the
+TOML document against those dataclasses, so an unknown key, a wrong type or an
+out-of-range value is reported with the file, the dotted key and the problem before
+anything starts: a print host that guesses at a typo in `max_temp` is a fire risk.
+
+Constraints live next to the field they constrain (`_field(min=..., max=...)`), so
+the checks, the defaults and the documentation in `docs/config.md` have one source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A configuration file could not be loaded; the message names file, key and problem."""
+
+
+def _field(default: Any, *, min: float | None = None, max: float | None = None,
+           choices: tuple[str, ...] | None = None, doc: str = "",
+           exclusive_min: bool = False) -> Any:
+    meta = {"min": min, "max": max, "choices": choices, "doc": doc,
+            "exclusive_min": exclusive_min}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    if dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _section(cls: type) -> Any:
+    return field(default_factory=cls, metadata={"doc": cls.__doc__ or ""})
+
+
+# --------------------------------------------------------------------------- server
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """HTTP API listener and where persistent state lives."""
+    host: str = _field("0.0.0.0", doc="address the API listens on")
+    port: int = _field(7130, min=1, max=65535, doc="TCP port of the API")
+    state_dir: str = _field("~/.local/state/printhost",
+                            doc="directory for the store, uploaded files and secrets")
+    max_body_bytes: int = _field(65536, min=1024, max=16 * 1024 * 1024,
+                                 doc="largest JSON request body accepted (413 above)")
+    max_upload_bytes: int = _field(256 * 1024 * 1024, min=1024, max=8 * 1024 ** 3,
+                                   doc="largest G-code upload accepted (413 above)")
+    log_level: str = _field("info", choices=("debug", "info", "warning", "error"),
+                            doc="log verbosity")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Login, tokens and brute-force protection."""
+    token_ttl_s: int = _field(3600, min=60, max=30 * 86400, doc="lifetime of a login token")
+    issuer: str = _field("printhost", doc="JWT `iss` and `aud` claim")
+    jwt_secret_file: str = _field(
+        "", doc="file holding the token signing secret; empty means <state_dir>/jwt_secret. "
+                "The environment variable PRINTHOST_JWT_SECRET overrides both")
+    login_max_failures: int = _field(5, min=1, max=1000,
+                                     doc="failed logins per user or client address before lockout")
+    login_window_s: float = _field(300.0, min=1.0, max=86400.0,
+                                   doc="window in which failed logins are counted")
+    login_lockout_s: float = _field(60.0, min=1.0, max=86400.0,
+                                    doc="how long a locked-out user or address must wait")
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """mDNS/DNS-SD advertisement on the LAN."""
+    enabled: bool = _field(True, doc="advertise _printhost._tcp and _http._tcp")
+    instance_name: str = _field("", doc="service instance name; empty means 'printhost on <hostname>'")
+
+
+# --------------------------------------------------------------------------- control
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """The control process and its link to the API."""
+    backend: str = _field("simulated", choices=("simulated",),
+                          doc="printer backend; the Klipper MCU backend arrives with the MCU link")
+    status_hz: float = _field(25.0, min=20.0, max=200.0,
+                              doc="rate at which the control process publishes status")
+    command_timeout_s: float = _field(5.0, min=0.1, max=60.0,
+                                      doc="how long the API waits for the control process to answer")
+    buffer_time_s: float = _field(0.5, min=0.05, max=5.0,
+                                  doc="motion queued ahead of the toolhead (seconds of print time); "
+                                      "bounds how long moves keep running after pause or cancel")
+    heartbeat_timeout_s: float = _field(1.0, min=0.2, max=10.0,
+                                        doc="a status block older than this marks the control process frozen")
+
+
+@dataclass(frozen=True)
+class ThermalBodySettings:
+    """One heated body of the simulated printer (a lumped thermal model)."""
+    heater_power_w: float = _field(40.0, min=0.1, max=5000.0, doc="heater power at 100 % duty")
+    heat_capacity_j_k: float = _field(12.0, min=0.01, max=100000.0, doc="heat capacity of the block")
+    loss_w_k: float = _field(0.09, min=0.0001, max=1000.0, doc="heat loss to ambient per kelvin")
+    fan_loss_w_k: float = _field(0.0, min=0.0, max=1000.0,
+                                 doc="extra loss per kelvin at 100 % part fan")
+    sensor_lag_s: float = _field(2.0, min=0.0, max=120.0, doc="time constant of the thermistor")
+
+
+def _hotend_body() -> ThermalBodySettings:
+    return ThermalBodySettings(heater_power_w=40.0, heat_capacity_j_k=12.0, loss_w_k=0.09,
+                               fan_loss_w_k=0.04, sensor_lag_s=2.0)
+
+
+def _bed_body() -> ThermalBodySettings:
+    return ThermalBodySettings(heater_power_w=220.0, heat_capacity_j_k=450.0, loss_w_k=1.6,
+                               fan_loss_w_k=0.0, sensor_lag_s=4.0)
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """The simulated printer used when no hardware is attached."""
+    time_factor: float = _field(1.0, min=0.1, max=1000.0,
+                                doc="simulated seconds per wall-clock second (tests run faster)")
+    ambient_c: float = _field(22.0, min=-20.0, max=60.0, doc="room temperature")
+    start_position: list = _field([117.5, 117.5, 10.0],
+                                  doc="toolhead position at power-on, before homing (x, y, z)")
+    hotend: ThermalBodySettings = field(default_factory=_hotend_body)
+    bed: ThermalBodySettings = field(default_factory=_bed_body)
+
+
+# --------------------------------------------------------------------------- printer
+
+@dataclass(frozen=True)
+class AxisSettings:
+    """Travel range and homing of one linear axis (Klipper's [stepper_*] range keys)."""
+    position_min: float = _field(0.0, min=-10000.0, max=10000.0, doc="lowest reachable position, mm")
+    position_max: float = _field(235.0, min=-10000.0, max=10000.0, doc="highest reachable position, mm")
+    position_endstop: float = _field(0.0, min=-10000.0, max=10000.0, doc="position after homing, mm")
+    homing_speed: float = _field(50.0, min=0.1, max=1000.0, doc="homing speed, mm/s")
+
+
+def _axis(maximum: float, speed: float = 50.0) -> AxisSettings:
+    return AxisSettings(position_min=0.0, position_max=maximum, position_endstop=0.0,
+                        homing_speed=speed)
+
+
+@dataclass(frozen=True)
+class AxesSettings:
+    x: AxisSettings = field(default_factory=lambda: _axis(235.0))
+    y: AxisSettings = field(default_factory=lambda: _axis(235.0))
+    z: AxisSettings = field(default_factory=lambda: _axis(250.0, 10.0))
+
+
+@dataclass(frozen=True)
+class PrinterSettings:
+    """Motion limits, with the meaning of Klipper's [printer] section."""
+    kinematics: str = _field("cartesian", choices=("cartesian", "corexy"), doc="kinematics")
+    max_velocity: float = _field(300.0, min=0.1, max=5000.0, doc="toolhead speed limit, mm/s")
+    max_accel: float = _field(3000.0, min=1.0, max=1000000.0, doc="toolhead acceleration limit, mm/s^2")
+    max_z_velocity: float = _field(15.0, min=0.1, max=5000.0, doc="Z speed limit, mm/s")
+    max_z_accel: float = _field(100.0, min=1.0, max=1000000.0, doc="Z acceleration limit, mm/s^2")
+    square_corner_velocity: float = _field(5.0, min=0.0, max=1000.0,
+                                           doc="speed through a 90 degree corner, mm/s")
+    max_extrude_only_velocity: float = _field(50.0, min=0.1, max=5000.0,
+                                              doc="speed limit of moves that only extrude, mm/s")
+    max_extrude_only_accel: float = _field(1500.0, min=1.0, max=1000000.0,
+                                           doc="acceleration limit of moves that only extrude, mm/s^2")
+    axes: AxesSettings = field(default_factory=AxesSettings)
+
+
+@dataclass(frozen=True)
+class HeaterSettings:
+    """One heater: limits and PID gains (Klipper's [extruder]/[heater_bed] control keys)."""
+    min_temp: float = _field(0.0, min=-273.0, max=1000.0,
+                             doc="a reading below this is a sensor fault: shutdown")
+    max_temp: float = _field(280.0, min=0.0, max=1000.0,
+                             doc="a reading above this is a fault: shutdown; targets above are refused")
+    max_power: float = _field(1.0, min=0.01, max=1.0, doc="largest heater duty cycle")
+    pid_kp: float = _field(22.0, min=0.0, max=10000.0, doc="PID proportional gain (Klipper units)")
+    pid_ki: float = _field(1.1, min=0.0, max=10000.0, doc="PID integral gain (Klipper units)")
+    pid_kd: float = _field(110.0, min=0.0, max=100000.0, doc="PID derivative gain (Klipper units)")
+
+
+def _bed_heater() -> HeaterSettings:
+    return HeaterSettings(min_temp=0.0, max_temp=130.0, max_power=1.0,
+                          pid_kp=70.0, pid_ki=1.2, pid_kd=900.0)
+
+
+@dataclass(frozen=True)
+class HeatersSettings:
+    extruder: HeaterSettings = field(default_factory=HeaterSettings)
+    heater_bed: HeaterSettings = field(default_factory=_bed_heater)
+
+
+@dataclass(frozen=True)
+class PauseSettings:
+    """What happens to the toolhead when a print is paused, resumed or cancelled."""
+    retract_mm: float = _field(1.0, min=0.0, max=50.0, doc="filament retracted on pause, mm")
+    retract_speed: float = _field(35.0, min=0.1, max=500.0, doc="retract/unretract speed, mm/s")
+    lift_z_mm: float = _field(5.0, min=0.0, max=100.0,
+                              doc="Z lift on pause (clamped to the Z travel range), mm")
+    park: bool = _field(True, doc="move to park_x/park_y after lifting")
+    park_x: float = _field(0.0, min=-10000.0, max=10000.0, doc="park position X, mm")
+    park_y: float = _field(0.0, min=-10000.0, max=10000.0, doc="park position Y, mm")
+    travel_speed: float = _field(100.0, min=0.1, max=5000.0, doc="speed of park and return moves, mm/s")
+    z_speed: float = _field(10.0, min=0.1, max=5000.0, doc="speed of lift and lower moves, mm/s")
+    park_on_cancel: bool = _field(True, doc="lift and park after a cancel")
+
+
+# --------------------------------------------------------------------------- top level
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = _section(ServerSettings)
+    auth: AuthSettings = _section(AuthSettings)
+    discovery: DiscoverySettings = _section(DiscoverySettings)
+    control: ControlSettings = _section(ControlSettings)
+    simulation: SimulationSettings = _section(SimulationSettings)
+    printer: PrinterSettings = _section(PrinterSettings)
+    heaters: HeatersSettings = _section(HeatersSettings)
+    pause: PauseSettings = _section(PauseSettings)
+    source: str = field(default="<defaults>", metadata={"internal": True})
+
+    def state_path(self) -> Path:
+        return Path(os.path.expanduser(self.server.state_dir))
+
+
+# --------------------------------------------------------------------------- loading
+
+def _type_name(tp: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _resolved_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(path: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected {_type_name(bool)}, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected {_type_name(int)}, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected {_type_name(float)}, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: must be a finite number, got {value!r}")
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected {_type_name(str)}, got {value!r}")
+    elif tp is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected {_type_name(list)}, got {value!r}")
+        return list(value)
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and (value < lo or (meta.get("exclusive_min") and value == lo)):
+        raise ConfigError(f"{path}: {value!r} is below the minimum {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{path}: {value!r} is above the maximum {hi}")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{path}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _build(default: Any, data: dict[str, Any], prefix: str) -> Any:
+    """Overlay `data` on the `default` instance, so nested sections keep their own defaults."""
+    cls = type(default)
+    hints = _resolved_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"[{prefix}]" if prefix else "top level"
+        raise ConfigError(f"{_join(prefix, unknown[0])}: unknown key in {where} "
+                          f"(known: {', '.join(sorted(fields))})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        tp = hints[name]
+        path = _join(prefix, name)
+        value = data[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: expected a table [{path}], got {value!r}")
+            kwargs[name] = _build(getattr(default, name), value, path)
+        else:
+            if isinstance(tp, types.GenericAlias):
+                tp = typing.get_origin(tp)
+            kwargs[name] = _coerce(path, value, tp, dict(f.metadata))
+    return dataclasses.replace(default, **kwargs)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _cross_check(s: Settings) -> None:
+    """Constraints that involve more than one key."""
+    for axis in ("x", "y", "z"):
+        a: AxisSettings = getattr(s.printer.axes, axis)
+        key = f"printer.axes.{axis}"
+        if a.position_min >= a.position_max:
+            raise ConfigError(f"{key}.position_max: must be greater than position_min")
+        if not a.position_min <= a.position_endstop <= a.position_max:
+            raise ConfigError(f"{key}.position_endstop: must lie between position_min and position_max")
+    for name in ("extruder", "heater_bed"):
+        h: HeaterSettings = getattr(s.heaters, name)
+        if h.min_temp >= h.max_temp:
+            raise ConfigError(f"heaters.{name}.max_temp: must be greater than min_temp")
+    start = s.simulation.start_position
+    if len(start) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                  for v in start):
+        raise ConfigError("simulation.start_position: expected a list of three numbers [x, y, z]")
+    if s.server.max_body_bytes > s.server.max_upload_bytes:
+        raise ConfigError("server.max_body_bytes: must not exceed server.max_upload_bytes")
+
+
+def parse_settings(data: dict[str, Any], source: str = "<string>") -> Settings:
+    """Validate a decoded TOML document; errors name `source` and the key."""
+    try:
+        settings = _build(Settings(), data, "")
+        settings = dataclasses.replace(settings, source=source)
+        _cross_check(settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return settings
+
+
+def load_settings(path: str | os.PathLike[str]) -> Settings:
+    """Read and validate a TOML file. Raises ConfigError naming the file, key and problem."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    return parse_settings(data, str(p))
+
+
+def with_overrides(settings: Settings, **sections: dict[str, Any]) -> Settings:
+    """Return a copy with some keys of some sections replaced (used by the CLI flags)."""
+    replaced = {}
+    for name, values in sections.items():
+        replaced[name] = dataclasses.replace(getattr(settings, name), **values)
+    return dataclasses.replace(settings, **replaced)
+
+
+def describe(instance: Any = None, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """Every key with its value (the defaults when no instance is given) and documentation."""
+    if instance is None:
+        instance = Settings()
+    rows: list[tuple[str, Any, str]] = []
+    for f in dataclasses.fields(instance):
+        if f.metadata.get("internal"):
+            continue
+        value = getattr(instance, f.name)
+        path = _join(prefix, f.name)
+        if dataclasses.is_dataclass(value):
+            rows.extend(describe(value, path))
+        else:
+            rows.append((path, value, f.metadata.get("doc", "")))
+    return rows

@@ -1,0 +1,1 @@
+"""The two links between the supervisor and the control process: a command channel and a status block."""

@@ -1,0 +1,1 @@
+"""The simulated printer: models of the hardware that printhost drives, for laptops and tests."""

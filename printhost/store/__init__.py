@@ -1,0 +1,1 @@
+"""Persistent state in tinydb, written crash-safely."""
