@@ -1,0 +1,97 @@
+"""Print control (print, pause, resume, cancel) and status."""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from printhost.api.auth.guard import Principal
+from printhost.api.endpoint import EndpointSet
+from printhost.api.errors import ApiError
+from printhost.api.schemas import (EMPTY, PRINT_REQUEST, PRINT_RESPONSE, RESULT_OK, STATUS,
+                                   read_json)
+from printhost.ipc.channel import Command, ErrorKind, Reply
+from printhost.ipc.link import PrinterUnavailable
+from printhost.store.files import FileNameError
+
+endpoints = EndpointSet()
+
+STATUS_FOR_KIND = {
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.INVALID: 400,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.NOT_READY: 503,
+    ErrorKind.INTERNAL: 500,
+}
+
+
+async def send_command(request: Request, command: Command, args: dict | None = None) -> Reply:
+    """Forward a command to the control process and map its refusal to an API error."""
+    try:
+        reply = await request.app.state.link.request(command, args)
+    except PrinterUnavailable as exc:
+        raise ApiError(503, f"Printer not ready: {exc}") from None
+    if not reply.ok:
+        kind = reply.error or ErrorKind.INTERNAL
+        message = reply.message if kind != ErrorKind.INTERNAL else None
+        raise ApiError(STATUS_FOR_KIND[kind], message)
+    return reply
+
+
+@endpoints.route("GET", "/api/v1/status", summary="Printer and job status", role="viewer",
+                 response=STATUS)
+async def status(request: Request, _: Principal | None) -> dict:
+    """The latest snapshot published by the control process (at least 20 times a second).
+
+    When the control process is dead or frozen, `state` is `error` and `error` says why.
+    """
+    return request.app.state.link.status()
+
+
+@endpoints.route("POST", "/api/v1/print", summary="Start printing an uploaded file",
+                 role="operator", request=PRINT_REQUEST, response=PRINT_RESPONSE,
+                 errors=(404, 409, 503))
+async def start_print(request: Request, principal: Principal | None) -> dict:
+    """Start a job for a file uploaded with `POST /api/v1/files`."""
+    body = await read_json(request, PRINT_REQUEST)
+    files = request.app.state.files
+    try:
+        path = files.path_for(body["file"])
+    except FileNameError as exc:
+        raise ApiError(400, "Invalid request body", fields={"file": str(exc)}) from None
+    if not path.is_file():
+        raise ApiError(404, "File not found")
+    job_id = uuid.uuid4().hex[:16]
+    await send_command(request, Command.PRINT,
+                       {"job_id": job_id, "file": body["file"], "path": str(path)})
+    assert principal is not None
+    await run_in_threadpool(request.app.state.jobs.record_start, job_id, body["file"],
+                            principal.username)
+    return {"result": "ok", "job_id": job_id}
+
+
+def _control_route(command: Command, path: str, summary: str, doc: str):
+    @endpoints.route("POST", path, summary=summary, role="operator", request=EMPTY,
+                     response=RESULT_OK, errors=(409, 503), description=doc)
+    async def handler(request: Request, _: Principal | None) -> dict:
+        await read_json(request, EMPTY, allow_empty=True)
+        await send_command(request, command)
+        return {"result": "ok"}
+    return handler
+
+
+pause = _control_route(
+    Command.PAUSE, "/api/v1/pause", "Pause the running job",
+    "Stops feeding new moves; queued moves finish, then the pause sequence (retract, lift Z, "
+    "park) runs. Heaters keep their targets. Status shows `paused` once the toolhead is at "
+    "rest. 409 `No job in progress` when no job is printing.")
+resume = _control_route(
+    Command.RESUME, "/api/v1/resume", "Resume a paused job",
+    "Returns to the exact position where printing stopped, undoes the retract, restores "
+    "modes and factors, and continues with the next line. 409 `Job not paused` otherwise.")
+cancel = _control_route(
+    Command.CANCEL, "/api/v1/cancel", "Cancel the current job",
+    "Stops feeding moves, turns heaters and part fan off at once, parks if configured and "
+    "records the job as cancelled. 409 `No job to cancel` when no job is printing or paused.")

@@ -1,0 +1,254 @@
+"""Request and response schemas, defined once for validation and for the OpenAPI document.
+
+A schema is a small declarative object. `validate()` turns a decoded JSON body into
+checked values or raises a 400 `ApiError` whose `fields` map names every problem;
+`json_schema()` renders the same declaration into the OpenAPI document. Keeping both in
+one place means the documentation cannot drift from what the server enforces.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+
+from printhost.api.errors import ApiError
+
+_JSON_TYPES = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    type: str
+    description: str = ""
+    required: bool = True
+    nullable: bool = False
+    min_length: int | None = None
+    max_length: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    enum: tuple[str, ...] | None = None
+    items: "Field | Schema | None" = None
+    ref: "Schema | None" = None
+
+    def check(self, value: Any) -> str | None:
+        """Return a problem description, or None if the value fits."""
+        if value is None:
+            return None if self.nullable else "must not be null"
+        allowed = _JSON_TYPES[self.type]
+        if isinstance(value, bool) and self.type != "boolean":
+            return f"expected {self.type}"
+        if not isinstance(value, allowed):
+            return f"expected {self.type}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if isinstance(value, str):
+            if self.min_length is not None and len(value) < self.min_length:
+                return f"must be at least {self.min_length} characters"
+            if self.max_length is not None and len(value) > self.max_length:
+                return f"must be at most {self.max_length} characters"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if self.minimum is not None and value < self.minimum:
+                return f"must be at least {self.minimum:g}"
+            if self.maximum is not None and value > self.maximum:
+                return f"must be at most {self.maximum:g}"
+        if self.enum is not None and value not in self.enum:
+            return f"must be one of {', '.join(self.enum)}"
+        return None
+
+    def json_schema(self) -> dict[str, Any]:
+        if self.ref is not None:
+            out: dict[str, Any] = {"$ref": f"#/components/schemas/{self.ref.name}"}
+            if self.nullable:
+                return {"oneOf": [out, {"type": "null"}], "description": self.description}
+            return out
+        out = {"type": [self.type, "null"] if self.nullable else self.type}
+        if self.description:
+            out["description"] = self.description
+        for key, value in (("minLength", self.min_length), ("maxLength", self.max_length),
+                           ("minimum", self.minimum), ("maximum", self.maximum)):
+            if value is not None:
+                out[key] = value
+        if self.enum is not None:
+            out["enum"] = list(self.enum)
+        if self.items is not None:
+            out["items"] = (self.items.json_schema() if isinstance(self.items, Field)
+                            else {"$ref": f"#/components/schemas/{self.items.name}"})
+        return out
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    fields: dict[str, Field] = field(default_factory=dict)
+    description: str = ""
+    additional: bool = False
+
+    def validate(self, data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise ApiError(400, "Request body must be a JSON object")
+        problems: dict[str, str] = {}
+        if not self.additional:
+            for key in data:
+                if key not in self.fields:
+                    problems[str(key)[:64]] = "unknown field"
+        for name, f in self.fields.items():
+            if name not in data:
+                if f.required:
+                    problems[name] = "required"
+                continue
+            problem = f.check(data[name])
+            if problem:
+                problems[name] = problem
+        if problems:
+            raise ApiError(400, "Invalid request body", fields=problems)
+        return data
+
+    def json_schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": "object",
+            "properties": {k: f.json_schema() for k, f in self.fields.items()},
+            "additionalProperties": self.additional,
+        }
+        required = [k for k, f in self.fields.items() if f.required]
+        if required:
+            out["required"] = required
+        if self.description:
+            out["description"] = self.description
+        return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def read_json(request: Request, schema: Schema, *, allow_empty: bool = False) -> dict[str, Any]:
+    """Read, decode and validate a JSON body (415 wrong type, 400 malformed or invalid)."""
+    body = await request.body()
+    content_type = request.headers.get("content-type", "")
+    if not body.strip():
+        if allow_empty and (not content_type or _is_json(content_type)):
+            return schema.validate({})
+        if not content_type or _is_json(content_type):
+            raise ApiError(400, "Request body must be a JSON object")
+    if not _is_json(content_type):
+        raise ApiError(415, "Content-Type must be application/json")
+    try:
+        data = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "Malformed JSON body") from None
+    return schema.validate(data)
+
+
+# --------------------------------------------------------------------------- shared schemas
+
+ERROR = Schema("Error", {
+    "error": Field("string", "One clear, human-readable sentence"),
+    "fields": Field("object", "On 400: each offending field and its problem", required=False),
+    "retry_after": Field("integer", "On 429: seconds to wait (also in Retry-After)", required=False),
+}, "The error object returned by every failing request")
+
+EMPTY = Schema("Empty", {}, "An empty JSON object; the body may also be omitted")
+
+RESULT_OK = Schema("ResultOk", {"result": Field("string", "Always \"ok\"", enum=("ok",))})
+
+LOGIN_REQUEST = Schema("LoginRequest", {
+    "username": Field("string", "User name", min_length=1, max_length=64),
+    "password": Field("string", "Password", min_length=1, max_length=1024),
+})
+
+LOGIN_RESPONSE = Schema("LoginResponse", {
+    "token": Field("string", "JWT to send as `Authorization: Bearer <token>`"),
+    "token_type": Field("string", "Always \"bearer\"", enum=("bearer",)),
+    "expires_at": Field("string", "UTC ISO 8601 expiry time of the token"),
+})
+
+AUTH_CHECK = Schema("AuthCheck", {
+    "valid": Field("boolean", "Always true (an invalid token gets 401)"),
+    "username": Field("string", "The token's user"),
+    "roles": Field("array", "Roles granted, e.g. [\"operator\"]", items=Field("string")),
+    "expires_at": Field("string", "UTC ISO 8601 expiry time of the token"),
+})
+
+JOB = Schema("Job", {
+    "id": Field("string", "Job id"),
+    "file": Field("string", "G-code file name"),
+    "state": Field("string", "Job state", enum=("printing", "pausing", "paused", "cancelling",
+                                                 "completed", "cancelled", "error", "interrupted")),
+    "progress": Field("number", "Fraction of the file read, 0..1", minimum=0, maximum=1),
+    "started_at": Field("string", "UTC ISO 8601 start time"),
+    "ended_at": Field("string", "UTC ISO 8601 end time, null while running", nullable=True),
+    "print_duration": Field("number", "Seconds spent printing, pauses excluded"),
+    "total_duration": Field("number", "Seconds since the start, pauses included"),
+    "estimated_remaining": Field("number", "Estimated seconds left, null when unknown", nullable=True),
+    "filament_used_mm": Field("number", "Filament fed so far, mm"),
+    "line": Field("integer", "Last G-code line read"),
+    "error": Field("string", "Why the job stopped, for state error", nullable=True),
+}, "The current or most recent print job", additional=True)
+
+PRINTER = Schema("Printer", {
+    "position": Field("array", "Toolhead position [x, y, z] in mm", items=Field("number")),
+    "extruder_position": Field("number", "Extruder position in mm"),
+    "hotend_temp": Field("number", "Hotend temperature, C"),
+    "target_hotend_temp": Field("number", "Hotend target, C (0 = off)"),
+    "hotend_power": Field("number", "Hotend heater duty 0..1"),
+    "bed_temp": Field("number", "Bed temperature, C"),
+    "target_bed_temp": Field("number", "Bed target, C (0 = off)"),
+    "bed_power": Field("number", "Bed heater duty 0..1"),
+    "fan_speed": Field("number", "Part fan 0..1"),
+    "speed_factor": Field("number", "M220 factor (1.0 = 100 %)"),
+    "extrude_factor": Field("number", "M221 factor (1.0 = 100 %)"),
+    "homed_axes": Field("string", "Homed axes, e.g. \"xyz\""),
+    "print_time": Field("number", "Seconds on the control process's print clock"),
+}, "Live printer state", additional=True)
+
+STATUS = Schema("Status", {
+    "state": Field("string", "Printer state", enum=("idle", "printing", "paused", "error")),
+    "job": Field("object", "Current or last job", nullable=True, ref=JOB),
+    "printer": Field("object", "Printer state", ref=PRINTER),
+    "error": Field("string", "Reason for state error", nullable=True),
+}, "Printer and job status")
+
+PRINT_REQUEST = Schema("PrintRequest", {
+    "file": Field("string", "Name of an uploaded .gcode file", min_length=1, max_length=255),
+})
+
+PRINT_RESPONSE = Schema("PrintStarted", {
+    "result": Field("string", "Always \"ok\"", enum=("ok",)),
+    "job_id": Field("string", "Id of the new job"),
+})
+
+FILE_INFO = Schema("FileInfo", {
+    "name": Field("string", "File name"),
+    "size": Field("integer", "Size in bytes"),
+    "modified": Field("string", "UTC ISO 8601 modification time"),
+})
+
+FILE_LIST = Schema("FileList", {"files": Field("array", "Uploaded files", items=FILE_INFO)})
+
+JOB_LIST = Schema("JobList", {"jobs": Field("array", "Jobs, newest first", items=JOB)})
+
+HEALTH = Schema("Health", {
+    "status": Field("string", "ok, or degraded when the control process is unavailable",
+                    enum=("ok", "degraded")),
+    "version": Field("string", "printhost version"),
+    "control": Field("string", "running, or the reason it is not"),
+})
+
+ALL_SCHEMAS = [ERROR, EMPTY, RESULT_OK, LOGIN_REQUEST, LOGIN_RESPONSE, AUTH_CHECK, JOB, PRINTER,
+               STATUS, PRINT_REQUEST, PRINT_RESPONSE, FILE_INFO, FILE_LIST, JOB_LIST, HEALTH]

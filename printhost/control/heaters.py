@@ -1,0 +1,415 @@
+"""Heater control as it runs in the control process.
+
+A `Heater` reads its thermistor, computes a duty cycle with a PID controller and
+writes it, and shuts itself down when a reading is out of range or the temperature
+stops following the heater. It only talks to a `HeaterHardware`, so the same code
+drives the simulated printer today and real PWM pins later.
+
+The PID gains in the configuration are in Klipper's units: Klipper scales its
+configured pid_Kp/pid_Ki/pid_Kd down by 255 (a legacy of 8-bit PWM) before using them
+with temperatures in degrees C, times in seconds and a duty cycle of 0..1. Reading the
+gains the same way lets a user paste the numbers from their printer.cfg or from
+PID_CALIBRATE unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import NoReturn, Protocol
+
+from printhost.config import HeaterSettings, Settings
+from printhost.sim.thermal import ThermalModel
+
+# Klipper divides its configured PID gains by this before use.
+KLIPPER_PID_SCALE = 255.0
+# Time constant of the filter on the temperature slope used by the D term; Klipper's
+# default smooth_time. Without it the D term would amplify sensor noise.
+DERIVATIVE_SMOOTH_S = 1.0
+# M109/M190 count a target as reached this close below it.
+REACHED_TOLERANCE_C = 1.0
+# A reading older than this cannot prove that a target was reached: the control loop
+# has stalled and the true temperature is unknown.
+STALE_READING_S = 5.0
+# Klipper's verify_heater defaults.
+VERIFY_HYSTERESIS_C = 5.0
+VERIFY_MAX_ERROR_C_S = 120.0
+VERIFY_HEATING_GAIN_C = 2.0
+EXTRUDER_CHECK_GAIN_TIME_S = 20.0
+BED_CHECK_GAIN_TIME_S = 60.0
+
+
+class HeaterHardware(Protocol):
+    """What a heater needs from the machine: one thermistor and one PWM output."""
+
+    def read_temp_c(self) -> float: ...
+
+    def set_duty(self, duty: float) -> None: ...
+
+
+class HeaterFault(Exception):
+    """A heater was shut down for safety; the message says which one and why."""
+
+    def __init__(self, heater: str, reason: str) -> None:
+        super().__init__(f"heater {heater} shut down: {reason}")
+        self.heater = heater
+        self.reason = reason
+
+
+class SimulatedHeaterHardware:
+    """Heater hardware backed by a `ThermalModel` that follows a simulated clock.
+
+    The model is advanced lazily: whenever the temperature is read or the duty
+    changes, it first catches up on the simulated time that passed since the last
+    advance, using the duty and fan that were in force during that time. So the
+    result does not depend on how often anyone looks, only on when the inputs changed.
+    """
+
+    def __init__(self, model: ThermalModel, clock) -> None:
+        self.model = model
+        self.clock = clock
+        self._fan = 0.0
+        self._duty = 0.0
+        self._last_s = clock.now()
+
+    @property
+    def duty(self) -> float:
+        return self._duty
+
+    @property
+    def fan(self) -> float:
+        """Part-fan speed 0..1 blowing on this body."""
+        return self._fan
+
+    @fan.setter
+    def fan(self, speed: float) -> None:
+        # Catch up first so the new speed only affects time after this moment.
+        if not (math.isfinite(speed) and 0.0 <= speed <= 1.0):
+            raise ValueError(f"fan speed must be between 0 and 1, got {speed!r}")
+        self.advance()
+        self._fan = float(speed)
+
+    def advance(self) -> None:
+        """Bring the model up to the clock's current time."""
+        now_s = self.clock.now()
+        dt_s = now_s - self._last_s
+        if dt_s > 0.0:
+            self.model.step(dt_s, self._duty, self._fan)
+        # A clock that steps backwards is ignored rather than integrated backwards.
+        self._last_s = max(self._last_s, now_s)
+
+    def read_temp_c(self) -> float:
+        self.advance()
+        return self.model.sensor_c
+
+    def set_duty(self, duty: float) -> None:
+        if not (math.isfinite(duty) and 0.0 <= duty <= 1.0):
+            raise ValueError(f"duty must be between 0 and 1, got {duty!r}")
+        self.advance()
+        self._duty = float(duty)
+
+
+class _PID:
+    """Klipper-form PID: positional output, D on the measured temperature.
+
+    Taking the derivative of the measurement rather than of the error means a new
+    target does not kick the output. The integral is kept between 0 and the amount
+    that alone would produce max_power, and is only committed while the output is not
+    saturated, so a long heat-up cannot wind it up into a large overshoot.
+    """
+
+    def __init__(self, settings: HeaterSettings, smooth_s: float) -> None:
+        self.kp = settings.pid_kp / KLIPPER_PID_SCALE
+        self.ki = settings.pid_ki / KLIPPER_PID_SCALE
+        self.kd = settings.pid_kd / KLIPPER_PID_SCALE
+        self.max_power = settings.max_power
+        self.smooth_s = smooth_s
+        self.integral_max = self.max_power / self.ki if self.ki > 0.0 else 0.0
+        self.integral = 0.0
+        self.slope_c_s = 0.0
+        self.last_temp_c: float | None = None
+        self.last_s = 0.0
+
+    def reset_integral(self) -> None:
+        self.integral = 0.0
+
+    def update(self, now_s: float, temp_c: float, target_c: float) -> float:
+        if self.last_temp_c is None:
+            dt_s = 0.0
+        else:
+            dt_s = max(0.0, now_s - self.last_s)
+            raw_slope = (temp_c - self.last_temp_c) / dt_s if dt_s > 0.0 else 0.0
+            weight = min(1.0, dt_s / self.smooth_s) if self.smooth_s > 0.0 else 1.0
+            self.slope_c_s += (raw_slope - self.slope_c_s) * weight
+        self.last_temp_c = temp_c
+        self.last_s = max(self.last_s, now_s)
+
+        error_c = target_c - temp_c
+        integral = min(self.integral_max, max(0.0, self.integral + error_c * dt_s))
+        output = self.kp * error_c + self.ki * integral - self.kd * self.slope_c_s
+        duty = min(self.max_power, max(0.0, output))
+        if duty == output:
+            self.integral = integral
+        return duty
+
+
+class _HeatingCheck:
+    """Detects a heater that is not heating (Klipper's verify_heater, re-derived).
+
+    Below target - hysteresis, the shortfall is integrated over time. While a new
+    target is being approached the heater gets check_gain_time seconds to gain each
+    heating_gain degrees; every such gain clears the integral. Once the temperature
+    stops rising in time, or once it sags below the band while holding, the integral
+    quickly exceeds max_error and the heater is declared faulty. A thermistor that
+    fell off the block or a dead heater both look like this.
+    """
+
+    def __init__(self, check_gain_time_s: float) -> None:
+        self.check_gain_time_s = check_gain_time_s
+        self.error_c_s = 0.0
+        self.approaching = False
+        self.goal_c = 0.0
+        self.goal_deadline_s = 0.0
+        self.last_target_c = 0.0
+        self.last_s: float | None = None
+
+    def check(self, now_s: float, temp_c: float, target_c: float) -> str | None:
+        """Return a fault reason, or None while the heater behaves."""
+        dt_s = 0.0 if self.last_s is None else max(0.0, now_s - self.last_s)
+        self.last_s = now_s if self.last_s is None else max(self.last_s, now_s)
+        target_changed = target_c != self.last_target_c
+        self.last_target_c = target_c
+
+        if target_c <= 0.0 or temp_c >= target_c - VERIFY_HYSTERESIS_C:
+            self.approaching = False
+            if temp_c <= target_c + VERIFY_HYSTERESIS_C:
+                self.error_c_s = 0.0
+            return None
+
+        self.error_c_s += (target_c - VERIFY_HYSTERESIS_C - temp_c) * dt_s
+        if target_changed:
+            # A new target restarts the approach: the heater gets a fresh window.
+            self._new_goal(now_s, temp_c)
+            self.approaching = True
+        elif self.approaching:
+            if temp_c >= self.goal_c:
+                self.error_c_s = 0.0
+                self._new_goal(now_s, temp_c)
+            elif now_s >= self.goal_deadline_s:
+                self.approaching = False
+        elif self.error_c_s >= VERIFY_MAX_ERROR_C_S:
+            return (f"not heating at expected rate: {temp_c:.1f} C with target "
+                    f"{target_c:.1f} C (no {VERIFY_HEATING_GAIN_C:.0f} C rise within "
+                    f"{self.check_gain_time_s:.0f} s, or could not hold the target)")
+        return None
+
+    def _new_goal(self, now_s: float, temp_c: float) -> None:
+        self.goal_c = temp_c + VERIFY_HEATING_GAIN_C
+        self.goal_deadline_s = now_s + self.check_gain_time_s
+
+
+class Heater:
+    """One PID-controlled heater with its safety checks.
+
+    A fault latches: the heater keeps its duty at 0 and refuses new targets until
+    `clear_fault()`, so nothing can quietly re-enable a heater whose sensor or wiring
+    was just found to be broken.
+    """
+
+    def __init__(self, name: str, settings: HeaterSettings, hardware: HeaterHardware,
+                 check_gain_time_s: float = EXTRUDER_CHECK_GAIN_TIME_S,
+                 smooth_s: float = DERIVATIVE_SMOOTH_S) -> None:
+        if not check_gain_time_s > 0.0:
+            raise ValueError("check_gain_time_s must be positive")
+        self.name = name
+        self.settings = settings
+        self.hardware = hardware
+        self.check_gain_time_s = check_gain_time_s
+        self._smooth_s = smooth_s
+        self._pid = _PID(settings, smooth_s)
+        self._check = _HeatingCheck(check_gain_time_s)
+        self._target_c = 0.0
+        self._temp_c = math.nan
+        self._read_s: float | None = None
+        self._duty = 0.0
+        self.fault: str | None = None
+
+    @property
+    def temperature_c(self) -> float:
+        """Last sensor reading (NaN before the first update)."""
+        return self._temp_c
+
+    @property
+    def target_c(self) -> float:
+        return self._target_c
+
+    @property
+    def duty(self) -> float:
+        return self._duty
+
+    def set_target(self, target_c: float) -> None:
+        """Set the target in C; 0 turns the heater off. Out-of-range targets are refused."""
+        if not isinstance(target_c, (int, float)) or isinstance(target_c, bool):
+            raise ValueError(f"target for {self.name} must be a number, got {target_c!r}")
+        target_c = float(target_c)
+        if not math.isfinite(target_c):
+            raise ValueError(f"target {target_c} for {self.name} is not a finite number")
+        if target_c < 0.0:
+            raise ValueError(f"target {target_c:.1f} C for {self.name} is negative")
+        if target_c > self.settings.max_temp:
+            raise ValueError(f"target {target_c:.1f} C for {self.name} is above max_temp "
+                             f"{self.settings.max_temp:.1f} C")
+        if target_c > 0.0 and self.fault is not None:
+            raise HeaterFault(self.name, f"still shut down after a fault ({self.fault})")
+        if target_c == 0.0:
+            self._pid.reset_integral()
+        self._target_c = target_c
+
+    def turn_off(self) -> None:
+        """Target 0 and duty 0 now, without waiting for the next update."""
+        self._target_c = 0.0
+        self._pid.reset_integral()
+        self._write_duty(0.0)
+
+    def clear_fault(self) -> None:
+        """Allow targets again after a fault (the equivalent of a firmware restart)."""
+        self.fault = None
+        self._pid = _PID(self.settings, self._smooth_s)
+        self._check = _HeatingCheck(self.check_gain_time_s)
+
+    def update(self, now_s: float) -> None:
+        """Read the sensor, run the safety checks and the PID, and write the duty.
+
+        Raises HeaterFault, with the heater already off, when the reading is outside
+        min_temp..max_temp or the heater does not heat as it should.
+        """
+        try:
+            temp_c = float(self.hardware.read_temp_c())
+        except Exception as exc:
+            self._trip(f"cannot read the temperature sensor ({exc})")
+        self._temp_c = temp_c
+        self._read_s = now_s
+        if self.fault is not None:
+            self._write_duty(0.0)
+            return
+        s = self.settings
+        if not math.isfinite(temp_c):
+            self._trip(f"temperature sensor returned {temp_c}")
+        if temp_c > s.max_temp:
+            self._trip(f"temperature {temp_c:.1f} C is above max_temp {s.max_temp:.1f} C")
+        if temp_c < s.min_temp:
+            self._trip(f"temperature {temp_c:.1f} C is below min_temp {s.min_temp:.1f} C "
+                       f"(thermistor disconnected or shorted?)")
+        reason = self._check.check(now_s, temp_c, self._target_c)
+        if reason is not None:
+            self._trip(reason)
+        duty = self._pid.update(now_s, temp_c, self._target_c)
+        self._write_duty(duty if self._target_c > 0.0 else 0.0)
+
+    def wait_reached(self, now_s: float) -> bool:
+        """Whether an M109/M190-style wait for the current target may finish.
+
+        True when the heater is off or the last reading is at or above target - 1 C.
+        A reading older than STALE_READING_S at `now_s` never counts, because a
+        stalled control loop says nothing about the real temperature.
+        """
+        if self._target_c <= 0.0:
+            return True
+        if self._read_s is None or now_s - self._read_s > STALE_READING_S:
+            return False
+        return self._temp_c >= self._target_c - REACHED_TOLERANCE_C
+
+    def get_status(self) -> dict:
+        return {"temperature": self._temp_c, "target": self._target_c, "power": self._duty}
+
+    def _write_duty(self, duty: float) -> None:
+        self._duty = duty
+        self.hardware.set_duty(duty)
+
+    def _trip(self, reason: str) -> NoReturn:
+        # The first fault is the root cause; later ones (a sensor that also stops
+        # answering, say) must not hide it.
+        if self.fault is None:
+            self.fault = reason
+        self._target_c = 0.0
+        self._pid.reset_integral()
+        self._write_duty(0.0)
+        raise HeaterFault(self.name, reason)
+
+
+class HeaterBank:
+    """All heaters of the printer, updated together and shut down together.
+
+    A fault in one heater turns every heater off: when one thermistor or heater is
+    misbehaving the printer is in an unknown state and nothing should stay hot.
+    """
+
+    def __init__(self, heaters: Iterable[Heater] = ()) -> None:
+        self._heaters: dict[str, Heater] = {}
+        for heater in heaters:
+            self.add(heater)
+
+    def add(self, heater: Heater) -> None:
+        if heater.name in self._heaters:
+            raise ValueError(f"duplicate heater name {heater.name!r}")
+        self._heaters[heater.name] = heater
+
+    def __getitem__(self, name: str) -> Heater:
+        return self._heaters[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._heaters
+
+    def __iter__(self) -> Iterator[Heater]:
+        return iter(self._heaters.values())
+
+    def __len__(self) -> int:
+        return len(self._heaters)
+
+    def names(self) -> list[str]:
+        return list(self._heaters)
+
+    def update(self, now_s: float) -> None:
+        """Update every heater; on the first fault turn all off and re-raise it."""
+        for heater in self._heaters.values():
+            try:
+                heater.update(now_s)
+            except HeaterFault:
+                self.all_off()
+                raise
+
+    def all_off(self) -> None:
+        """Turn every heater off, even if turning one of them off fails."""
+        first_error: Exception | None = None
+        for heater in self._heaters.values():
+            try:
+                heater.turn_off()
+            except Exception as exc:  # keep going: the other heaters must still go off
+                if first_error is None:
+                    first_error = exc
+        if first_error is not None:
+            raise first_error
+
+    def get_status(self) -> dict[str, dict]:
+        return {name: heater.get_status() for name, heater in self._heaters.items()}
+
+
+def build_simulated_heaters(settings: Settings, clock
+                            ) -> tuple[HeaterBank, dict[str, SimulatedHeaterHardware]]:
+    """The simulated printer's extruder and bed, each on its own thermal model.
+
+    Returns the bank and the hardware by heater name, so the simulator can drive the
+    part fan and tests can inject faults into the models.
+    """
+    sim = settings.simulation
+    specs = (
+        ("extruder", sim.hotend, settings.heaters.extruder, EXTRUDER_CHECK_GAIN_TIME_S),
+        ("heater_bed", sim.bed, settings.heaters.heater_bed, BED_CHECK_GAIN_TIME_S),
+    )
+    bank = HeaterBank()
+    hardware: dict[str, SimulatedHeaterHardware] = {}
+    for name, body, heater_settings, gain_time_s in specs:
+        hw = SimulatedHeaterHardware(ThermalModel(body, sim.ambient_c), clock)
+        hardware[name] = hw
+        bank.add(Heater(name, heater_settings, hw, check_gain_time_s=gain_time_s))
+    return bank, hardware

@@ -1,0 +1,340 @@
+"""A print job: streams a G-code file through the interpreter, with pause, resume and cancel.
+
+The file is read one line at a time, and only while less than `buffer_time_s` of motion
+is queued ahead of the toolhead. That bound is what makes pause and cancel prompt (at
+most that much motion runs after the request) and keeps memory flat for any file size.
+
+Pause keeps everything already read: the lookahead queue is flushed so every line that
+was read is executed, the position and the G-code state at that point are saved, and
+only then the park sequence is queued. Resume undoes the park in reverse order and
+restores the saved state, so the deposited path and filament equal an uninterrupted
+print's apart from the park moves.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import IO, Iterator
+
+from printhost.config import PauseSettings, PrinterSettings
+from printhost.control.gcode import GCodeError, iter_lines, parse_line
+from printhost.control.heaters import HeaterBank
+from printhost.control.interpreter import CommandError, GCodeInterpreter, GCodeState, PartFan, Wait
+from printhost.control.motion import Vec4
+from printhost.control.toolhead import MoveError, Toolhead
+
+log = logging.getLogger(__name__)
+
+# Klipper refuses to move the extruder below 170 C to protect the filament drive; the
+# pause retract follows the same rule so a pause during heat-up does not grind filament.
+MIN_EXTRUDE_TEMP_C = 170.0
+# Upper bound on lines handled in one control-loop tick, so a file of comments cannot
+# starve the heater loop.
+MAX_LINES_PER_TICK = 400
+
+
+class JobState(str, enum.Enum):
+    PRINTING = "printing"
+    PAUSING = "pausing"
+    PAUSED = "paused"
+    CANCELLING = "cancelling"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"
+
+
+ACTIVE_STATES = frozenset({JobState.PRINTING, JobState.PAUSING, JobState.PAUSED,
+                           JobState.CANCELLING})
+
+
+class JobConflict(Exception):
+    """The request does not fit the job's state (HTTP 409)."""
+
+
+class EmergencyStop(Exception):
+    """M112 in a file: the printer must shut down at once."""
+
+
+@dataclass
+class PrintJob:
+    id: str
+    file: str
+    path: str
+    size_bytes: int
+    started_at: str
+    started_print_time: float
+    state: JobState = JobState.PRINTING
+    error: str | None = None
+    line: int = 0
+    bytes_read: int = 0
+    paused_total_s: float = 0.0
+    paused_since: float | None = None
+    ended_print_time: float | None = None
+    ended_at: str | None = None
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    position: Vec4
+    gcode_state: GCodeState
+    retracted_mm: float
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class JobRunner:
+    def __init__(self, interpreter: GCodeInterpreter, toolhead: Toolhead, heaters: HeaterBank,
+                 fan: PartFan, printer: PrinterSettings, pause: PauseSettings,
+                 buffer_time_s: float) -> None:
+        self.interp = interpreter
+        self.toolhead = toolhead
+        self.heaters = heaters
+        self.fan = fan
+        self.printer = printer
+        self.pause_cfg = pause
+        self.buffer_time_s = buffer_time_s
+        self.job: PrintJob | None = None
+        self._file: IO[bytes] | None = None
+        self._lines: Iterator[tuple[int, int, str]] | None = None
+        self._wait: Wait | None = None
+        self._eof = False
+        self._resume: ResumePoint | None = None
+        self._filament_at_start = 0.0
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def active(self) -> bool:
+        return self.job is not None and self.job.state in ACTIVE_STATES
+
+    # ------------------------------------------------------------------ requests
+    def start(self, job_id: str, file: str, path: str, now: float) -> PrintJob:
+        if self.active:
+            raise JobConflict("A job is already in progress")
+        fh = open(path, "rb")  # FileNotFoundError is reported by the caller
+        size = os.fstat(fh.fileno()).st_size
+        self._close()
+        self._file = fh
+        self._lines = iter_lines(fh)
+        self._wait = None
+        self._eof = False
+        self._resume = None
+        self._filament_at_start = self.interp.filament_used_mm
+        self.job = PrintJob(job_id, file, path, size, _utc_now(), now)
+        log.info("job %s: printing %s (%d bytes)", job_id, file, size)
+        return self.job
+
+    def pause(self, now: float) -> None:
+        job = self.job
+        if job is None or job.state != JobState.PRINTING:
+            raise JobConflict("No job in progress")
+        self.toolhead.flush()
+        resume_pos = self.toolhead.commanded_position
+        retracted = self._queue_park_moves(retract=True)
+        self._resume = ResumePoint(resume_pos, self.interp.save_state(), retracted)
+        job.state = JobState.PAUSING
+        log.info("job %s: pausing at line %d", job.id, job.line)
+
+    def resume(self, now: float) -> None:
+        job = self.job
+        if job is None or job.state != JobState.PAUSED or self._resume is None:
+            raise JobConflict("Job not paused")
+        rp = self._resume
+        cfg = self.pause_cfg
+        cur = self.toolhead.commanded_position
+        # Reverse of the park: travel above the print, lower, then unretract.
+        if (cur[0], cur[1]) != (rp.position[0], rp.position[1]):
+            self.toolhead.move_to((rp.position[0], rp.position[1], cur[2], cur[3]),
+                                  cfg.travel_speed)
+        if cur[2] != rp.position[2]:
+            self.toolhead.move_to((rp.position[0], rp.position[1], rp.position[2], cur[3]),
+                                  cfg.z_speed)
+        if rp.retracted_mm > 0.0:
+            self.toolhead.move_to(rp.position, cfg.retract_speed)
+        self.interp.restore_state(rp.gcode_state)
+        if job.paused_since is not None:
+            job.paused_total_s += now - job.paused_since
+            job.paused_since = None
+        self._resume = None
+        job.state = JobState.PRINTING
+        log.info("job %s: resumed at line %d", job.id, job.line)
+
+    def cancel(self, now: float) -> None:
+        job = self.job
+        if job is None or job.state not in (JobState.PRINTING, JobState.PAUSING, JobState.PAUSED):
+            raise JobConflict("No job to cancel")
+        self.heaters.all_off()
+        self.fan.set_speed(0.0)
+        self._close()
+        self.toolhead.abort()
+        self.interp.sync_from_toolhead()
+        if self.pause_cfg.park_on_cancel:
+            self._queue_park_moves(retract=False)
+        self._settle_pause_time(now)
+        job.state = JobState.CANCELLING
+        log.info("job %s: cancelling at line %d", job.id, job.line)
+
+    def shutdown(self, reason: str, now: float, state: JobState = JobState.ERROR) -> None:
+        """Stop everything at once (heater fault, M112, service stop): no park, heaters off."""
+        self.heaters.all_off()
+        self.fan.set_speed(0.0)
+        self._close()
+        self.toolhead.abort()
+        self.interp.sync_from_toolhead()
+        if self.active:
+            self._finish(state, now, reason)
+
+    # ------------------------------------------------------------------ tick
+    def step(self, now: float) -> None:
+        job = self.job
+        if job is None:
+            return
+        if job.state == JobState.PAUSING:
+            if self.toolhead.is_idle():
+                job.state = JobState.PAUSED
+                job.paused_since = now
+                log.info("job %s: paused", job.id)
+        elif job.state == JobState.CANCELLING:
+            if self.toolhead.is_idle():
+                self._finish(JobState.CANCELLED, now, None)
+        elif job.state == JobState.PRINTING:
+            self._feed(job, now)
+
+    def _feed(self, job: PrintJob, now: float) -> None:
+        if self._wait is not None:
+            if not self._wait():
+                return
+            self._wait = None
+        lines = 0
+        while not self._eof and lines < MAX_LINES_PER_TICK \
+                and self.toolhead.buffered_time() < self.buffer_time_s:
+            assert self._lines is not None
+            item = next(self._lines, None)
+            if item is None:
+                self._eof = True
+                self.toolhead.flush()
+                break
+            lines += 1
+            lineno, offset, text = item
+            job.line = lineno
+            job.bytes_read = offset
+            try:
+                cmd = parse_line(text, lineno)
+                if cmd is None:
+                    continue
+                if cmd.name == "M112":
+                    raise EmergencyStop(f"emergency stop (M112) at line {lineno}")
+                wait = self.interp.execute(cmd)
+            except GCodeError as exc:
+                self._fail(job, f"{job.file}: {exc}", now)
+                return
+            except CommandError as exc:
+                self._fail(job, f"{job.file}: line {lineno}: {exc}", now)
+                return
+            if wait is not None:
+                self._wait = wait
+                return
+        if self._eof and self.toolhead.is_idle():
+            self._finish(JobState.COMPLETED, now, None)
+
+    # ------------------------------------------------------------------ helpers
+    def _queue_park_moves(self, retract: bool) -> float:
+        """Queue retract, Z lift and park; returns how much filament was retracted."""
+        cfg = self.pause_cfg
+        homed = self.toolhead.homed_axes
+        pos = list(self.toolhead.commanded_position)
+        retracted = 0.0
+        extruder = self.heaters.get("extruder")
+        if retract and cfg.retract_mm > 0.0 and extruder.temperature_c >= MIN_EXTRUDE_TEMP_C:
+            pos[3] -= cfg.retract_mm
+            self.toolhead.move_to((pos[0], pos[1], pos[2], pos[3]), cfg.retract_speed)
+            retracted = cfg.retract_mm
+        if "z" in homed and cfg.lift_z_mm > 0.0:
+            z_max = self.printer.axes.z.position_max
+            new_z = min(pos[2] + cfg.lift_z_mm, z_max)
+            if new_z > pos[2]:
+                pos[2] = new_z
+                self.toolhead.move_to((pos[0], pos[1], pos[2], pos[3]), cfg.z_speed)
+        if cfg.park and "x" in homed and "y" in homed:
+            ax = self.printer.axes
+            pos[0] = min(max(cfg.park_x, ax.x.position_min), ax.x.position_max)
+            pos[1] = min(max(cfg.park_y, ax.y.position_min), ax.y.position_max)
+            try:
+                self.toolhead.move_to((pos[0], pos[1], pos[2], pos[3]), cfg.travel_speed)
+            except MoveError as exc:  # pragma: no cover - clamped above, kept as a guard
+                log.warning("park move refused: %s", exc)
+        self.toolhead.flush()
+        return retracted
+
+    def _fail(self, job: PrintJob, message: str, now: float) -> None:
+        log.error("job %s stopped: %s", job.id, message)
+        self._close()
+        self.toolhead.flush()
+        self.heaters.all_off()
+        self.fan.set_speed(0.0)
+        self._finish(JobState.ERROR, now, message)
+
+    def _settle_pause_time(self, now: float) -> None:
+        job = self.job
+        if job is not None and job.paused_since is not None:
+            job.paused_total_s += now - job.paused_since
+            job.paused_since = None
+
+    def _finish(self, state: JobState, now: float, error: str | None) -> None:
+        job = self.job
+        assert job is not None
+        self._settle_pause_time(now)
+        self._close()
+        self._wait = None
+        self._resume = None
+        job.state = state
+        job.error = error
+        job.ended_print_time = now
+        job.ended_at = _utc_now()
+        log.info("job %s: %s", job.id, state.value)
+
+    def _close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+        self._file = None
+        self._lines = None
+
+    # ------------------------------------------------------------------ status
+    def get_status(self, now: float) -> dict | None:
+        job = self.job
+        if job is None:
+            return None
+        end = job.ended_print_time if job.ended_print_time is not None else now
+        paused = job.paused_total_s + ((now - job.paused_since) if job.paused_since else 0.0)
+        total = max(0.0, end - job.started_print_time)
+        printing = max(0.0, total - paused)
+        progress = 1.0 if job.state == JobState.COMPLETED else (
+            job.bytes_read / job.size_bytes if job.size_bytes else 0.0)
+        remaining = None
+        if job.state in ACTIVE_STATES and progress > 0.001:
+            remaining = round(printing * (1.0 - progress) / progress, 1)
+        elif job.state == JobState.COMPLETED:
+            remaining = 0.0
+        return {
+            "id": job.id,
+            "file": job.file,
+            "state": job.state.value,
+            "progress": round(min(1.0, progress), 4),
+            "started_at": job.started_at,
+            "ended_at": job.ended_at,
+            "print_duration": round(printing, 2),
+            "total_duration": round(total, 2),
+            "estimated_remaining": remaining,
+            "filament_used_mm": round(self.interp.filament_used_mm - self._filament_at_start, 3),
+            "line": job.line,
+            "error": job.error,
+        }

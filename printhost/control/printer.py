@@ -1,0 +1,166 @@
+"""The printer as the control process sees it: hardware objects, the job, and faults.
+
+`Printer` is built from settings with either simulated or (later) real hardware, and
+is driven by `tick()` from the control loop. Commands from the API arrive through
+`handle()`, which never blocks: every request is answered in the same tick.
+
+A fault (heater out of range, M112) puts the printer into a latched `error` state:
+heaters off, motion stopped, job ended. Only a restart of the control process clears
+it, so a printer that overheated once cannot reheat without a person deciding so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from printhost.config import Settings
+from printhost.control.gcode import GCodeError
+from printhost.control.heaters import HeaterBank, HeaterFault, build_simulated_heaters
+from printhost.control.interpreter import GCodeInterpreter, PartFan
+from printhost.control.job import EmergencyStop, JobConflict, JobRunner, JobState
+from printhost.control.motion import MotionExecutor
+from printhost.control.toolhead import Toolhead
+from printhost.ipc.channel import Command, ErrorKind, Reply, Request
+from printhost.sim.clock import SimClock
+from printhost.sim.motion import SimulatedMotionExecutor
+
+log = logging.getLogger(__name__)
+
+
+class Printer:
+    def __init__(self, settings: Settings, clock: Any, heaters: HeaterBank,
+                 executor: MotionExecutor, fan: PartFan) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.heaters = heaters
+        self.fan = fan
+        self.toolhead = Toolhead(settings.printer, executor)
+        self.interp = GCodeInterpreter(self.toolhead, heaters, fan)
+        self.jobs = JobRunner(self.interp, self.toolhead, heaters, fan, settings.printer,
+                              settings.pause, settings.control.buffer_time_s)
+        self.error: str | None = None
+        self.stopping = False
+
+    @classmethod
+    def simulated(cls, settings: Settings, clock: Any | None = None) -> "Printer":
+        clock = clock or SimClock(settings.simulation.time_factor)
+        heaters, hardware = build_simulated_heaters(settings, clock)
+        sx, sy, sz = (float(v) for v in settings.simulation.start_position)
+        executor = SimulatedMotionExecutor(clock, start_position=(sx, sy, sz, 0.0))
+        hotend_hw = hardware["extruder"]
+
+        def fan_changed(speed: float) -> None:
+            hotend_hw.fan = speed
+
+        return cls(settings, clock, heaters, executor, PartFan(fan_changed))
+
+    # ------------------------------------------------------------------ loop
+    def tick(self) -> None:
+        """One pass of the control loop: heaters, motion, job."""
+        now = self.clock.now()
+        try:
+            self.heaters.update(now)
+        except HeaterFault as exc:
+            self.shutdown(str(exc))
+            return
+        self.toolhead.update()
+        if self.error is None:
+            try:
+                self.jobs.step(now)
+            except EmergencyStop as exc:
+                self.shutdown(str(exc))
+            except HeaterFault as exc:
+                self.shutdown(str(exc))
+
+    def shutdown(self, reason: str) -> None:
+        """Latch an error: heaters off first, then motion and job."""
+        self.heaters.all_off()
+        if self.error is None:
+            log.error("printer shutdown: %s", reason)
+            self.error = reason
+        self.jobs.shutdown(reason, self.clock.now())
+
+    def stop(self) -> None:
+        """Service stop: heaters off, motion stopped, a running job is interrupted."""
+        self.heaters.all_off()
+        self.jobs.shutdown("printhost was stopped during the print", self.clock.now(),
+                           JobState.INTERRUPTED)
+        self.stopping = True
+
+    # ------------------------------------------------------------------ commands
+    def handle(self, req: Request) -> Reply:
+        now = self.clock.now()
+        try:
+            if req.command == Command.PING:
+                return Reply(req.id, True, {"pid": os.getpid()})
+            if req.command == Command.SHUTDOWN:
+                self.stop()
+                return Reply(req.id, True, {})
+            if req.command == Command.PRINT:
+                if self.error is not None:
+                    return Reply(req.id, False, {}, ErrorKind.NOT_READY,
+                                 f"Printer not ready: {self.error}")
+                args = req.args
+                try:
+                    job = self.jobs.start(str(args["job_id"]), str(args["file"]),
+                                          str(args["path"]), now)
+                except FileNotFoundError:
+                    return Reply(req.id, False, {}, ErrorKind.NOT_FOUND, "File not found")
+                return Reply(req.id, True, {"job_id": job.id})
+            if req.command == Command.PAUSE:
+                self.jobs.pause(now)
+            elif req.command == Command.RESUME:
+                if self.error is not None:
+                    return Reply(req.id, False, {}, ErrorKind.CONFLICT, "Job not paused")
+                self.jobs.resume(now)
+            elif req.command == Command.CANCEL:
+                self.jobs.cancel(now)
+            return Reply(req.id, True, {})
+        except JobConflict as exc:
+            return Reply(req.id, False, {}, ErrorKind.CONFLICT, str(exc))
+        except (GCodeError, ValueError) as exc:
+            return Reply(req.id, False, {}, ErrorKind.INVALID, str(exc))
+        except Exception:
+            log.exception("command %s failed", req.command.value)
+            return Reply(req.id, False, {}, ErrorKind.INTERNAL, "Internal error")
+
+    # ------------------------------------------------------------------ status
+    def state(self) -> str:
+        if self.error is not None:
+            return "error"
+        job = self.jobs.job
+        if job is not None:
+            if job.state == JobState.PAUSED:
+                return "paused"
+            if job.state in (JobState.PRINTING, JobState.PAUSING, JobState.CANCELLING):
+                return "printing"
+        return "idle"
+
+    def get_status(self) -> dict[str, Any]:
+        now = self.clock.now()
+        pos = self.toolhead.live_position()
+        hot = self.heaters.get("extruder")
+        bed = self.heaters.get("heater_bed")
+        st = self.interp.state
+        return {
+            "state": self.state(),
+            "job": self.jobs.get_status(now),
+            "printer": {
+                "position": [round(pos[0], 4), round(pos[1], 4), round(pos[2], 4)],
+                "extruder_position": round(pos[3], 4),
+                "hotend_temp": round(hot.temperature_c, 2),
+                "target_hotend_temp": round(hot.target_c, 2),
+                "hotend_power": round(hot.duty, 3),
+                "bed_temp": round(bed.temperature_c, 2),
+                "target_bed_temp": round(bed.target_c, 2),
+                "bed_power": round(bed.duty, 3),
+                "fan_speed": round(self.fan.speed, 3),
+                "speed_factor": st.speed_factor,
+                "extrude_factor": st.extrude_factor,
+                "homed_axes": self.toolhead.homed_axes,
+                "print_time": round(now, 3),
+            },
+            "error": self.error,
+        }
