@@ -61,8 +61,10 @@ class PartFan:
 
 
 class GCodeInterpreter:
-    def __init__(self, toolhead: Toolhead, heaters: HeaterBank, fan: PartFan) -> None:
+    def __init__(self, toolhead: Toolhead, heaters: HeaterBank, fan: PartFan,
+                 now: Callable[[], float]) -> None:
         self.toolhead = toolhead
+        self.now = now
         self.heaters = heaters
         self.fan = fan
         self.state = GCodeState()
@@ -196,16 +198,16 @@ class GCodeInterpreter:
         return value
 
     def _set_hotend(self, cmd: GCodeCommand) -> None:
-        self.heaters.get("extruder").set_target(self._target(cmd))
+        self.heaters["extruder"].set_target(self._target(cmd))
 
     def _set_bed(self, cmd: GCodeCommand) -> None:
-        self.heaters.get("heater_bed").set_target(self._target(cmd))
+        self.heaters["heater_bed"].set_target(self._target(cmd))
 
     def _wait_heater(self, name: str) -> Wait:
-        heater = self.heaters.get(name)
+        heater = self.heaters[name]
         # Like M400, a heating wait first lets the queued moves finish.
         self.toolhead.flush()
-        return lambda: self.toolhead.is_idle() and heater.wait_reached()
+        return lambda: self.toolhead.is_idle() and heater.wait_reached(self.now())
 
     def _set_hotend_wait(self, cmd: GCodeCommand) -> Wait:
         self._set_hotend(cmd)

@@ -250,7 +250,7 @@ class JobRunner:
         homed = self.toolhead.homed_axes
         pos = list(self.toolhead.commanded_position)
         retracted = 0.0
-        extruder = self.heaters.get("extruder")
+        extruder = self.heaters["extruder"]
         if retract and cfg.retract_mm > 0.0 and extruder.temperature_c >= MIN_EXTRUDE_TEMP_C:
             pos[3] -= cfg.retract_mm
             self.toolhead.move_to((pos[0], pos[1], pos[2], pos[3]), cfg.retract_speed)

@@ -59,13 +59,17 @@ def junction_limit_v2(prev_dir: tuple[float, float, float],
     2 * length * acceleration. Both moves' values are used and the smaller wins, so a
     slow Z move or a short segment slows the corner on either side.
     """
-    dot = (prev_dir[0] * next_dir[0] + prev_dir[1] * next_dir[1]
-           + prev_dir[2] * next_dir[2])
     # theta is the angle between the incoming path reversed and the outgoing path:
-    # 180 degrees means straight on, 0 degrees means turning right back.
-    cos_theta = -dot
-    sin_half = math.sqrt(max(0.5 * (1.0 - cos_theta), 0.0))
-    cos_half = math.sqrt(max(0.5 * (1.0 + cos_theta), 0.0))
+    # 180 degrees means straight on, 0 degrees means turning right back. For unit
+    # vectors, |u + w| = 2 sin(theta/2) and |w - u| = 2 cos(theta/2); unlike the
+    # half-angle formulas on a dot product these stay exact near a reversal, where
+    # sqrt(1 - cos) would turn rounding noise of 1e-16 into a speed of 1e-8.
+    sum_x, sum_y, sum_z = (prev_dir[0] + next_dir[0], prev_dir[1] + next_dir[1],
+                           prev_dir[2] + next_dir[2])
+    dif_x, dif_y, dif_z = (next_dir[0] - prev_dir[0], next_dir[1] - prev_dir[1],
+                           next_dir[2] - prev_dir[2])
+    sin_half = min(1.0, 0.5 * math.sqrt(sum_x * sum_x + sum_y * sum_y + sum_z * sum_z))
+    cos_half = 0.5 * math.sqrt(dif_x * dif_x + dif_y * dif_y + dif_z * dif_z)
     if sin_half >= 1.0 or cos_half <= 0.0:
         return math.inf
     # Radius of the virtual arc per unit of junction deviation.

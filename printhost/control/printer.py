@@ -37,7 +37,7 @@ class Printer:
         self.heaters = heaters
         self.fan = fan
         self.toolhead = Toolhead(settings.printer, executor)
-        self.interp = GCodeInterpreter(self.toolhead, heaters, fan)
+        self.interp = GCodeInterpreter(self.toolhead, heaters, fan, clock.now)
         self.jobs = JobRunner(self.interp, self.toolhead, heaters, fan, settings.printer,
                               settings.pause, settings.control.buffer_time_s)
         self.error: str | None = None
@@ -85,6 +85,8 @@ class Printer:
     def stop(self) -> None:
         """Service stop: heaters off, motion stopped, a running job is interrupted."""
         self.heaters.all_off()
+        if not self.stopping:
+            log.info("stop requested: heaters off, motion stopped")
         self.jobs.shutdown("printhost was stopped during the print", self.clock.now(),
                            JobState.INTERRUPTED)
         self.stopping = True
@@ -141,8 +143,8 @@ class Printer:
     def get_status(self) -> dict[str, Any]:
         now = self.clock.now()
         pos = self.toolhead.live_position()
-        hot = self.heaters.get("extruder")
-        bed = self.heaters.get("heater_bed")
+        hot = self.heaters["extruder"]
+        bed = self.heaters["heater_bed"]
         st = self.interp.state
         return {
             "state": self.state(),

@@ -45,8 +45,12 @@ PASSWORD_MAX = 1024
 _USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
 
-class UserNotFound(LookupError):
-    """The named user does not exist."""
+class UserNotFound(LookupError, ValueError):
+    """The named user does not exist.
+
+    Also a ValueError, so callers that report bad input uniformly (the CLI) need no
+    extra case, while the API can still tell "not found" apart.
+    """
 
 
 def _now_iso() -> str:

@@ -53,11 +53,14 @@ def test_advertise_resolve_and_goodbye():
         assert http_name == f"{adv.instance_name}.{HTTP_SERVICE_TYPE}"
 
         observer = _observer()
-        removed = asyncio.Event()
+        added, removed = asyncio.Event(), asyncio.Event()
 
         def on_change(zeroconf, service_type, name, state_change):
-            if name == printhost_name and state_change is ServiceStateChange.Removed:
-                removed.set()
+            if name == printhost_name:
+                if state_change is ServiceStateChange.Added:
+                    added.set()
+                elif state_change is ServiceStateChange.Removed:
+                    removed.set()
 
         browser = AsyncServiceBrowser(observer.zeroconf, SERVICE_TYPE, handlers=[on_change])
         try:
@@ -75,6 +78,8 @@ def test_advertise_resolve_and_goodbye():
             assert http.properties[b"path"] == b"/api/v1"
             assert http.properties[b"uuid"] == adv.uuid.encode()
 
+            # A browser only reports the removal of instances it has seen appear.
+            await asyncio.wait_for(added.wait(), timeout=10)
             await adv.stop()
             assert not adv.running
             # The goodbye (TTL 0) reaches the browser, which reports the removal.
@@ -98,6 +103,7 @@ def test_discover_finds_running_advertiser():
     async def scenario():
         adv = _advertiser(port=7132)
         assert await adv.start()
+        registered = adv.service_names
         try:
             found = await discover(2.0, interfaces=LOOPBACK, ip_version=IPVersion.V4Only)
         finally:
@@ -106,7 +112,7 @@ def test_discover_finds_running_advertiser():
         assert len(mine) == 1, found
         entry = mine[0]
         assert entry["name"] == adv.instance_name
-        assert entry["fullname"] == adv.service_names[0]
+        assert entry["fullname"] == registered[0]
         assert entry["port"] == 7132
         assert entry["addresses"] == ["127.0.0.1"]
         assert entry["host"] == adv.host_name

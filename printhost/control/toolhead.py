@@ -1,0 +1,145 @@
+"""The toolhead: range and homing checks in front of the planner and a motion executor.
+
+Everything here is in machine coordinates. G92 and relative/absolute modes only change
+how G-code numbers map onto machine positions, so they belong to the G-code layer;
+keeping them out of the toolhead means the range checks below always compare like
+with like, and a G92 can never make the toolhead believe it is somewhere it is not.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from printhost.config import AxisSettings, PrinterSettings
+from printhost.control.motion import MotionExecutor, Vec4
+from printhost.control.planner import LookaheadPlanner
+
+_AXES = "xyz"
+_RANGE_TOLERANCE_MM = 1e-6
+# If less than this much print time is left in the executor's queue, moves held back
+# by the planner for look-ahead are released, ending at a stop, rather than letting
+# the toolhead run dry mid-move while waiting for G-code that is slow to arrive.
+_STARVATION_S = 0.25
+
+
+class MoveError(Exception):
+    """A move was refused (out of range or unhomed axis); nothing was queued."""
+
+
+class Toolhead:
+    """Plans and executes moves for one printer, remembering where it was told to go.
+
+    `commanded_position` is where the toolhead will be once everything accepted so far
+    has run; the live position lags behind it by the queued motion.
+    """
+
+    def __init__(self, printer: PrinterSettings, executor: MotionExecutor) -> None:
+        self._printer = printer
+        self._executor = executor
+        self._planner = LookaheadPlanner(printer, executor.schedule)
+        self.commanded_position: Vec4 = tuple(executor.position())  # type: ignore[assignment]
+        self._homed: set[str] = set()
+
+    @property
+    def homed_axes(self) -> str:
+        return "".join(a for a in _AXES if a in self._homed)
+
+    def _axis(self, name: str) -> AxisSettings:
+        return getattr(self._printer.axes, name)
+
+    # ------------------------------------------------------------------ motion
+
+    def move_to(self, target: Vec4, speed_mm_s: float) -> None:
+        """Queue a straight move to `target` (machine coordinates) at up to `speed_mm_s`.
+
+        Only axes that actually move are checked, as in Klipper: an unhomed Y does not
+        stop an extrude-only move or a move along X.
+        """
+        if len(target) != 4 or not all(math.isfinite(c) for c in target):
+            raise MoveError(f"invalid move target: {target!r}")
+        if not (math.isfinite(speed_mm_s) and speed_mm_s > 0.0):
+            raise MoveError(f"invalid move speed: {speed_mm_s!r}")
+        target = tuple(float(c) for c in target)  # type: ignore[assignment]
+        for i, axis in enumerate(_AXES):
+            if target[i] == self.commanded_position[i]:
+                continue
+            if axis not in self._homed:
+                raise MoveError(f"must home axis first: {axis.upper()}")
+            limits = self._axis(axis)
+            if not (limits.position_min - _RANGE_TOLERANCE_MM <= target[i]
+                    <= limits.position_max + _RANGE_TOLERANCE_MM):
+                raise MoveError(
+                    f"move out of range: {axis.upper()}={target[i]:.3f} is outside "
+                    f"{limits.position_min:.3f}..{limits.position_max:.3f}")
+        self._planner.add_move(self.commanded_position, target, speed_mm_s)
+        self.commanded_position = target
+
+    def home(self, axes: str = "") -> None:
+        """Home the given axes ("" means all), in X, Y, Z order.
+
+        In the simulator an endstop triggers exactly at `position_endstop`, so homing
+        is a plain move there at the axis' homing speed. Range checks are skipped: the
+        position before homing is only a belief, which is the point of homing.
+        """
+        wanted = axes.lower()
+        unknown = sorted(set(wanted) - set(_AXES))
+        if unknown:
+            raise MoveError(f"cannot home unknown axis: {''.join(unknown).upper()}")
+        for i, axis in enumerate(_AXES):
+            if wanted and axis not in wanted:
+                continue
+            settings = self._axis(axis)
+            target = list(self.commanded_position)
+            target[i] = settings.position_endstop
+            target_t: Vec4 = (target[0], target[1], target[2], target[3])
+            self._planner.add_move(self.commanded_position, target_t, settings.homing_speed)
+            self.commanded_position = target_t
+            self._homed.add(axis)
+
+    def dwell(self, seconds: float) -> None:
+        """Wait `seconds` after the queued motion has come to a stop (G4)."""
+        self._planner.dwell(self.commanded_position, seconds)
+
+    def flush(self) -> None:
+        """Release every move held for look-ahead; the last one ends at a stop."""
+        self._planner.flush()
+
+    def update(self) -> None:
+        """Advance the executor; release held moves if it is about to run out of work."""
+        self._executor.update()
+        if (self._planner.queued_moves
+                and self._executor.queue_end_time() - self._executor.now() < _STARVATION_S):
+            self._planner.flush()
+
+    # ------------------------------------------------------------------ state
+
+    def buffered_time(self) -> float:
+        """Print time still ahead: scheduled motion plus a bound on the planner's queue."""
+        ahead = max(0.0, self._executor.queue_end_time() - self._executor.now())
+        return ahead + self._planner.queued_time_estimate()
+
+    def is_idle(self) -> bool:
+        return self._planner.queued_moves == 0 and self._executor.is_idle()
+
+    def live_position(self) -> Vec4:
+        return self._executor.position()
+
+    def abort(self) -> Vec4:
+        """Drop planned motion, stop after the running move; returns the stop position.
+
+        The stop position becomes the commanded one, so whatever runs next (a park
+        move after cancel) starts from where the toolhead really is.
+        """
+        self._planner.clear()
+        stop = self._executor.abort()
+        self.commanded_position = tuple(stop)  # type: ignore[assignment]
+        return self.commanded_position
+
+    def get_status(self) -> dict[str, Any]:
+        """Status for the API; `position` is the commanded one, as in Klipper's toolhead."""
+        return {
+            "position": list(self.commanded_position),
+            "live_position": list(self.live_position()),
+            "homed_axes": self.homed_axes,
+        }
