@@ -125,6 +125,8 @@ class Advertiser:
         self.uuid = uuid
         self.version = version
         self.api_path = api_path
+        if isinstance(interfaces, str):  # one address given bare, not as a list
+            interfaces = [interfaces]
         self.interfaces = interfaces if isinstance(interfaces, InterfaceChoice) else list(interfaces)
         self.addresses = list(addresses) if addresses is not None else host_addresses()
         for a in self.addresses:

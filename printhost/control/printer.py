@@ -12,6 +12,7 @@ it, so a printer that overheated once cannot reheat without a person deciding so
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
@@ -27,6 +28,11 @@ from printhost.sim.clock import SimClock
 from printhost.sim.motion import SimulatedMotionExecutor
 
 log = logging.getLogger(__name__)
+
+
+def _num(value: float, digits: int) -> float | None:
+    """Round for the status document; a reading that does not exist yet (NaN) is null."""
+    return round(value, digits) if math.isfinite(value) else None
 
 
 class Printer:
@@ -152,12 +158,12 @@ class Printer:
             "printer": {
                 "position": [round(pos[0], 4), round(pos[1], 4), round(pos[2], 4)],
                 "extruder_position": round(pos[3], 4),
-                "hotend_temp": round(hot.temperature_c, 2),
-                "target_hotend_temp": round(hot.target_c, 2),
-                "hotend_power": round(hot.duty, 3),
-                "bed_temp": round(bed.temperature_c, 2),
-                "target_bed_temp": round(bed.target_c, 2),
-                "bed_power": round(bed.duty, 3),
+                "hotend_temp": _num(hot.temperature_c, 2),
+                "target_hotend_temp": _num(hot.target_c, 2),
+                "hotend_power": _num(hot.duty, 3),
+                "bed_temp": _num(bed.temperature_c, 2),
+                "target_bed_temp": _num(bed.target_c, 2),
+                "bed_power": _num(bed.duty, 3),
                 "fan_speed": round(self.fan.speed, 3),
                 "speed_factor": st.speed_factor,
                 "extrude_factor": st.extrude_factor,

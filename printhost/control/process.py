@@ -71,7 +71,8 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
         stop_requested = True
 
     signal.signal(signal.SIGTERM, on_term)
-    _try_realtime()
+    if settings.control.backend != "simulated":
+        _try_realtime()
     status = StatusBlock.attach(status_name)
     server = CommandServer(conn)
     printer = Printer.simulated(settings)

@@ -79,8 +79,10 @@ class Toolhead:
         """Home the given axes ("" means all), in X, Y, Z order.
 
         In the simulator an endstop triggers exactly at `position_endstop`, so homing
-        is a plain move there at the axis' homing speed. Range checks are skipped: the
-        position before homing is only a belief, which is the point of homing.
+        is a plain move there at the axis' homing speed, ending at a standstill as a
+        triggered endstop does (it is flushed, never blended into the next move).
+        Range checks are skipped: the position before homing is only a belief, which
+        is the point of homing.
         """
         wanted = axes.lower()
         unknown = sorted(set(wanted) - set(_AXES))
@@ -94,6 +96,7 @@ class Toolhead:
             target[i] = settings.position_endstop
             target_t: Vec4 = (target[0], target[1], target[2], target[3])
             self._planner.add_move(self.commanded_position, target_t, settings.homing_speed)
+            self._planner.flush()
             self.commanded_position = target_t
             self._homed.add(axis)
 

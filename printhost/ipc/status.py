@@ -33,19 +33,6 @@ class StatusBlockError(Exception):
     """The block could not be read consistently or the payload does not fit."""
 
 
-def _untrack(shm: shared_memory.SharedMemory) -> None:
-    """Stop Python's resource tracker from unlinking a segment this process only attached to.
-
-    Without this, an attaching process that exits would remove the segment from under
-    the owner (a long-standing CPython behaviour for `SharedMemory(create=False)`).
-    """
-    try:
-        from multiprocessing import resource_tracker
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-    except Exception:
-        pass
-
-
 class StatusBlock:
     """A named shared-memory segment holding the latest status snapshot."""
 
@@ -64,8 +51,9 @@ class StatusBlock:
 
     @classmethod
     def attach(cls, name: str) -> "StatusBlock":
+        # The control process is spawned by the supervisor and shares its resource
+        # tracker, so attaching registers nothing new and exiting unlinks nothing.
         shm = shared_memory.SharedMemory(name=name, create=False)
-        _untrack(shm)
         block = cls(shm, owner=False)
         block._seq = HEADER.unpack_from(shm.buf, 0)[0] & ~1
         return block
