@@ -191,10 +191,10 @@ class Api:
         return {"Authorization": f"Bearer {self.token(role)}"}
 
     def get(self, path: str, role: str = "viewer", **kw) -> httpx.Response:
-        return self.http.get(path, headers=self.auth(role), **kw)
+        return self.http.get(path, headers={**self.auth(role), **kw.pop("headers", {})}, **kw)
 
     def post(self, path: str, role: str = "operator", **kw) -> httpx.Response:
-        return self.http.post(path, headers=self.auth(role), **kw)
+        return self.http.post(path, headers={**self.auth(role), **kw.pop("headers", {})}, **kw)
 
     def status(self) -> dict:
         r = self.get("/api/v1/status")

@@ -104,7 +104,7 @@ def test_401_token_variants(api, shared_service):
         "missing": None,
         "no scheme": good,
         "basic": "Basic " + good,
-        "empty bearer": "Bearer ",
+        "bearer without token": "Bearer",
         "garbage": "Bearer not.a.jwt",
         "tampered": "Bearer " + good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"),
         "expired": "Bearer " + _forge(shared_service, offset=-7 * 86400),
