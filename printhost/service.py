@@ -136,12 +136,13 @@ class Service:
         for srv in server.servers:
             for sock in srv.sockets:
                 port = sock.getsockname()[1]
+        sdnotify.notify("READY=1")
         if s.discovery.enabled:
+            # After READY: mDNS probing takes a second or two and is not needed to print.
             from printhost.discovery import Advertiser
             name = s.discovery.instance_name or f"printhost on {os.uname().nodename}"
             self.advertiser = Advertiser(name, port, instance_uuid(self.state_dir), __version__)
             await self.advertiser.start()
-        sdnotify.notify("READY=1")
         log.info("printhost %s ready on http://%s:%d (state in %s)", __version__,
                  s.server.host, port, self.state_dir)
 

@@ -76,3 +76,47 @@ def test_health_needs_no_token(shared_service):
     r = httpx.get(shared_service.url + "/api/v1/health", timeout=5)
     assert r.status_code == 200
     assert r.json()["status"] == "ok" and r.json()["control"] == "running"
+
+
+def test_systemd_ready_notification(service_factory, tmp_path, monkeypatch):
+    """Type=notify: READY=1 arrives once the API answers and the control process runs."""
+    import socket as _socket
+    sock_path = tmp_path / "notify.sock"
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(60)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+    svc = service_factory().start(wait=False)
+    try:
+        message = sock.recv(4096).decode()
+        assert "READY=1" in message
+        # Once READY is sent, the API is already serving and the printer is up.
+        r = httpx.get(svc.url + "/api/v1/health", timeout=2)
+        assert r.status_code == 200 and r.json()["control"] == "running"
+        svc.stop()
+        assert "STOPPING=1" in sock.recv(4096).decode()
+    finally:
+        sock.close()
+
+
+def test_mdns_advertisement_and_goodbye(service_factory):
+    """The service is found over mDNS with its TXT records, and withdrawn on shutdown."""
+    import asyncio
+
+    from printhost.discovery import discover
+
+    svc = service_factory(discovery=True).start()
+    uuid = None
+    deadline = time.monotonic() + 20
+    found: list = []
+    while time.monotonic() < deadline and not found:
+        found = [f for f in asyncio.run(discover(2.0, interfaces=["127.0.0.1"]))
+                 if f["port"] == svc.port]
+    assert found, svc.log()
+    txt = found[0]["txt"]
+    uuid = (svc.state_dir / "instance_id").read_text().strip()
+    assert txt["uuid"] == uuid and txt["api"] == "/api/v1" and txt["version"]
+    assert svc.stop() < 2.0
+    gone = [f for f in asyncio.run(discover(2.0, interfaces=["127.0.0.1"]))
+            if f["port"] == svc.port]
+    assert gone == []
