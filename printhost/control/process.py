@@ -42,8 +42,13 @@ def run_control_loop(printer: Printer, server: CommandServer, status: StatusBloc
     status_period = 1.0 / status_hz
     next_status = 0.0
     while True:
-        for req in server.poll():
-            server.reply(printer.handle(req))
+        replies = [printer.handle(req) for req in server.poll()]
+        if replies:
+            # Publish before replying, so a client that reads status right after a
+            # command's reply already sees its effect (e.g. heater targets 0 on cancel).
+            status.write(printer.get_status())
+            for reply in replies:
+                server.reply(reply)
         if server.closed:
             log.error("supervisor channel closed: stopping with heaters off")
             printer.stop()

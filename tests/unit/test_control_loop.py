@@ -1,0 +1,79 @@
+"""The control loop: status publishing and read-your-writes for commands."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+from printhost.config import parse_settings
+from printhost.control.printer import Printer
+from printhost.control.process import run_control_loop
+from printhost.ipc.channel import Command, CommandServer, Reply, Request
+from printhost.ipc.status import StatusBlock
+
+
+def test_loop_publishes_status_and_replies_after_publishing(tmp_path):
+    settings = parse_settings({"simulation": {"time_factor": 20.0}})
+    block = StatusBlock.create()
+    ours, theirs = multiprocessing.Pipe()
+    printer = Printer.simulated(settings)
+    stop = threading.Event()
+    loop = threading.Thread(target=run_control_loop,
+                            args=(printer, CommandServer(theirs), block, 25.0, stop.is_set))
+    loop.start()
+    try:
+        deadline = time.monotonic() + 5
+        while block.read()[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seq0, first = block.read()
+        assert first["state"] == "idle" and first["printer"]["homed_axes"] == ""
+        time.sleep(2.0)
+        seq1, _ = block.read()
+        # Nominally 25 Hz (two sequence steps per write); the bound is loose so a busy
+        # machine cannot make it flaky, yet a loop that stopped publishing fails it.
+        assert (seq1 - seq0) / 2 >= 30
+
+        f = tmp_path / "heat.gcode"
+        f.write_text("M104 S200\nM140 S60\nG4 P100000\n")
+        ours.send(Request(1, Command.PRINT, {"job_id": "j1", "file": f.name,
+                                             "path": str(f)}).to_wire())
+        assert ours.poll(5)
+        assert Reply.from_wire(ours.recv()).ok
+        time.sleep(0.3)
+        ours.send(Request(2, Command.CANCEL).to_wire())
+        assert ours.poll(5)
+        reply = Reply.from_wire(ours.recv())
+        assert reply.ok and reply.id == 2
+        # Read-your-writes: the snapshot published before the reply shows the cancel.
+        _, snap = block.read()
+        assert snap["job"]["state"] in ("cancelling", "cancelled")
+        assert snap["printer"]["target_hotend_temp"] == 0.0
+        assert snap["printer"]["target_bed_temp"] == 0.0
+
+        ours.send(Request(3, Command.SHUTDOWN).to_wire())
+        loop.join(5)
+        assert not loop.is_alive()
+        assert Reply.from_wire(ours.recv()).ok
+    finally:
+        stop.set()
+        loop.join(5)
+        block.close()
+
+
+def test_loop_stops_with_heaters_off_when_the_supervisor_vanishes():
+    settings = parse_settings({})
+    block = StatusBlock.create()
+    ours, theirs = multiprocessing.Pipe()
+    printer = Printer.simulated(settings)
+    printer.heaters["extruder"].set_target(200.0)
+    loop = threading.Thread(target=run_control_loop,
+                            args=(printer, CommandServer(theirs), block, 25.0, lambda: False))
+    loop.start()
+    time.sleep(0.2)
+    assert printer.heaters["extruder"].target_c == 200.0
+    ours.close()
+    loop.join(5)
+    assert not loop.is_alive()
+    assert printer.heaters["extruder"].target_c == 0.0 and printer.heaters["extruder"].duty == 0.0
+    block.close()
