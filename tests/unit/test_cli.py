@@ -17,20 +17,57 @@ SHIPPED = REPO / "config" / "printhost.toml"
 PASSWORD = "correct horse battery"
 
 
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PRINTHOST_CONFIG", "PRINTHOST_JWT_SECRET")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
+
+
 def run(*args: str, stdin: str = "", env_extra: dict[str, str] | None = None,
         timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PRINTHOST_CONFIG",
-                                                             "PRINTHOST_JWT_SECRET")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "printhost", *args], cwd=REPO, env=env,
-                          input=stdin, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "printhost", *args], cwd=REPO,
+                          env=_env(env_extra), input=stdin, capture_output=True, text=True,
+                          timeout=timeout)
 
 
-def assert_clean_failure(proc: subprocess.CompletedProcess[str]) -> None:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("printhost: ")
+class Batch:
+    """Independent commands started together up front, so the file stays fast.
+
+    Each command is a separate process with its own state directory; a test asks for
+    the result of its command by key and only then waits for it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._procs: dict[str, subprocess.Popen[str]] = {}
+        self._results: dict[str, subprocess.CompletedProcess[str]] = {}
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def start(self, key: str, *args: str, stdin: str = "",
+              env_extra: dict[str, str] | None = None) -> None:
+        stdin_file = self.root / f"{key}.stdin"
+        stdin_file.write_text(stdin)
+        with open(stdin_file) as fh:
+            self._procs[key] = subprocess.Popen(
+                [sys.executable, "-m", "printhost", *args], cwd=REPO, env=_env(env_extra),
+                stdin=fh, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self, key: str) -> subprocess.CompletedProcess[str]:
+        if key not in self._results:
+            proc = self._procs[key]
+            out, err = proc.communicate(timeout=30)
+            self._results[key] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        return self._results[key]
+
+    def finish(self) -> None:
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
 
 
 # --------------------------------------------------------------------------- config
