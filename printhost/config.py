@@ -252,7 +252,10 @@ def _coerce(path: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected {_type_name(float)}, got {value!r}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{path}: {str(value)[:20]}... is too large") from None
         if not math.isfinite(value):
             raise ConfigError(f"{path}: must be a finite number, got {value!r}")
     elif tp is str:
@@ -320,8 +323,8 @@ def _cross_check(s: Settings) -> None:
             raise ConfigError(f"heaters.{name}.max_temp: must be greater than min_temp")
     start = s.simulation.start_position
     if len(start) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                  for v in start):
-        raise ConfigError("simulation.start_position: expected a list of three numbers [x, y, z]")
+                                  and math.isfinite(float(v)) for v in start):
+        raise ConfigError("simulation.start_position: expected a list of three finite numbers [x, y, z]")
     if s.server.max_body_bytes > s.server.max_upload_bytes:
         raise ConfigError("server.max_body_bytes: must not exceed server.max_upload_bytes")
 

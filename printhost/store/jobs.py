@@ -28,10 +28,16 @@ class JobHistory:
         self.store = store
 
     def record_start(self, job_id: str, file: str, user: str) -> None:
+        """Record who started a job; the status copier may already have inserted it."""
         with self.store.transaction() as db:
-            db.table("jobs").insert({"id": job_id, "file": file, "user": user,
-                                     "state": "printing", "created_at": _now(),
-                                     "progress": 0.0, "error": None})
+            table = db.table("jobs")
+            q = Query()
+            if table.contains(q.id == job_id):
+                table.update({"file": file, "user": user}, q.id == job_id)
+            else:
+                table.insert({"id": job_id, "file": file, "user": user,
+                              "state": "printing", "created_at": _now(),
+                              "progress": 0.0, "error": None})
 
     def update(self, job: dict[str, Any]) -> None:
         """Copy a job snapshot from status into its record (inserting it if unknown)."""
@@ -62,6 +68,6 @@ class JobHistory:
         return None
 
     def list(self, limit: int = 100) -> list[dict[str, Any]]:
+        # Records are kept in insertion order, which is creation order.
         records = self.store.table_snapshot("jobs")
-        records.sort(key=lambda r: r.get("created_at") or "", reverse=True)
-        return records[:limit]
+        return records[::-1][:limit]

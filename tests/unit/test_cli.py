@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from printhost.config import describe
 from printhost.store.db import Store
-from printhost.store.users import get_user, verify_credentials
+from printhost.store.users import add_user, get_user, list_users, verify_credentials
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "config" / "printhost.toml"
 PASSWORD = "correct horse battery"
+NEW_PASSWORD = "another secret 42"
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -54,7 +58,9 @@ class Batch:
         with open(stdin_file) as fh:
             self._procs[key] = subprocess.Popen(
                 [sys.executable, "-m", "printhost", *args], cwd=REPO, env=_env(env_extra),
-                stdin=fh, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                stdin=fh, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                # Lower priority: the sequential user scenario goes first.
+                preexec_fn=lambda: os.nice(5))
 
     def result(self, key: str) -> subprocess.CompletedProcess[str]:
         if key not in self._results:
@@ -70,84 +76,87 @@ class Batch:
             proc.communicate()
 
 
-# --------------------------------------------------------------------------- config
+def assert_clean_failure(proc: subprocess.CompletedProcess[str]) -> None:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("printhost: ")
 
 
-def test_config_check_ok():
-    proc = run("config", "check", str(SHIPPED))
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"{SHIPPED}: OK (cartesian, backend simulated)"
-    assert proc.stderr == ""
-
-
-def test_config_check_broken_file_names_file_key_and_problem(tmp_path):
-    bad = tmp_path / "bad.toml"
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    b = Batch(tmp_path_factory.mktemp("cli"))
+    bad = b.path("bad.toml")
     bad.write_text("[heaters.extruder]\nmax_temp = 2000.0\n")
-    proc = run("config", "check", str(bad))
-    assert_clean_failure(proc)
-    assert f"{bad}: heaters.extruder.max_temp: 2000.0 is above the maximum 1000.0" in proc.stderr
-    assert proc.stdout == ""
-
-
-def test_config_check_unknown_nested_key(tmp_path):
-    bad = tmp_path / "typo.toml"
-    bad.write_text("[printer.axes.x]\nposition_mx = 200.0\n")
-    proc = run("config", "check", str(bad))
-    assert_clean_failure(proc)
-    assert f"{bad}: printer.axes.x.position_mx: unknown key" in proc.stderr
-
-
-def test_config_check_missing_and_invalid_toml(tmp_path):
-    proc = run("config", "check", str(tmp_path / "absent.toml"))
-    assert_clean_failure(proc)
-    assert f"{tmp_path / 'absent.toml'}: file not found" in proc.stderr
-
-    broken = tmp_path / "broken.toml"
+    typo = b.path("typo.toml")
+    typo.write_text("[printer.axes.x]\nposition_mx = 200.0\n")
+    broken = b.path("broken.toml")
     broken.write_text("[server\n")
-    proc = run("config", "check", str(broken))
-    assert_clean_failure(proc)
-    assert f"{broken}: invalid TOML" in proc.stderr
+    shown = b.path("shown.toml")
+    shown.write_text("[server]\nport = 8123\n[simulation.bed]\nsensor_lag_s = 6.5\n")
+    env_cfg = b.path("env.toml")
+    env_cfg.write_text('[server]\nlog_level = "debug"\n')
+    serve_bad = b.path("serve_bad.toml")
+    serve_bad.write_text('[server]\nport = "http"\n')
 
-
-def test_config_show_prints_every_key_with_effective_values(tmp_path):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text("[server]\nport = 8123\n[simulation.bed]\nsensor_lag_s = 6.5\n")
-    proc = run("config", "show", "--config", str(cfg))
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert lines[0] == f"# effective settings from {cfg}"
-    values = {line.split(" = ", 1)[0]: line.split(" = ", 1)[1].split("    # ")[0]
-              for line in lines[1:]}
-    assert values["server.port"] == "8123"
-    assert values["simulation.bed.sensor_lag_s"] == "6.5"
-    assert values["simulation.bed.heater_power_w"] == "220.0"
-    assert values["simulation.start_position"] == "[117.5, 117.5, 10.0]"
-    assert "printer.axes.z.homing_speed" in values
-    assert "heaters.heater_bed.pid_kd" in values
-
-
-def test_config_show_uses_printhost_config_and_state_dir_override(tmp_path):
-    cfg = tmp_path / "env.toml"
-    cfg.write_text('[server]\nlog_level = "debug"\n')
-    proc = run("config", "show", "--state-dir", str(tmp_path / "st"),
-               env_extra={"PRINTHOST_CONFIG": str(cfg)})
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == f"# effective settings from {cfg}"
-    assert "server.log_level = 'debug'" in proc.stdout
-    assert f"server.state_dir = '{tmp_path / 'st'}'" in proc.stdout
-    assert not (tmp_path / "st").exists()  # showing settings creates nothing
+    # State directories that already hold user bob (operator, password PASSWORD).
+    template = Store(b.path("template-state"))
+    add_user(template, "bob", "operator", PASSWORD)
+    for name in ("revoke", "delete", "passwd", "passwd-short", "dup"):
+        b.path(f"{name}-state").mkdir()
+        shutil.copy(template.path, b.path(f"{name}-state") / template.path.name)
+    b.start("revoke", "user", "revoke", "bob", "--state-dir", str(b.path("revoke-state")))
+    b.start("delete", "user", "delete", "bob", "--state-dir", str(b.path("delete-state")))
+    b.start("passwd", "user", "passwd", "bob", "--state-dir", str(b.path("passwd-state")),
+            stdin=NEW_PASSWORD + "\n")
+    b.start("passwd_short", "user", "passwd", "bob",
+            "--state-dir", str(b.path("passwd-short-state")), stdin="1234567\n")
+    b.start("duplicate", "user", "add", "BOB", "--role", "viewer",
+            "--state-dir", str(b.path("dup-state")),
+            stdin=PASSWORD + "\n")
+    b.start("check_ok", "config", "check", str(SHIPPED))
+    b.start("check_bad", "config", "check", str(bad))
+    b.start("check_typo", "config", "check", str(typo))
+    b.start("check_missing", "config", "check", str(b.path("absent.toml")))
+    b.start("check_broken", "config", "check", str(broken))
+    b.start("show", "config", "show", "--config", str(shown))
+    b.start("show_env", "config", "show", "--state-dir", str(b.path("show-state")),
+            env_extra={"PRINTHOST_CONFIG": str(env_cfg)})
+    b.start("short_pw", "user", "add", "carol", "--role", "viewer",
+            "--state-dir", str(b.path("short-state")), stdin="short\n")
+    b.start("empty_pw", "user", "add", "carol", "--role", "viewer",
+            "--state-dir", str(b.path("empty-state")))
+    b.start("bad_name", "user", "add", "bad name", "--role", "viewer",
+            "--state-dir", str(b.path("name-state")), stdin=PASSWORD + "\n")
+    b.start("bad_role", "user", "add", "dave", "--role", "root",
+            "--state-dir", str(b.path("role-state")), stdin=PASSWORD + "\n")
+    b.start("ghost", "user", "delete", "ghost", "--state-dir", str(b.path("ghost-state")))
+    b.start("help_add", "user", "add", "--help")
+    b.start("help_passwd", "user", "passwd", "--help")
+    b.start("password_option", "user", "add", "eve", "--role", "viewer",
+            "--state-dir", str(b.path("eve-state")), "--password", PASSWORD)
+    b.start("serve_bad", "serve", "--config", str(serve_bad),
+            "--state-dir", str(b.path("serve-bad-state")))
+    b.start("serve_port", "serve", "--config", str(SHIPPED),
+            "--state-dir", str(b.path("serve-port-state")), "--port", "70000")
+    b.start("serve_port_text", "serve", "--config", str(SHIPPED), "--port", "http")
+    b.start("no_command")
+    yield b
+    b.finish()
 
 
 # --------------------------------------------------------------------------- users
 
 
-def test_user_lifecycle(tmp_path):
+def test_user_add_then_list(tmp_path, batch):
+    # Asking for `batch` first starts the independent commands, which then run in the
+    # background while this sequential scenario goes on.
     state = str(tmp_path / "state")
     # add, reading the password from stdin
     proc = run("user", "add", "bob", "--role", "operator", "--state-dir", state,
                stdin=PASSWORD + "\n")
     assert proc.returncode == 0, proc.stderr
     assert "user bob added with role operator" in proc.stdout
+    assert PASSWORD not in proc.stdout + proc.stderr
     store = Store(state)
     record = get_user(store, "bob")
     assert record is not None and record["role"] == "operator"
@@ -159,121 +168,175 @@ def test_user_lifecycle(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = [line.split("\t") for line in proc.stdout.splitlines()]
     assert [r[:2] for r in rows] == [["bob", "operator"]]
+    assert rows[0][2] == record["created_at"]
     assert "scrypt" not in proc.stdout and old_hash not in proc.stdout
-    assert PASSWORD not in proc.stdout
 
-    # a duplicate, also one differing only in case, is refused
-    for name in ("bob", "BOB"):
-        proc = run("user", "add", name, "--role", "viewer", "--state-dir", state,
-                   stdin=PASSWORD + "\n")
-        assert_clean_failure(proc)
-        assert "'bob' already exists" in proc.stderr
-    assert [u["username"] for u in _users(state)] == ["bob"]
 
-    # revoke bumps the token version
-    proc = run("user", "revoke", "bob", "--state-dir", state)
+def test_user_revoke_bumps_the_token_version(batch):
+    proc = batch.result("revoke")
     assert proc.returncode == 0, proc.stderr
-    assert "all tokens of bob revoked" in proc.stdout
+    assert proc.stdout.strip() == "all tokens of bob revoked"
+    record = get_user(Store(batch.path("revoke-state")), "bob")
+    assert record["token_version"] == 1
+    assert record["role"] == "operator"
+
+
+def test_user_passwd_replaces_the_password_and_revokes_tokens(batch):
+    proc = batch.result("passwd")
+    assert proc.returncode == 0, proc.stderr
+    assert "password of bob changed" in proc.stdout
+    assert NEW_PASSWORD not in proc.stdout + proc.stderr
+    store = Store(batch.path("passwd-state"))
     assert get_user(store, "bob")["token_version"] == 1
-
-    # passwd replaces the password and revokes tokens too
-    proc = run("user", "passwd", "bob", "--state-dir", state, stdin="another secret 42\n")
-    assert proc.returncode == 0, proc.stderr
-    after = get_user(store, "bob")
-    assert after["token_version"] == 2
-    assert after["password_hash"] != old_hash
-    assert verify_credentials(store, "bob", "another secret 42") is not None
+    assert verify_credentials(store, "bob", NEW_PASSWORD) is not None
     assert verify_credentials(store, "bob", PASSWORD) is None
 
-    # delete
-    proc = run("user", "delete", "bob", "--state-dir", state)
+
+def test_user_passwd_refuses_a_short_password_and_keeps_the_old_one(batch):
+    proc = batch.result("passwd_short")
+    assert_clean_failure(proc)
+    assert "at least 8 characters" in proc.stderr
+    store = Store(batch.path("passwd-short-state"))
+    assert get_user(store, "bob")["token_version"] == 0
+    assert verify_credentials(store, "bob", PASSWORD) is not None
+
+
+def test_user_delete(batch):
+    proc = batch.result("delete")
     assert proc.returncode == 0, proc.stderr
-    assert "user bob deleted" in proc.stdout
-    assert _users(state) == []
-    proc = run("user", "list", "--state-dir", state)
-    assert proc.returncode == 0 and proc.stdout == ""
+    assert proc.stdout.strip() == "user bob deleted"
+    assert list_users(Store(batch.path("delete-state"))) == []
 
 
-def _users(state: str) -> list[dict]:
-    from printhost.store.users import list_users
-    return list_users(Store(state))
+def test_duplicate_user_is_refused(batch):
+    # The name differs only in case, which counts as taken too.
+    proc = batch.result("duplicate")
+    assert_clean_failure(proc)
+    assert "user 'bob' already exists" in proc.stderr
+    users = list_users(Store(batch.path("dup-state")))
+    assert [(u["username"], u["role"]) for u in users] == [("bob", "operator")]
 
 
-def test_too_short_password_is_refused_and_nothing_is_stored(tmp_path):
-    state = tmp_path / "state"
-    proc = run("user", "add", "carol", "--role", "viewer", "--state-dir", str(state),
-               stdin="short\n")
+def test_too_short_password_is_refused_and_nothing_is_stored(batch):
+    proc = batch.result("short_pw")
     assert_clean_failure(proc)
     assert "password must be at least 8 characters" in proc.stderr
-    assert _users(str(state)) == []
+    assert list_users(Store(batch.path("short-state"))) == []
 
 
-def test_empty_stdin_is_a_too_short_password(tmp_path):
-    proc = run("user", "add", "carol", "--role", "viewer", "--state-dir", str(tmp_path / "s"),
-               stdin="")
+def test_empty_stdin_is_a_too_short_password(batch):
+    proc = batch.result("empty_pw")
     assert_clean_failure(proc)
     assert "at least 8 characters" in proc.stderr
 
 
-def test_invalid_username_and_role(tmp_path):
-    state = str(tmp_path / "state")
-    proc = run("user", "add", "bad name", "--role", "viewer", "--state-dir", state,
-               stdin=PASSWORD + "\n")
+def test_invalid_username_and_role(batch):
+    proc = batch.result("bad_name")
     assert_clean_failure(proc)
     assert "username may only contain" in proc.stderr
-    proc = run("user", "add", "dave", "--role", "root", "--state-dir", state,
-               stdin=PASSWORD + "\n")
-    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    proc = batch.result("bad_role")
+    assert proc.returncode == 2 and "invalid choice: 'root'" in proc.stderr
 
 
-def test_commands_on_an_unknown_user_fail_cleanly(tmp_path):
-    state = str(tmp_path / "state")
-    for args, stdin in ((("revoke", "ghost"), ""), (("delete", "ghost"), ""),
-                        (("passwd", "ghost"), PASSWORD + "\n")):
-        proc = run("user", *args, "--state-dir", state, stdin=stdin)
-        assert_clean_failure(proc)
-        assert "no such user: 'ghost'" in proc.stderr
+def test_unknown_user_fails_cleanly(batch):
+    proc = batch.result("ghost")
+    assert_clean_failure(proc)
+    assert "no such user: 'ghost'" in proc.stderr
 
 
-def test_password_is_never_a_command_line_option():
-    for sub in ("add", "passwd"):
-        proc = run("user", sub, "--help")
-        assert proc.returncode == 0
-        assert "--password" not in proc.stdout
-        assert "--pass" not in proc.stdout
-    proc = run("user", "add", "eve", "--role", "viewer", "--password", PASSWORD)
+def test_password_is_never_a_command_line_option(batch):
+    # Other local users can read argv; the only options are these.
+    for key, expected in (("help_add", {"--help", "--role", "--config", "--state-dir"}),
+                          ("help_passwd", {"--help", "--config", "--state-dir"})):
+        proc = batch.result(key)
+        assert proc.returncode == 0, proc.stderr
+        assert "usage: printhost user" in proc.stdout
+        assert set(re.findall(r"--[a-z][a-z-]*", proc.stdout)) == expected
+    proc = batch.result("password_option")
     assert proc.returncode == 2
-    assert "unrecognized arguments" in proc.stderr
+    assert "unrecognized arguments: --password" in proc.stderr
+    assert not batch.path("eve-state").exists()
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_config_check_ok(batch):
+    proc = batch.result("check_ok")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{SHIPPED}: OK (cartesian, backend simulated)"
+    assert proc.stderr == ""
+
+
+def test_config_check_broken_file_names_file_key_and_problem(batch):
+    proc = batch.result("check_bad")
+    assert_clean_failure(proc)
+    bad = batch.path("bad.toml")
+    assert f"{bad}: heaters.extruder.max_temp: 2000.0 is above the maximum 1000.0" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_config_check_unknown_nested_key(batch):
+    proc = batch.result("check_typo")
+    assert_clean_failure(proc)
+    assert f"{batch.path('typo.toml')}: printer.axes.x.position_mx: unknown key" in proc.stderr
+
+
+def test_config_check_missing_and_invalid_toml(batch):
+    proc = batch.result("check_missing")
+    assert_clean_failure(proc)
+    assert f"{batch.path('absent.toml')}: file not found" in proc.stderr
+    proc = batch.result("check_broken")
+    assert_clean_failure(proc)
+    assert f"{batch.path('broken.toml')}: invalid TOML" in proc.stderr
+
+
+def test_config_show_prints_every_key_with_effective_values(batch):
+    proc = batch.result("show")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"# effective settings from {batch.path('shown.toml')}"
+    values = {line.split(" = ", 1)[0]: line.split(" = ", 1)[1].split("    # ")[0]
+              for line in lines[1:]}
+    assert set(values) == {key for key, _v, _d in describe()}
+    assert values["server.port"] == "8123"
+    assert values["simulation.bed.sensor_lag_s"] == "6.5"
+    assert values["simulation.bed.heater_power_w"] == "220.0"
+    assert values["simulation.start_position"] == "[117.5, 117.5, 10.0]"
+
+
+def test_config_show_uses_printhost_config_and_state_dir_override(batch):
+    proc = batch.result("show_env")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == f"# effective settings from {batch.path('env.toml')}"
+    assert "server.log_level = 'debug'" in proc.stdout
+    assert f"server.state_dir = '{batch.path('show-state')}'" in proc.stdout
+    assert not batch.path("show-state").exists()  # showing settings creates nothing
 
 
 # --------------------------------------------------------------------------- serve
 
 
-def test_serve_with_broken_config_exits_before_starting_anything(tmp_path):
-    bad = tmp_path / "bad.toml"
-    bad.write_text('[server]\nport = "http"\n')
-    state = tmp_path / "state"
-    proc = run("serve", "--config", str(bad), "--state-dir", str(state), timeout=20)
+def test_serve_with_broken_config_exits_before_starting_anything(batch):
+    proc = batch.result("serve_bad")
     assert_clean_failure(proc)
-    assert f"{bad}: server.port: expected an integer, got 'http'" in proc.stderr
-    assert not state.exists()
+    assert (f"{batch.path('serve_bad.toml')}: server.port: expected an integer, got 'http'"
+            in proc.stderr)
+    assert not batch.path("serve-bad-state").exists()
 
 
-@pytest.mark.parametrize("port", ["70000", "-1"])
-def test_serve_refuses_a_port_outside_the_tcp_range(tmp_path, port):
-    state = tmp_path / "state"
-    proc = run("serve", "--config", str(SHIPPED), "--state-dir", str(state), f"--port={port}",
-               timeout=20)
+def test_serve_refuses_a_port_outside_the_tcp_range(batch):
+    proc = batch.result("serve_port")
     assert_clean_failure(proc)
-    assert f"--port: {port} is not a TCP port" in proc.stderr
-    assert not state.exists()
+    assert "--port: 70000 is not a TCP port" in proc.stderr
+    assert not batch.path("serve-port-state").exists()
 
 
-def test_serve_port_must_be_an_integer(tmp_path):
-    proc = run("serve", "--config", str(SHIPPED), "--port", "http")
-    assert proc.returncode == 2 and "invalid int value" in proc.stderr
+def test_serve_port_must_be_an_integer(batch):
+    proc = batch.result("serve_port_text")
+    assert proc.returncode == 2 and "invalid int value: 'http'" in proc.stderr
 
 
-def test_no_command_is_a_usage_error():
-    proc = run()
+def test_no_command_is_a_usage_error(batch):
+    proc = batch.result("no_command")
     assert proc.returncode == 2 and "usage:" in proc.stderr

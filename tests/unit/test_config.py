@@ -224,7 +224,8 @@ def test_scalar_where_a_table_is_expected(text, key):
     ("[server]\nport = 0\n", "server.port", "below the minimum", "1"),
     ("[server]\nport = 70000\n", "server.port", "above the maximum", "65535"),
     ("[control]\nstatus_hz = 19.9\n", "control.status_hz", "below the minimum", "20.0"),
-    ("[heaters.extruder]\nmax_power = 1.5\n", "heaters.extruder.max_power", "above the maximum", "1.0"),
+    ("[heaters.extruder]\nmax_power = 1.5\n", "heaters.extruder.max_power", "above the maximum",
+     "1.0"),
     ("[heaters.extruder]\nmin_temp = -300.0\n", "heaters.extruder.min_temp", "below the minimum",
      "-273.0"),
     ("[simulation.bed]\nsensor_lag_s = -1.0\n", "simulation.bed.sensor_lag_s", "below the minimum",
@@ -408,3 +409,17 @@ def test_describe_reports_the_values_of_the_given_instance():
     assert values["simulation.bed.sensor_lag_s"] == 9.0
     assert values["simulation.bed.heater_power_w"] == 220.0
     assert values["server.port"] == 1234
+
+
+@pytest.mark.parametrize("text,key", [
+    ("[simulation]\nstart_position = [nan, 1.0, 2.0]\n", "simulation.start_position"),
+    ("[simulation]\nstart_position = [1.0, inf, 2.0]\n", "simulation.start_position"),
+    ("[printer]\nmax_velocity = 1" + "0" * 400 + "\n", "printer.max_velocity"),
+])
+def test_non_finite_and_huge_numbers_are_config_errors(tmp_path, text, key):
+    from printhost.config import ConfigError, load_settings
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(f)
+    assert str(f) in str(info.value) and key in str(info.value)

@@ -62,3 +62,6 @@ class LoginThrottle:
         if len(self._failures) > 10000:
             for key in [k for k, q in self._failures.items() if not q or q[-1] < now - self.window_s]:
                 del self._failures[key]
+        if len(self._locked_until) > 10000:
+            for key in [k for k, until in self._locked_until.items() if until <= now]:
+                del self._locked_until[key]

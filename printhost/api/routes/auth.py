@@ -41,7 +41,9 @@ async def login(request: Request, _: Principal | None) -> dict:
     if user is None:
         throttle.record_failure(keys)
         raise ApiError(401, INVALID_CREDENTIALS)
-    throttle.record_success(keys)
+    # Only the user's own counter is cleared: a valid login must not wipe the failures
+    # counted against an address that is guessing other users' passwords.
+    throttle.record_success(keys[:1])
     token, expires = request.app.state.tokens.issue(user["username"], [user["role"]],
                                                     int(user.get("token_version", 0)))
     return {"token": token, "token_type": "bearer", "expires_at": iso(expires)}
