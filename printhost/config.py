@@ -166,11 +166,103 @@ class PrinterSettings:
     max_z_accel: float = _field(100.0, min=1.0, max=1000000.0, doc="Z acceleration limit, mm/s^2")
     square_corner_velocity: float = _field(5.0, min=0.0, max=1000.0,
                                            doc="speed through a 90 degree corner, mm/s")
+    minimum_cruise_ratio: float = _field(0.5, min=0.0, max=0.99,
+                                         doc="share of each move that should cruise; limits the "
+                                             "top speed of short zig-zag moves")
     max_extrude_only_velocity: float = _field(50.0, min=0.1, max=5000.0,
                                               doc="speed limit of moves that only extrude, mm/s")
     max_extrude_only_accel: float = _field(1500.0, min=1.0, max=1000000.0,
                                            doc="acceleration limit of moves that only extrude, mm/s^2")
     axes: AxesSettings = field(default_factory=AxesSettings)
+
+
+@dataclass(frozen=True)
+class StepperSettings:
+    """Step geometry of one stepper motor (Klipper's rotation_distance keys)."""
+    rotation_distance: float = _field(40.0, min=1e-6, max=10000.0, exclusive_min=True,
+                                      doc="distance moved per full motor rotation, mm")
+    microsteps: int = _field(16, min=1, max=256, doc="driver microsteps per full step")
+    full_steps_per_rotation: int = _field(200, min=1, max=10000, doc="full steps per rotation")
+    gear_ratio: float = _field(1.0, min=1e-6, max=1000.0, exclusive_min=True,
+                               doc="motor rotations per rotation of the driven pulley or gear")
+
+    @property
+    def step_distance_mm(self) -> float:
+        """Distance of one microstep; the stepper's smallest move."""
+        return self.rotation_distance / (self.full_steps_per_rotation * self.microsteps
+                                         * self.gear_ratio)
+
+
+@dataclass(frozen=True)
+class SteppersSettings:
+    """One stepper per axis (cartesian: x, y, z; corexy: x and y are the A and B motors)."""
+    x: StepperSettings = field(default_factory=StepperSettings)
+    y: StepperSettings = field(default_factory=StepperSettings)
+    z: StepperSettings = field(default_factory=lambda: StepperSettings(rotation_distance=8.0))
+    extruder: StepperSettings = field(
+        default_factory=lambda: StepperSettings(rotation_distance=33.5))
+
+
+@dataclass(frozen=True)
+class ExtruderSettings:
+    """Extrusion geometry and limits (the motion keys of Klipper's [extruder])."""
+    nozzle_diameter: float = _field(0.4, min=0.01, max=5.0, doc="nozzle diameter, mm")
+    filament_diameter: float = _field(1.75, min=0.1, max=10.0, doc="filament diameter, mm")
+    max_extrude_cross_section: float = _field(
+        0.0, min=0.0, max=1000.0,
+        doc="largest extrusion cross-section, mm^2; 0 means 4 x nozzle_diameter^2")
+    max_extrude_only_distance: float = _field(50.0, min=0.0, max=100000.0,
+                                              doc="longest extrude-only move, mm")
+    instantaneous_corner_velocity: float = _field(1.0, min=0.0, max=1000.0,
+                                                  doc="largest instant change of extruder speed, mm/s")
+    pressure_advance: float = _field(0.0, min=0.0, max=10.0, doc="pressure advance, seconds")
+    pressure_advance_smooth_time: float = _field(0.040, min=0.0, max=0.2,
+                                                 doc="averaging window of pressure advance, s")
+    min_extrude_temp: float = _field(170.0, min=0.0, max=1000.0,
+                                     doc="below this hotend temperature the extruder does not move "
+                                         "for pause retracts")
+
+    @property
+    def cross_section_limit_mm2(self) -> float:
+        return self.max_extrude_cross_section or 4.0 * self.nozzle_diameter ** 2
+
+
+SHAPER_TYPES = ("zv", "mzv", "zvd", "ei", "2hump_ei", "3hump_ei")
+
+
+@dataclass(frozen=True)
+class InputShaperSettings:
+    """Input shaping on X and Y (Klipper's [input_shaper] keys); frequency 0 disables an axis."""
+    shaper_type_x: str = _field("mzv", choices=SHAPER_TYPES, doc="shaper on X")
+    shaper_freq_x: float = _field(0.0, min=0.0, max=1000.0, doc="shaper frequency on X, Hz (0 = off)")
+    damping_ratio_x: float = _field(0.1, min=0.0, max=0.99, doc="damping ratio on X")
+    shaper_type_y: str = _field("mzv", choices=SHAPER_TYPES, doc="shaper on Y")
+    shaper_freq_y: float = _field(0.0, min=0.0, max=1000.0, doc="shaper frequency on Y, Hz (0 = off)")
+    damping_ratio_y: float = _field(0.1, min=0.0, max=0.99, doc="damping ratio on Y")
+
+
+@dataclass(frozen=True)
+class McuSettings:
+    """The stepper MCU and the step stream sent to it."""
+    max_stepper_error: float = _field(0.000025, min=0.0, max=0.01,
+                                      doc="how early a compressed step may come, s (never late)")
+
+
+@dataclass(frozen=True)
+class GCodeSettings:
+    """G-code dialect options."""
+    arc_resolution: float = _field(1.0, min=0.001, max=100.0,
+                                   doc="G2/G3 arcs are split into segments of at most this length, mm")
+
+
+@dataclass(frozen=True)
+class FirmwareRetractionSettings:
+    """G10/G11 firmware retraction (Klipper's [firmware_retraction] keys)."""
+    retract_length: float = _field(0.0, min=0.0, max=100.0, doc="retract length, mm")
+    retract_speed: float = _field(20.0, min=0.1, max=1000.0, doc="retract speed, mm/s")
+    unretract_extra_length: float = _field(0.0, min=0.0, max=100.0,
+                                           doc="extra filament pushed on unretract, mm")
+    unretract_speed: float = _field(10.0, min=0.1, max=1000.0, doc="unretract speed, mm/s")
 
 
 @dataclass(frozen=True)
@@ -222,6 +314,12 @@ class Settings:
     control: ControlSettings = _section(ControlSettings)
     simulation: SimulationSettings = _section(SimulationSettings)
     printer: PrinterSettings = _section(PrinterSettings)
+    steppers: SteppersSettings = _section(SteppersSettings)
+    extruder: ExtruderSettings = _section(ExtruderSettings)
+    input_shaper: InputShaperSettings = _section(InputShaperSettings)
+    mcu: McuSettings = _section(McuSettings)
+    gcode: GCodeSettings = _section(GCodeSettings)
+    firmware_retraction: FirmwareRetractionSettings = _section(FirmwareRetractionSettings)
     heaters: HeatersSettings = _section(HeatersSettings)
     pause: PauseSettings = _section(PauseSettings)
     source: str = field(default="<defaults>", metadata={"internal": True})

@@ -29,9 +29,6 @@ from printhost.control.toolhead import MoveError, Toolhead
 
 log = logging.getLogger(__name__)
 
-# Klipper refuses to move the extruder below 170 C to protect the filament drive; the
-# pause retract follows the same rule so a pause during heat-up does not grind filament.
-MIN_EXTRUDE_TEMP_C = 170.0
 # Upper bound on lines handled in one control-loop tick, so a file of comments cannot
 # starve the heater loop.
 MAX_LINES_PER_TICK = 400
@@ -92,7 +89,7 @@ def _utc_now() -> str:
 class JobRunner:
     def __init__(self, interpreter: GCodeInterpreter, toolhead: Toolhead, heaters: HeaterBank,
                  fan: PartFan, printer: PrinterSettings, pause: PauseSettings,
-                 buffer_time_s: float) -> None:
+                 buffer_time_s: float, min_extrude_temp_c: float = 170.0) -> None:
         self.interp = interpreter
         self.toolhead = toolhead
         self.heaters = heaters
@@ -100,6 +97,8 @@ class JobRunner:
         self.printer = printer
         self.pause_cfg = pause
         self.buffer_time_s = buffer_time_s
+        # A cold extruder is not moved by the pause retract (it would grind the filament).
+        self.min_extrude_temp_c = min_extrude_temp_c
         self.job: PrintJob | None = None
         self._file: IO[bytes] | None = None
         self._lines: Iterator[tuple[int, int, str]] | None = None
@@ -251,7 +250,7 @@ class JobRunner:
         pos = list(self.toolhead.commanded_position)
         retracted = 0.0
         extruder = self.heaters["extruder"]
-        if retract and cfg.retract_mm > 0.0 and extruder.temperature_c >= MIN_EXTRUDE_TEMP_C:
+        if retract and cfg.retract_mm > 0.0 and extruder.temperature_c >= self.min_extrude_temp_c:
             pos[3] -= cfg.retract_mm
             self.toolhead.move_to((pos[0], pos[1], pos[2], pos[3]), cfg.retract_speed)
             retracted = cfg.retract_mm

@@ -45,7 +45,8 @@ class Printer:
         self.toolhead = Toolhead(settings.printer, executor)
         self.interp = GCodeInterpreter(self.toolhead, heaters, fan, clock.now)
         self.jobs = JobRunner(self.interp, self.toolhead, heaters, fan, settings.printer,
-                              settings.pause, settings.control.buffer_time_s)
+                              settings.pause, settings.control.buffer_time_s,
+                              settings.extruder.min_extrude_temp)
         self.error: str | None = None
         self.stopping = False
 
