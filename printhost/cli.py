@@ -21,6 +21,7 @@ from pathlib import Path
 
 from printhost import __version__
 from printhost.config import ConfigError, Settings, describe, load_settings, with_overrides
+from printhost.store.atomic import StoreCorrupt
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/printhost/printhost.toml"), Path("config/printhost.toml"))
 
@@ -135,7 +136,9 @@ def cmd_discover(args: argparse.Namespace) -> int:
     from printhost.discovery import discover
     found = asyncio.run(discover(args.timeout))
     for item in found:
-        print(f"{item['name']}\t{','.join(item['addresses'])}:{item['port']}\t{item['txt']}")
+        where = ", ".join(f"[{a}]:{item['port']}" if ":" in a else f"{a}:{item['port']}"
+                          for a in item["addresses"])
+        print(f"{item['name']}\t{where}\t{item['txt']}")
     if not found:
         print("no printhost found", file=sys.stderr)
     return 0 if found else 1
@@ -198,6 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"printhost: configuration error: {exc}", file=sys.stderr)
         return 2
+    except StoreCorrupt as exc:
+        print(f"printhost: the store is damaged and was not changed ({exc}); restore "
+              f"printhost.json from a backup or move it aside to start empty", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, KeyError) as exc:
         msg = exc.args[0] if exc.args else str(exc)
         print(f"printhost: {msg}", file=sys.stderr)

@@ -141,7 +141,11 @@ class Service:
             # After READY: mDNS probing takes a second or two and is not needed to print.
             from printhost.discovery import Advertiser
             name = s.discovery.instance_name or f"printhost on {os.uname().nodename}"
-            self.advertiser = Advertiser(name, port, instance_uuid(self.state_dir), __version__)
+            # Listening on one address: advertise only that one, not every interface.
+            wildcard = s.server.host in ("0.0.0.0", "::", "")
+            addresses = None if wildcard else [s.server.host]
+            self.advertiser = Advertiser(name, port, instance_uuid(self.state_dir), __version__,
+                                         addresses=addresses)
             await self.advertiser.start()
         log.info("printhost %s ready on http://%s:%d (state in %s)", __version__,
                  s.server.host, port, self.state_dir)

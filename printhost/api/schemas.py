@@ -202,15 +202,20 @@ JOB = Schema("Job", {
 }, "The current or most recent print job", additional=True)
 
 PRINTER = Schema("Printer", {
-    "position": Field("array", "Toolhead position [x, y, z] in mm", items=Field("number")),
-    "extruder_position": Field("number", "Extruder position in mm"),
-    "hotend_temp": Field("number", "Hotend temperature, C"),
-    "target_hotend_temp": Field("number", "Hotend target, C (0 = off)"),
-    "hotend_power": Field("number", "Hotend heater duty 0..1"),
-    "bed_temp": Field("number", "Bed temperature, C"),
-    "target_bed_temp": Field("number", "Bed target, C (0 = off)"),
-    "bed_power": Field("number", "Bed heater duty 0..1"),
-    "fan_speed": Field("number", "Part fan 0..1"),
+    "position": Field("array", "Commanded toolhead position [x, y, z] in mm: where the "
+                      "toolhead goes once the queued moves have run", items=Field("number")),
+    "live_position": Field("array", "Where the toolhead is now [x, y, z] in mm",
+                           items=Field("number")),
+    "extruder_position": Field("number", "Commanded extruder position in mm"),
+    "hotend_temp": Field("number", "Hotend temperature, C; null when unknown", nullable=True),
+    "target_hotend_temp": Field("number", "Hotend target, C (0 = off); null when unknown",
+                                nullable=True),
+    "hotend_power": Field("number", "Hotend heater duty 0..1; null when unknown", nullable=True),
+    "bed_temp": Field("number", "Bed temperature, C; null when unknown", nullable=True),
+    "target_bed_temp": Field("number", "Bed target, C (0 = off); null when unknown",
+                             nullable=True),
+    "bed_power": Field("number", "Bed heater duty 0..1; null when unknown", nullable=True),
+    "fan_speed": Field("number", "Part fan 0..1; null when unknown", nullable=True),
     "speed_factor": Field("number", "M220 factor (1.0 = 100 %)"),
     "extrude_factor": Field("number", "M221 factor (1.0 = 100 %)"),
     "homed_axes": Field("string", "Homed axes, e.g. \"xyz\""),
@@ -220,7 +225,8 @@ PRINTER = Schema("Printer", {
 STATUS = Schema("Status", {
     "state": Field("string", "Printer state", enum=("idle", "printing", "paused", "error")),
     "job": Field("object", "Current or last job", nullable=True, ref=JOB),
-    "printer": Field("object", "Printer state", ref=PRINTER),
+    "printer": Field("object", "Printer state; null before the control process first "
+                     "reports", nullable=True, ref=PRINTER),
     "error": Field("string", "Reason for state error", nullable=True),
 }, "Printer and job status")
 
@@ -241,14 +247,31 @@ FILE_INFO = Schema("FileInfo", {
 
 FILE_LIST = Schema("FileList", {"files": Field("array", "Uploaded files", items=FILE_INFO)})
 
-JOB_LIST = Schema("JobList", {"jobs": Field("array", "Jobs, newest first", items=JOB)})
+JOB_RECORD = Schema("JobRecord", {
+    "id": Field("string", "Job id"),
+    "file": Field("string", "G-code file name"),
+    "state": Field("string", "Last recorded state", enum=JOB.fields["state"].enum),
+    "user": Field("string", "Who started the job", required=False, nullable=True),
+    "created_at": Field("string", "UTC ISO 8601 time the job was created", required=False),
+    "started_at": Field("string", "UTC ISO 8601 start time", required=False, nullable=True),
+    "ended_at": Field("string", "UTC ISO 8601 end time", required=False, nullable=True),
+    "progress": Field("number", "Fraction of the file read when last recorded", required=False),
+    "print_duration": Field("number", "Seconds printing, pauses excluded", required=False),
+    "total_duration": Field("number", "Seconds since the start", required=False),
+    "filament_used_mm": Field("number", "Filament fed, mm", required=False),
+    "line": Field("integer", "Last G-code line read", required=False),
+    "error": Field("string", "Why the job stopped", required=False, nullable=True),
+}, "A job in the history; progress is recorded in steps of 5 %", additional=True)
+
+JOB_LIST = Schema("JobList", {"jobs": Field("array", "Jobs, newest first", items=JOB_RECORD)})
 
 HEALTH = Schema("Health", {
     "status": Field("string", "ok, or degraded when the control process is unavailable",
                     enum=("ok", "degraded")),
     "version": Field("string", "printhost version"),
     "control": Field("string", "running, or the reason it is not"),
+    "error": Field("string", "On 503: \"Printer not ready: <reason>\"", required=False),
 })
 
 ALL_SCHEMAS = [ERROR, EMPTY, RESULT_OK, LOGIN_REQUEST, LOGIN_RESPONSE, AUTH_CHECK, JOB, PRINTER,
-               STATUS, PRINT_REQUEST, PRINT_RESPONSE, FILE_INFO, FILE_LIST, JOB_LIST, HEALTH]
+               STATUS, PRINT_REQUEST, PRINT_RESPONSE, FILE_INFO, FILE_LIST, JOB_RECORD, JOB_LIST, HEALTH]

@@ -73,6 +73,9 @@ class PrintJob:
     paused_since: float | None = None
     ended_print_time: float | None = None
     ended_at: str | None = None
+    # Time spent waiting (heating, M400): excluded from the speed used for estimates.
+    wait_total_s: float = 0.0
+    waiting_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,9 @@ class JobRunner:
             if not self._wait():
                 return
             self._wait = None
+            if job.waiting_since is not None:
+                job.wait_total_s += now - job.waiting_since
+                job.waiting_since = None
         lines = 0
         while not self._eof and lines < MAX_LINES_PER_TICK \
                 and self.toolhead.buffered_time() < self.buffer_time_s:
@@ -238,6 +244,7 @@ class JobRunner:
                 return
             if wait is not None:
                 self._wait = wait
+                job.waiting_since = now
                 return
         if self._eof and self.toolhead.is_idle():
             self._finish(JobState.COMPLETED, now, None)
@@ -319,8 +326,11 @@ class JobRunner:
         progress = 1.0 if job.state == JobState.COMPLETED else (
             job.bytes_read / job.size_bytes if job.size_bytes else 0.0)
         remaining = None
-        if job.state in ACTIVE_STATES and progress > 0.001:
-            remaining = round(printing * (1.0 - progress) / progress, 1)
+        waited = job.wait_total_s + ((now - job.waiting_since) if job.waiting_since else 0.0)
+        moving = printing - waited
+        # The rate of progress while actually printing; heating waits would inflate it.
+        if job.state in ACTIVE_STATES and progress > 0.001 and moving > 1.0:
+            remaining = round(moving * (1.0 - progress) / progress, 1)
         elif job.state == JobState.COMPLETED:
             remaining = 0.0
         return {

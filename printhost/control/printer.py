@@ -149,7 +149,8 @@ class Printer:
 
     def get_status(self) -> dict[str, Any]:
         now = self.clock.now()
-        pos = self.toolhead.live_position()
+        live = self.toolhead.live_position()
+        pos = self.toolhead.commanded_position
         hot = self.heaters["extruder"]
         bed = self.heaters["heater_bed"]
         st = self.interp.state
@@ -158,6 +159,7 @@ class Printer:
             "job": self.jobs.get_status(now),
             "printer": {
                 "position": [round(pos[0], 4), round(pos[1], 4), round(pos[2], 4)],
+                "live_position": [round(live[0], 4), round(live[1], 4), round(live[2], 4)],
                 "extruder_position": round(pos[3], 4),
                 "hotend_temp": _num(hot.temperature_c, 2),
                 "target_hotend_temp": _num(hot.target_c, 2),

@@ -24,6 +24,12 @@ from printhost.ipc.status import StatusBlock, StatusBlockError
 log = logging.getLogger("printhost.supervisor")
 
 
+# Status members that only a running control process can know.
+UNKNOWN_WHEN_UNAVAILABLE = frozenset({
+    "hotend_temp", "target_hotend_temp", "hotend_power", "bed_temp", "target_bed_temp",
+    "bed_power", "fan_speed"})
+
+
 class PrinterUnavailable(Exception):
     """The control process cannot take requests; the message is the reason."""
 
@@ -73,13 +79,30 @@ class ControlLink:
     def _on_exit(self) -> None:
         assert self._loop is not None and self.process is not None
         self._loop.remove_reader(self.process.sentinel)
-        self.process.join(0)
-        reason = _describe_exit(self.process.exitcode)
-        if not self._stopping:
-            self._dead_reason = reason
-            log.error("%s", reason)
+        # Keep the snapshot the process published last (a clean stop writes one with
+        # its job marked interrupted and an end time).
+        self._refresh()
         if self.client is not None:
             self.client.close()
+        self._report_exit(attempts=50)
+
+    def _report_exit(self, attempts: int) -> None:
+        """Record why the process ended, once the OS has its exit status.
+
+        The sentinel can become readable a moment before the process can be reaped;
+        retrying briefly keeps "killed by SIGKILL" from turning into a vague "exited".
+        """
+        assert self._loop is not None and self.process is not None
+        self.process.join(0)
+        if self.process.exitcode is None and attempts > 0:
+            self._loop.call_later(0.01, self._report_exit, attempts - 1)
+            return
+        reason = _describe_exit(self.process.exitcode)
+        if self._stopping:
+            log.info("%s", reason)
+        else:
+            self._dead_reason = reason
+            log.error("%s", reason)
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Wait until the control process answers a ping (it has built its printer)."""
@@ -95,6 +118,7 @@ class ControlLink:
 
     def request_heaters_off(self) -> None:
         """From a signal handler: ask for a stop without waiting (heaters go off first)."""
+        self._stopping = True
         if self.client is not None:
             self.client.send_nowait(Command.SHUTDOWN)
 
@@ -167,6 +191,10 @@ class ControlLink:
             if job and self._dead_reason is not None and job.get("state") in (
                     "printing", "pausing", "paused", "cancelling"):
                 snap["job"] = dict(job, state="interrupted", error=reason)
+            if snap.get("printer"):
+                # Nobody is measuring any more: live values are unknown, not "as before".
+                snap["printer"] = {k: (None if k in UNKNOWN_WHEN_UNAVAILABLE else v)
+                                   for k, v in snap["printer"].items()}
         return snap
 
     # ------------------------------------------------------------------ requests

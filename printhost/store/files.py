@@ -34,7 +34,7 @@ def check_name(name: str) -> str:
         raise FileNameError("file name may only contain letters, digits, spaces and . _ - ( ) + , "
                             "and must not start with a dot")
     if not name.lower().endswith(ALLOWED_SUFFIXES):
-        raise FileNameError("only .gcode files can be uploaded")
+        raise FileNameError("must end in .gcode, .gco or .g")
     return name
 
 

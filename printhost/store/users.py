@@ -114,9 +114,15 @@ def add_user(store: Store, username: str, role: str, password: str) -> dict[str,
             if str(existing.get("username", "")).casefold() == folded:
                 raise ValueError(f"user {existing['username']!r} already exists")
         record = {"username": username, "role": role, "password_hash": password_hash,
-                  "token_version": 0, "created_at": _now_iso()}
+                  "token_version": initial_token_version(), "created_at": _now_iso()}
         table.insert(record)
     return dict(record)
+
+
+def initial_token_version() -> int:
+    """A random starting version, so a deleted and re-created user does not accept the
+    tokens of the old account (which carried the old account's versions)."""
+    return secrets.randbelow(2 ** 31)
 
 
 def _bump_version(db: Any, username: str, **changes: Any) -> int:
@@ -231,7 +237,8 @@ def ensure_initial_admin(store: Store, state_dir: str | os.PathLike[str]) -> str
             return None
         password = secrets.token_urlsafe(12)
         record = {"username": INITIAL_ADMIN, "role": "admin",
-                  "password_hash": hash_password(password), "token_version": 0,
+                  "password_hash": hash_password(password),
+                  "token_version": initial_token_version(),
                   "created_at": _now_iso()}
         _write_private(path, password + "\n")
         table.insert(record)

@@ -95,7 +95,10 @@ def _forge(service, **claims_clock) -> str:
     offset = claims_clock.get("offset", 0.0)
     tokens = TokenService(claims_clock.get("secret", secret), settings.auth.issuer,
                           settings.auth.token_ttl_s, clock=lambda: time.time() + offset)
-    return tokens.issue("operator", ["operator"], 0)[0]
+    from printhost.store.db import Store
+    from printhost.store.users import get_user
+    version = get_user(Store(service.state_dir), "operator")["token_version"]
+    return tokens.issue("operator", ["operator"], version)[0]
 
 
 def test_401_token_variants(api, shared_service):
@@ -121,6 +124,18 @@ def test_401_token_variants(api, shared_service):
     ok = api.http.get("/api/v1/auth/check",
                       headers={"Authorization": "Bearer " + _forge(shared_service)})
     assert ok.status_code == 200 and ok.json()["username"] == "operator"
+
+
+def test_401_deleted_and_recreated_user_does_not_inherit_tokens(api, shared_service):
+    assert shared_service.cli("user", "add", "again", "--role", "viewer",
+                              stdin="again-pass-123\n").returncode == 0
+    token = api.http.post("/api/v1/auth/login", json={"username": "again",
+                                                      "password": "again-pass-123"}).json()["token"]
+    assert shared_service.cli("user", "delete", "again").returncode == 0
+    assert shared_service.cli("user", "add", "again", "--role", "viewer",
+                              stdin="other-pass-123\n").returncode == 0
+    r = api.http.get("/api/v1/auth/check", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401 and _no_leak(r) == {"error": "Invalid token"}
 
 
 def test_401_revoked_token(api, shared_service):
@@ -257,6 +272,8 @@ def test_503_and_error_status_when_control_process_dies(service_factory, api_for
     noticed = time.monotonic() - t0
     assert noticed < 1.0, noticed
     assert "killed" in st["error"] and "SIGKILL" in st["error"]
+    # Nobody measures the heaters any more: their values are unknown, not stale.
+    assert st["printer"]["hotend_temp"] is None and st["printer"]["hotend_power"] is None
     r = api.post("/api/v1/pause", json={})
     assert r.status_code == 503
     assert _no_leak(r)["error"].startswith("Printer not ready: control process was killed")

@@ -52,6 +52,9 @@ def test_job_running_at_stop_is_interrupted_after_restart(service_factory, api_f
     assert st["printer"]["target_hotend_temp"] == 0
     jobs = api2.get("/api/v1/jobs").json()["jobs"]
     assert jobs[0]["id"] == job_id and jobs[0]["state"] == "interrupted"
+    # Recorded from the control process's own last word, not as a crash.
+    assert "stopped during the print" in jobs[0]["error"] and jobs[0]["ended_at"]
+    assert "ERROR" not in svc.log().split("stop requested")[-1].split("Started server")[0]
 
 
 def test_openapi_document_lists_everything(shared_service):

@@ -434,25 +434,29 @@ def throttle(clock) -> LoginThrottle:
 
 
 def test_keys_fold_the_user_name(throttle):
-    assert throttle.keys("Alice", "10.0.0.1") == ["user:alice", "addr:10.0.0.1"]
+    assert throttle.keys("Alice", "10.0.0.1") == ["pair:alice@10.0.0.1", "addr:10.0.0.1"]
 
 
-def test_lockout_after_max_failures_for_a_user(throttle, clock):
+def test_lockout_after_max_failures_for_a_user_at_an_address(throttle, clock):
     keys = throttle.keys("alice", "10.0.0.1")
     for _ in range(2):
         throttle.record_failure(keys)
         assert throttle.retry_after(keys) is None
     throttle.record_failure(keys)
     assert throttle.retry_after(keys) == 30
-    # the user is locked from any address, with a fresh address counter
-    assert throttle.retry_after(throttle.keys("ALICE", "10.9.9.9")) == 30
-    # another user from yet another address is not
-    assert throttle.retry_after(throttle.keys("bob", "10.9.9.9")) is None
+    # Guesses from one address do not lock the same user out everywhere...
+    assert throttle.retry_after(throttle.keys("ALICE", "10.9.9.9")) is None
+    # ...nor other users at that address, until the address's own (higher) limit.
+    assert throttle.retry_after(throttle.keys("bob", "10.0.0.1")) is None
 
 
 def test_lockout_per_address_across_user_names(throttle):
-    for name in ("a", "b", "c"):
+    from printhost.api.auth.throttle import ADDRESS_FACTOR
+    names = [f"user{i}" for i in range(3 * ADDRESS_FACTOR)]
+    for name in names[:-1]:
         throttle.record_failure(throttle.keys(name, "192.0.2.7"))
+    assert throttle.retry_after(throttle.keys("d", "192.0.2.7")) is None
+    throttle.record_failure(throttle.keys(names[-1], "192.0.2.7"))
     assert throttle.retry_after(throttle.keys("d", "192.0.2.7")) == 30
     assert throttle.retry_after(throttle.keys("a", "192.0.2.8")) is None
 
@@ -476,11 +480,12 @@ def test_retry_after_rounds_up_and_lockout_expires(throttle, clock):
 
 def test_retry_after_is_the_longest_of_the_keys(clock):
     t = LoginThrottle(max_failures=1, window_s=60.0, lockout_s=10.0, clock=clock)
-    t.record_failure(["user:a"])
+    t.record_failure(["pair:a@x"])
     clock.now += 4
-    t.record_failure(["addr:x"])
-    assert t.retry_after(["user:a", "addr:x"]) == 10
-    assert t.retry_after(["user:a"]) == 6
+    for _ in range(4):
+        t.record_failure(["addr:x"])
+    assert t.retry_after(["pair:a@x", "addr:x"]) == 10
+    assert t.retry_after(["pair:a@x"]) == 6
 
 
 def test_success_clears_the_failure_count(throttle):
@@ -497,10 +502,10 @@ def test_success_clears_the_failure_count(throttle):
 
 def test_success_for_one_user_keeps_other_users_counts(throttle):
     throttle.record_failure(throttle.keys("alice", "10.0.0.1"))
-    throttle.record_failure(throttle.keys("alice", "10.0.0.2"))
-    throttle.record_success(throttle.keys("bob", "10.0.0.3"))
-    throttle.record_failure(throttle.keys("alice", "10.0.0.4"))
-    assert throttle.retry_after(throttle.keys("alice", "10.0.0.5")) == 30
+    throttle.record_failure(throttle.keys("alice", "10.0.0.1"))
+    throttle.record_success(throttle.keys("bob", "10.0.0.1"))
+    throttle.record_failure(throttle.keys("alice", "10.0.0.1"))
+    assert throttle.retry_after(throttle.keys("alice", "10.0.0.1")) == 30
 
 
 def test_failures_leave_the_window(throttle, clock):
@@ -561,11 +566,11 @@ def test_check_name_accepts(name):
     ("tab\t.gcode", "letters, digits"),
     ("new\nline.gcode", "letters, digits"),
     ("ü.gcode", "letters, digits"),
-    ("x.stl", "only .gcode"),
-    ("x.gcode.stl", "only .gcode"),
-    ("gcode", "only .gcode"),
-    ("x.gcode\n", "only .gcode"),
-    ("x.gcode ", "only .gcode"),
+    ("x.stl", "must end in .gcode"),
+    ("x.gcode.stl", "must end in .gcode"),
+    ("gcode", "must end in .gcode"),
+    ("x.gcode\n", "must end in .gcode"),
+    ("x.gcode ", "must end in .gcode"),
     ("a" * 250 + ".gcode", "at most 255"),
     ("", "must not be empty"),
     (".", "path"),

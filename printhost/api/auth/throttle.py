@@ -1,7 +1,7 @@
-"""Login throttling: lock out a user name or a client address after repeated failures.
+"""Login throttling: lock out a user name at an address, or an address, after repeated failures.
 
-Both keys are counted so that guessing many passwords for one user from many
-addresses, and guessing many users from one address, are both slowed down. State is
+Both keys are counted so that guessing one user's password and guessing many users'
+passwords from one address are both slowed down. State is
 in memory: a restart clears it, which is acceptable for a LAN device and keeps the
 store free of write traffic on every failed login.
 """
@@ -12,6 +12,10 @@ import math
 import time
 from collections import deque
 from typing import Callable
+
+
+# An address may fail this many times more often than one user name at that address.
+ADDRESS_FACTOR = 4
 
 
 class LoginThrottle:
@@ -26,7 +30,16 @@ class LoginThrottle:
 
     @staticmethod
     def keys(username: str, client: str) -> list[str]:
-        return [f"user:{username.lower()}", f"addr:{client}"]
+        """The user-at-address pair first, then the address alone.
+
+        Locking the pair (not the user name everywhere) keeps a stranger from locking
+        the real admin out by guessing its password from elsewhere; the address key,
+        with a higher threshold, stops one address from trying many user names.
+        """
+        return [f"pair:{username.lower()}@{client}", f"addr:{client}"]
+
+    def _limit(self, key: str) -> int:
+        return self.max_failures * ADDRESS_FACTOR if key.startswith("addr:") else self.max_failures
 
     def retry_after(self, keys: list[str]) -> int | None:
         """Seconds until these keys may try again, or None if not locked."""
@@ -48,7 +61,7 @@ class LoginThrottle:
             q.append(now)
             while q and q[0] < now - self.window_s:
                 q.popleft()
-            if len(q) >= self.max_failures:
+            if len(q) >= self._limit(key):
                 self._locked_until[key] = now + self.lockout_s
                 q.clear()
         self._prune(now)
