@@ -125,7 +125,8 @@ def test_json_schema_rendering():
     assert status["properties"]["job"] == {
         "oneOf": [{"$ref": "#/components/schemas/Job"}, {"type": "null"}],
         "description": "Current or last job"}
-    assert status["properties"]["printer"] == {"$ref": "#/components/schemas/Printer"}
+    assert status["properties"]["printer"]["oneOf"] == [{"$ref": "#/components/schemas/Printer"},
+                                                        {"type": "null"}]
     empty = EMPTY.json_schema()
     assert empty["properties"] == {} and empty["additionalProperties"] is False
     assert "required" not in empty

@@ -69,7 +69,7 @@ def test_add_and_get_user(store):
     user = get_user(store, "alice")
     assert user == record
     assert user["role"] == "operator"
-    assert user["token_version"] == 0
+    assert 0 <= user["token_version"] < 2 ** 31
     assert user["password_hash"].startswith("scrypt$")
     assert "hunter2" not in user["password_hash"]
     created = datetime.fromisoformat(user["created_at"])
@@ -110,7 +110,8 @@ def test_list_users_hides_hashes(store):
 def test_verify_credentials(store):
     add_user(store, "alice", "operator", "correct-pw")
     user = verify_credentials(store, "alice", "correct-pw")
-    assert user is not None and user["username"] == "alice" and user["token_version"] == 0
+    assert user is not None and user["username"] == "alice"
+    assert user["token_version"] == get_user(store, "alice")["token_version"]
     assert verify_credentials(store, "alice", "wrong-pw!") is None
     assert verify_credentials(store, "Alice", "correct-pw") is None
     assert verify_credentials(store, "nobody", "correct-pw") is None
@@ -153,24 +154,35 @@ def test_missing_and_existing_users_take_similar_time(store):
 
 
 def test_set_password_bumps_version(store):
-    add_user(store, "alice", "operator", "old-password")
-    assert set_password(store, "alice", "new-password") == 1
+    v0 = add_user(store, "alice", "operator", "old-password")["token_version"]
+    assert set_password(store, "alice", "new-password") == v0 + 1
     assert verify_credentials(store, "alice", "old-password") is None
-    assert verify_credentials(store, "alice", "new-password")["token_version"] == 1
+    assert verify_credentials(store, "alice", "new-password")["token_version"] == v0 + 1
     with pytest.raises(ValueError):
         set_password(store, "alice", "short")
     with pytest.raises(UserNotFound):
         set_password(store, "nobody", "new-password")
-    assert get_user(store, "alice")["token_version"] == 1
+    assert get_user(store, "alice")["token_version"] == v0 + 1
 
 
 def test_revoke_tokens_bumps_version_only(store):
-    add_user(store, "alice", "operator", "password1")
+    v0 = add_user(store, "alice", "operator", "password1")["token_version"]
     old_hash = get_user(store, "alice")["password_hash"]
-    assert revoke_tokens(store, "alice") == 1
-    assert revoke_tokens(store, "alice") == 2
+    assert revoke_tokens(store, "alice") == v0 + 1
+    assert revoke_tokens(store, "alice") == v0 + 2
     user = get_user(store, "alice")
-    assert user["token_version"] == 2 and user["password_hash"] == old_hash
+    assert user["token_version"] == v0 + 2 and user["password_hash"] == old_hash
+
+
+def test_recreated_user_starts_from_a_new_token_version(store):
+    from printhost.store.users import delete_user
+    add_user(store, "admin", "admin", "password1")
+    versions = set()
+    for _ in range(5):
+        add_user(store, "bob", "viewer", "password1")
+        versions.add(get_user(store, "bob")["token_version"])
+        delete_user(store, "bob")
+    assert len(versions) == 5
     with pytest.raises(UserNotFound):
         revoke_tokens(store, "nobody")
 
