@@ -199,7 +199,12 @@ def msgid_for_index(index: int) -> int:
     if not 0 <= index < 1 << 14:
         raise ProtocolError(f"message index {index} needs more than two bytes")
     raw = bytes((index,)) if index < 0x80 else bytes(((index >> 7) | 0x80, index & 0x7F))
-    return decode_vlq(raw)[0]
+    msgid = decode_vlq(raw)[0]
+    if len(encode_vlq(msgid)) != len(raw):
+        # The top 32 two-byte numbers read as -32..-1, which the host would send as the
+        # one-byte ids of numbers 96-127: such a build could not be addressed correctly.
+        raise ProtocolError(f"message index {index} has no unambiguous id")
+    return msgid
 
 
 # --- CRC -------------------------------------------------------------------------------

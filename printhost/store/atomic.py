@@ -49,6 +49,30 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def write_private_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace `path` with `data` atomically (temp file, fsync, rename, directory fsync),
+    readable by the owner only: for small secrets that must never be seen half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f"{temp_prefix(path)}{secrets.token_hex(8)}{TEMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_directory(path.parent)
+
+
 class AtomicJSONStorage(Storage):
     """TinyDB storage writing the whole database atomically on every `write`.
 

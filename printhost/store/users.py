@@ -25,7 +25,7 @@ from typing import Any
 from tinydb import Query
 
 from printhost.api.auth.passwords import dummy_hash, hash_password, verify_password
-from printhost.store.atomic import fsync_directory
+from printhost.store.atomic import write_private_file
 from printhost.store.db import Store
 
 __all__ = ["ROLES", "TABLE", "INITIAL_ADMIN", "INITIAL_PASSWORD_FILE", "UserNotFound",
@@ -240,28 +240,8 @@ def ensure_initial_admin(store: Store, state_dir: str | os.PathLike[str]) -> str
                   "password_hash": hash_password(password),
                   "token_version": initial_token_version(),
                   "created_at": _now_iso()}
-        _write_private(path, password + "\n")
+        write_private_file(path, (password + "\n").encode())
         table.insert(record)
     return str(path)
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, text.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_directory(path.parent)

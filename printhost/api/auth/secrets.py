@@ -20,6 +20,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from printhost.store.atomic import fsync_directory
 from printhost.config import Settings
 
 __all__ = ["load_jwt_secret", "ENV_VAR", "MIN_SECRET_LEN", "DEFAULT_FILENAME"]
@@ -119,7 +120,7 @@ def _load_or_create_default(state_dir: Path) -> bytes:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-    _fsync_dir(state_dir)
+    fsync_directory(state_dir)
     return _read_secret_file(path)
 
 
@@ -131,14 +132,6 @@ def _create_exclusive(path: Path, content: bytes) -> None:
         return
     try:
         os.write(fd, content)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
         os.fsync(fd)
     finally:
         os.close(fd)
