@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
 KNOWN_COMMANDS = frozenset({
-    "G0", "G1", "G4", "G28", "G90", "G91", "G92", "M82", "M83", "M104", "M109", "M140",
-    "M190", "M106", "M107", "M220", "M221", "M400", "M84", "M18", "M114", "M112",
+    "G0", "G1", "G2", "G3", "G4", "G10", "G11", "G17", "G18", "G19", "G20", "G21", "G28",
+    "G90", "G91", "G92", "M82", "M83", "M104", "M109", "M140", "M190", "M106", "M107",
+    "M204", "M220", "M221", "M400", "M84", "M18", "M114", "M112",
 })
 
 # Commands whose parameters may be bare letters meaning "this axis": `G28 X Y` homes
@@ -102,8 +103,9 @@ def _split_command(body: str, lineno: int) -> tuple[str, str]:
     m = _CLASSIC.match(body)
     if m:
         letter, number, sub = m.groups()
-        # int() drops leading zeros so that G01 and G1 are the same command.
-        return letter.upper() + str(int(number)) + (sub or ""), body[m.end():]
+        # Leading zeros are dropped so that G01 and G1 are the same command. (Not with
+        # int(): a hostile line's thousands of digits would make int() raise.)
+        return letter.upper() + (number.lstrip("0") or "0") + (sub or ""), body[m.end():]
     m = _EXTENDED.match(body)
     if m:
         return m.group().upper(), body[m.end():]

@@ -42,8 +42,9 @@ class Printer:
         self.clock = clock
         self.heaters = heaters
         self.fan = fan
-        self.toolhead = Toolhead(settings.printer, executor)
-        self.interp = GCodeInterpreter(self.toolhead, heaters, fan, clock.now)
+        self.toolhead = Toolhead(settings.printer, executor, settings.extruder)
+        self.interp = GCodeInterpreter(self.toolhead, heaters, fan, clock.now, settings.gcode,
+                                       settings.firmware_retraction)
         self.jobs = JobRunner(self.interp, self.toolhead, heaters, fan, settings.printer,
                               settings.pause, settings.control.buffer_time_s,
                               settings.extruder.min_extrude_temp)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from printhost.config import AxisSettings, PrinterSettings
+from printhost.config import AxisSettings, ExtruderSettings, PrinterSettings
 from printhost.control.motion import MotionExecutor, Vec4
-from printhost.control.planner import LookaheadPlanner
+from printhost.control.planner import LookaheadPlanner, MoveLimitError
 
 _AXES = "xyz"
 _RANGE_TOLERANCE_MM = 1e-6
@@ -24,7 +24,7 @@ _STARVATION_S = 0.25
 
 
 class MoveError(Exception):
-    """A move was refused (out of range or unhomed axis); nothing was queued."""
+    """A move was refused (out of range, unhomed axis, extruder limit); nothing was queued."""
 
 
 class Toolhead:
@@ -34,16 +34,36 @@ class Toolhead:
     has run; the live position lags behind it by the queued motion.
     """
 
-    def __init__(self, printer: PrinterSettings, executor: MotionExecutor) -> None:
+    def __init__(self, printer: PrinterSettings, executor: MotionExecutor,
+                 extruder: ExtruderSettings | None = None) -> None:
         self._printer = printer
         self._executor = executor
-        self._planner = LookaheadPlanner(printer, executor.schedule)
+        self._planner = LookaheadPlanner(printer, executor.schedule, extruder=extruder)
         self.commanded_position: Vec4 = tuple(executor.position())  # type: ignore[assignment]
         self._homed: set[str] = set()
+        self._accel = printer.max_accel
 
     @property
     def homed_axes(self) -> str:
         return "".join(a for a in _AXES if a in self._homed)
+
+    @property
+    def accel(self) -> float:
+        """Toolhead acceleration in force (M204), never above `printer.max_accel`."""
+        return self._accel
+
+    def set_accel(self, accel: float) -> float:
+        """Change the acceleration of later moves (M204); returns the value in force.
+
+        Like Klipper, this also changes the junction deviation (a 90 degree corner
+        still passes at square_corner_velocity) and the minimum-cruise-ratio
+        pseudo-acceleration. Unlike Klipper, a request above `printer.max_accel` is
+        capped there: the configured limit is treated as a hard one.
+        """
+        if not (math.isfinite(accel) and accel > 0.0):
+            raise MoveError(f"invalid acceleration: {accel!r}")
+        self._accel = min(float(accel), self._printer.max_accel)
+        return self._accel
 
     def _axis(self, name: str) -> AxisSettings:
         return getattr(self._printer.axes, name)
@@ -72,7 +92,10 @@ class Toolhead:
                 raise MoveError(
                     f"move out of range: {axis.upper()}={target[i]:.3f} is outside "
                     f"{limits.position_min:.3f}..{limits.position_max:.3f}")
-        self._planner.add_move(self.commanded_position, target, speed_mm_s)
+        try:
+            self._planner.add_move(self.commanded_position, target, speed_mm_s, self._accel)
+        except MoveLimitError as exc:
+            raise MoveError(str(exc)) from None
         self.commanded_position = target
 
     def home(self, axes: str = "") -> None:
@@ -95,10 +118,21 @@ class Toolhead:
             target = list(self.commanded_position)
             target[i] = settings.position_endstop
             target_t: Vec4 = (target[0], target[1], target[2], target[3])
-            self._planner.add_move(self.commanded_position, target_t, settings.homing_speed)
+            self._planner.add_move(self.commanded_position, target_t, settings.homing_speed,
+                                   self._accel)
             self._planner.flush()
             self.commanded_position = target_t
             self._homed.add(axis)
+
+    def motors_off(self) -> None:
+        """Release the motors (M84/M18): queued motion still runs, then every axis is unhomed.
+
+        A released motor can be pushed by hand, so the position is no longer known and
+        later moves need a G28 first, as in Klipper (which also ignores any axis
+        letters and releases all motors).
+        """
+        self._planner.flush()
+        self._homed.clear()
 
     def dwell(self, seconds: float) -> None:
         """Wait `seconds` after the queued motion has come to a stop (G4)."""

@@ -3,7 +3,7 @@ from dataclasses import replace
 
 import pytest
 
-from printhost.config import AxesSettings, AxisSettings, PrinterSettings
+from printhost.config import AxesSettings, AxisSettings, ExtruderSettings, PrinterSettings
 from printhost.control.toolhead import MoveError, Toolhead
 from printhost.sim.clock import ManualClock
 from printhost.sim.motion import SimulatedMotionExecutor
@@ -11,12 +11,12 @@ from printhost.sim.motion import SimulatedMotionExecutor
 START = (117.5, 117.5, 10.0, 0.0)
 
 
-def make(printer=None):
+def make(printer=None, extruder=None):
     clock = ManualClock()
     started = []
     ex = SimulatedMotionExecutor(clock, lead_time_s=0.1, start_position=START,
                                  on_move_started=lambda t, m: started.append(m))
-    return clock, Toolhead(printer or PrinterSettings(), ex), started
+    return clock, Toolhead(printer or PrinterSettings(), ex, extruder), started
 
 
 def run_until_idle(clock, th, step=0.05, limit_s=120.0):
@@ -114,12 +114,59 @@ def test_out_of_range_message_and_nothing_queued():
 
 
 def test_range_tolerance_and_unlimited_e():
-    _, th, _ = make()
+    _, th, _ = make(extruder=ExtruderSettings(max_extrude_only_distance=2e6))
     th.home()
     th.move_to((235.0 + 5e-7, 0.0, 0.0, 0.0), 100.0)       # within 1e-6
-    th.move_to((235.0, -5e-7, 0.0, 1e6), 100.0)             # E has no limits
+    th.move_to((235.0, -5e-7, 0.0, 0.0), 100.0)
+    th.move_to((235.0, -5e-7, 0.0, 1e6), 100.0)             # E has no range limits
     with pytest.raises(MoveError):
         th.move_to((235.0 + 2e-6, 0.0, 0.0, 0.0), 100.0)
+
+
+def test_extruder_limits_are_move_errors_and_queue_nothing():
+    _, th, _ = make()
+    th.home()
+    th.flush()
+    with pytest.raises(MoveError, match=r"^Move exceeds maximum extrusion \(0\.722mm\^2 vs 0\.640mm\^2\)"):
+        th.move_to((10.0, 0.0, 0.0, 3.0), 50.0)
+    with pytest.raises(MoveError, match=r"^Extrude only move too long \(60\.000mm vs 50\.000mm\)"):
+        th.move_to((0.0, 0.0, 0.0, 60.0), 5.0)
+    assert th.commanded_position == (0.0, 0.0, 0.0, 0.0)
+    assert th._planner.queued_moves == 0
+
+
+def test_m204_accel_is_used_and_capped():
+    clock, th, started = make()
+    th.home()
+    assert th.accel == 3000.0
+    assert th.set_accel(500.0) == 500.0
+    th.move_to((100.0, 0.0, 0.0, 0.0), 100.0)
+    th.flush()
+    assert th.set_accel(50_000.0) == 3000.0            # the configured limit is hard
+    th.move_to((100.0, 100.0, 0.0, 0.0), 100.0)
+    th.flush()
+    run_until_idle(clock, th)
+    assert [m.accel for m in started[-2:]] == [500.0, 3000.0]
+    for bad in (0.0, -1.0, math.nan, math.inf):
+        with pytest.raises(MoveError):
+            th.set_accel(bad)
+    assert th.accel == 3000.0
+
+
+def test_motors_off_unhomes_after_queued_motion():
+    clock, th, started = make()
+    th.home()
+    th.move_to((50.0, 0.0, 0.0, 0.0), 100.0)
+    th.motors_off()
+    assert th.homed_axes == ""
+    assert th._planner.queued_moves == 0               # queued motion still runs
+    with pytest.raises(MoveError, match="must home axis first: X"):
+        th.move_to((60.0, 0.0, 0.0, 0.0), 100.0)
+    th.move_to((50.0, 0.0, 0.0, -1.0), 20.0)           # the extruder needs no homing
+    run_until_idle(clock, th)
+    assert th.live_position() == (50.0, 0.0, 0.0, -1.0)
+    th.home("x")
+    th.move_to((60.0, 0.0, 0.0, -1.0), 100.0)
 
 
 @pytest.mark.parametrize("target,speed", [((math.nan, 0.0, 0.0, 0.0), 10.0),

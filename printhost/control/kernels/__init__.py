@@ -1,0 +1,58 @@
+"""Compiled inner loops of the step pipeline.
+
+Turning planned moves into stepper pulses is the one place in the print host where
+Python's per-operation cost matters: a fast print asks for tens of thousands of
+steps per second per motor, each found by solving for the moment a motor position
+crosses a step boundary, and then packed into the MCU's `queue_step` commands. The
+submodules keep that work in numba-compiled functions over plain numpy arrays:
+
+- `trapq`: the move-segment array every kernel reads (one row per constant-
+  acceleration phase of a move).
+- `stepgen`: step times and directions for one stepper from those segments,
+  including input shaping and pressure advance.
+- `stepcompress`: packing step times into (interval, count, add) triples.
+- `reference`: slow, plain-Python statements of the same contracts, which the
+  tests hold the compiled kernels to.
+
+Compiled code is cached on disk (numba's `cache=True`), because compiling the
+kernels from scratch takes seconds and the control process should not pay that on
+every start. The cache lives next to the sources unless `configure_cache` points it
+elsewhere. This package module deliberately imports neither numba nor the
+submodules, so that `configure_cache` can run before any kernel is defined.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+_KERNEL_MODULES = ("stepgen", "stepcompress")
+
+
+def configure_cache(directory: str | os.PathLike[str]) -> bool:
+    """Direct numba's on-disk cache to `directory` unless NUMBA_CACHE_DIR is already set.
+
+    An explicit NUMBA_CACHE_DIR in the environment wins, so an operator can always
+    relocate the cache. numba fixes a compiled function's cache location when the
+    function is defined, i.e. when its module is imported, so this must run before
+    the kernel submodules are imported; called later it would silently have no
+    effect, which is why that case raises instead.
+
+    Returns True if this call set the directory, False if the environment already
+    chose one.
+    """
+    loaded = [name for name in _KERNEL_MODULES if f"{__name__}.{name}" in sys.modules]
+    if loaded:
+        raise RuntimeError("configure_cache must be called before importing the kernel "
+                           f"modules (already imported: {', '.join(loaded)})")
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return False
+    path = Path(directory).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["NUMBA_CACHE_DIR"] = str(path)
+    numba_config = sys.modules.get("numba.core.config")
+    if numba_config is not None:
+        # numba reads its environment once at import; make it notice the change.
+        numba_config.reload_config()
+    return True
