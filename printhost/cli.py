@@ -2,6 +2,7 @@
 
     printhost serve [--config FILE] [--host HOST] [--port PORT] [--state-dir DIR]
     printhost config check FILE
+    printhost config import-klipper PRINTER_CFG [-o OUT]
     printhost config show [--config FILE]
     printhost user add NAME --role admin|operator|viewer [--state-dir DIR] [--config FILE]
     printhost user passwd NAME | delete NAME | revoke NAME | list
@@ -81,6 +82,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
     print(f"{args.file}: OK ({settings.printer.kinematics}, backend {settings.control.backend})")
     return 0
+
+
+def cmd_config_import_klipper(args: argparse.Namespace) -> int:
+    from printhost.klipper_import import main_import
+    return main_import(args.cfg, args.out)
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
@@ -167,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = cfg.add_parser("check", help="validate a config file without starting anything")
     p.add_argument("file")
     p.set_defaults(func=cmd_config_check)
+    p = cfg.add_parser("import-klipper", help="convert a Klipper printer.cfg into printhost TOML")
+    p.add_argument("cfg", metavar="PRINTER_CFG")
+    p.add_argument("-o", "--out", metavar="FILE", help="write here instead of standard output")
+    p.set_defaults(func=cmd_config_import_klipper)
     p = cfg.add_parser("show", help="print every setting with its effective value")
     _add_state_options(p)
     p.set_defaults(func=cmd_config_show)

@@ -36,8 +36,8 @@ import json
 import math
 import os
 import re
+import secrets
 import sys
-import tempfile
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -46,6 +46,7 @@ from typing import Any
 
 from printhost.config import SHAPER_TYPES, ConfigError, Settings, describe, parse_settings
 from printhost.control.heaters import DERIVATIVE_SMOOTH_S
+from printhost.store.atomic import fsync_directory
 
 __all__ = ["ImportResult", "KlipperImportError", "KlipperOption", "import_klipper",
            "main_import", "read_klipper_config"]
@@ -188,7 +189,8 @@ def _split_saved_block(text: str, display: str,
     regular = text[:pos]
     rest = text[pos + len(SAVE_CONFIG_HEADER):]
     block = rest.strip()
-    first_line = text.count("\n", 0, pos + len(SAVE_CONFIG_HEADER) + len(rest) - len(rest.lstrip())) + 1
+    block_start = pos + len(SAVE_CONFIG_HEADER) + len(rest) - len(rest.lstrip())
+    first_line = text.count("\n", 0, block_start) + 1
     damaged = None
     if f"\n{SAVED_PREFIX} " in regular:
         damaged = "'#*#' lines appear above the SAVE_CONFIG header"
@@ -548,13 +550,17 @@ class _Converter:
         effective = {"max_velocity": velocity if velocity is not None
                      else self.defaults["printer.max_velocity"],
                      "max_accel": accel if accel is not None else self.defaults["printer.max_accel"]}
+        # The limits Klipper would check the other options against (its own values when
+        # they are usable at all, else the ones printhost will run with).
+        klipper = {name: value if (value := sec.peek(name, effective[name])) > 0
+                   else effective[name] for name in effective}
         self.copy(sec, "square_corner_velocity", "printer.square_corner_velocity",
                   default=5.0, minval=0.0)
-        self.cruise_ratio(sec, sec.peek("max_accel", effective["max_accel"]))
+        self.cruise_ratio(sec, klipper["max_accel"])
         for key, name in (("max_z_velocity", "max_velocity"), ("max_z_accel", "max_accel")):
             target = f"printer.{key}"
             if sec.has(key):
-                self.copy(sec, key, target, above=0.0, maxval=sec.peek(name, effective[name]))
+                self.copy(sec, key, target, above=0.0, maxval=klipper[name])
             else:
                 sec.used.add(key)
                 self.put(target, effective[name], f"[printer] {key} (Klipper's default: {name})",
@@ -588,7 +594,8 @@ class _Converter:
                  "as Klipper converted it")
         self.notes.append(f"[printer] max_accel_to_decel = {raw}: legacy key, converted to "
                           f"minimum_cruise_ratio = {_toml_value(ratio)} "
-                          f"(1 - max_accel_to_decel / max_accel, never below 0, as Klipper computed it)")
+                          "(1 - max_accel_to_decel / max_accel, never below 0, as Klipper "
+                          "computed it)")
 
     # ---------------------------------------------------------------- steppers
     def step_geometry(self, sec: _Section, table: str) -> None:
@@ -646,6 +653,19 @@ class _Converter:
             micro, assumed = driver[1], False
         full = full if full is not None else 200
         micro = micro if micro is not None else LEGACY_MICROSTEPS
+        # rotation_distance is derived from the split, so a part printhost refuses is
+        # replaced before the distance is computed, keeping the step size exact.
+        for key, fallback in (("full_steps_per_rotation", 200), ("microsteps", LEGACY_MICROSTEPS)):
+            given = full if key == "full_steps_per_rotation" else micro
+            problem = _field_problem(f"{table}.{key}", given)
+            if problem:
+                self.skip(sec, f"{sec.label(key)} = {given}: rejected by printhost "
+                               f"({table}.{key}: {problem}); {fallback} is used and "
+                               "rotation_distance computed with it")
+                if key == "microsteps":
+                    micro, assumed, driver = fallback, True, None
+                else:
+                    full = fallback
         rotation = _tidy(step * full * micro)
         raw = sec.raw("step_distance")
         self.put(f"{table}.rotation_distance", rotation, sec.label("step_distance"), raw,
@@ -723,11 +743,11 @@ class _Converter:
         value = self.read(sec, "position_endstop", target, minval=low, maxval=high)
         if value is not None:
             self.put(target, value, sec.label("position_endstop"), sec.raw("position_endstop"),
-                     sec.label("position_endstop"))
+                     sec.source("position_endstop"))
 
     def probe_endstop(self, sec: _Section, target: str, low: float, high: float) -> None:
         names = [n for n in self.cfg.sections
-                 if n.split()[0] in ("probe", "bltouch", "smart_effector")
+                 if (n.split() or [""])[0] in ("probe", "bltouch", "smart_effector")
                  or n.startswith("probe_eddy_current ")]
         if not names:
             self.skip(sec, f"{sec.label('position_endstop')}: the axis homes on a probe but no "
@@ -1049,9 +1069,11 @@ def import_klipper(path: str | os.PathLike[str]) -> ImportResult:
     conv = _Converter(cfg)
     conv.convert()
     order = {key: i for i, key in enumerate(conv.defaults)}
-    settings = _validate(conv, order, source)
+    _validate(conv, order, source)
     section_pos = {name: i for i, name in enumerate(cfg.sections)}
-    ranked = sorted(conv.unconverted, key=lambda item: section_pos.get(item[0], -1))
+    # File order of sections; complaints about missing sections come last.
+    ranked = sorted(conv.unconverted,
+                    key=lambda item: section_pos.get(item[0], len(section_pos)))
     unconverted = cfg.problems + [message for _, message in ranked]
 
     header = [f"printhost configuration imported from the Klipper config {source}",
@@ -1078,18 +1100,33 @@ def import_klipper(path: str | os.PathLike[str]) -> ImportResult:
 # =========================================================================== command line
 
 def _write_atomically(target: Path, text: str) -> None:
-    directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
+    """Replace `target` with `text` in one step (temporary file, fsync, rename).
+
+    A configuration file is not a secret: a new one gets the usual 0666 filtered by the
+    umask, and a file being replaced keeps its permissions.
+    """
+    directory = target.parent
+    tmp = directory / f".{target.name}.{secrets.token_hex(8)}.tmp"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        keep_mode: int | None = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        keep_mode = None
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            if keep_mode is not None:
+                os.fchmod(handle.fileno(), keep_mode)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
-        except OSError:
+        except FileNotFoundError:
             pass
         raise
+    fsync_directory(directory)
 
 
 def main_import(cfg_path: str, out: str | None) -> int:

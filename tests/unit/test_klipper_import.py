@@ -590,6 +590,15 @@ def test_max_accel_to_decel(tmp_path, to_decel, ratio):
     assert result.unconverted == []
 
 
+def test_max_accel_to_decel_with_an_unusable_max_accel(tmp_path):
+    result = convert(tmp_path, MINIMAL.replace("max_accel: 3000",
+                                               "max_accel: 0\nmax_accel_to_decel: 1500"))
+    assert one_problem(result, "[printer] max_accel").startswith(
+        "[printer] max_accel: 0 is invalid: Klipper requires a value above 0")
+    # Converted against the max_accel printhost will use (its default, 3000).
+    assert values(result)["printer"]["minimum_cruise_ratio"] == 0.5
+
+
 def test_minimum_cruise_ratio_wins_over_max_accel_to_decel(tmp_path):
     result = convert(tmp_path, MINIMAL.replace(
         "max_accel: 3000", "max_accel: 3000\nmax_accel_to_decel: 1000\nminimum_cruise_ratio: 0.3"))
@@ -618,9 +627,13 @@ def test_unsupported_kinematics(tmp_path, kinematics):
 
 
 def test_missing_stepper_section(tmp_path):
-    result = convert(tmp_path, MINIMAL.split("[stepper_z]")[0])
-    assert result.unconverted == ["[stepper_z]: section missing (Klipper requires it); "
-                                  "printhost's defaults are used for this axis"]
+    result = convert(tmp_path, MINIMAL.split("[stepper_z]")[0].replace(
+        "max_accel: 3000", "max_accel: 3000\nmax_velocity_z: 5"))
+    # Listed after the complaints about sections that are present.
+    assert result.unconverted == [
+        "[printer] max_velocity_z: printhost has no such setting, not imported",
+        "[stepper_z]: section missing (Klipper requires it); printhost's defaults are used "
+        "for this axis"]
 
 
 def test_printer_max_stepper_error_is_not_klippers(tmp_path):
@@ -785,6 +798,16 @@ def test_legacy_step_distance_without_microsteps(tmp_path):
     assert result.unconverted == []
     assert any("assuming 16 microsteps" in n for n in result.notes)
     assert any(n.startswith("[stepper_z] gear_ratio: ignored") for n in result.notes)
+
+
+def test_legacy_split_printhost_refuses_keeps_the_step_size(tmp_path):
+    result = convert(tmp_path, MINIMAL.replace("microsteps: 16\nrotation_distance: 8",
+                                               "step_distance: 0.0001\nmicrosteps: 512"))
+    assert result.unconverted == [
+        "[stepper_z] microsteps = 512: rejected by printhost (steppers.z.microsteps: 512 is "
+        "above the maximum 256); 16 is used and rotation_distance computed with it"]
+    assert values(result)["steppers"]["z"]["microsteps"] == 16
+    assert result.settings.steppers.z.step_distance_mm == pytest.approx(0.0001)
 
 
 def test_rotation_distance_wins_over_step_distance(tmp_path):
@@ -1056,6 +1079,21 @@ def test_main_import_to_file(tmp_path, capsys):
     assert f"wrote {out} from {PRINTER_CFG}" in err
     assert "  - [bltouch]: section not supported" in err
     assert [p.name for p in tmp_path.iterdir()] == ["printhost.toml"]
+
+
+def test_main_import_file_permissions(tmp_path, capsys):
+    kept = tmp_path / "kept.toml"
+    kept.write_text("")
+    kept.chmod(0o640)
+    assert main_import(str(PRINTER_CFG), str(kept)) == 0
+    assert kept.stat().st_mode & 0o777 == 0o640
+    fresh = tmp_path / "fresh.toml"
+    old_umask = os.umask(0o022)
+    try:
+        assert main_import(str(PRINTER_CFG), str(fresh)) == 0
+    finally:
+        os.umask(old_umask)
+    assert fresh.stat().st_mode & 0o777 == 0o644     # a config, not a secret
 
 
 def test_main_import_fatal_errors(tmp_path, capsys):

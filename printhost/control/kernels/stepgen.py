@@ -347,16 +347,20 @@ def _piece(mode, segs, cols, coefs, shifts, hst, advance, step_dist, t0, t1,
             last = max(last, lo_j)
     j = first
     rising = direction > 0
+    floor_t = m0
     while (j <= last) if rising else (j >= last):
         thr = (j + 0.5) * step_dist
         if mode == _MODE_QUADRATIC:
             t = a + _quadratic_root(c0 - thr, c1, c2, direction)
         else:
             t = _refine(segs, hst, advance, False, thr, rising, m0, m1, p0, p1)
-        if t < m0:
-            t = m0
+        # Keep the piece's steps in order even where rounding (or a jump in the
+        # position, which puts many crossings at one instant) would swap them.
+        if t < floor_t:
+            t = floor_t
         elif t > m1:
             t = m1
+        floor_t = t
         if t0 <= t < t1:
             count = _emit(out_t, out_d, count, t, direction)
         j += direction
