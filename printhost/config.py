@@ -252,7 +252,7 @@ class McuSettings:
 class GCodeSettings:
     """G-code dialect options."""
     arc_resolution: float = _field(1.0, min=0.001, max=100.0,
-                                   doc="G2/G3 arcs are split into segments of at most this length, mm")
+                                   doc="G2/G3 arcs are split into segments of about this length (at least it, as Klipper does), mm")
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,13 @@
 
 The planner only knows straight moves, so an arc is cut into chords before it reaches
 it. The cut follows Klipper's `gcode_arcs` (which took it from Marlin) exactly: the
-same segment count, floor(arc length / resolution) but at least one, so segments are
-*at least* `resolution` long (never shorter, at most twice), the same points computed
-by rotating the start offset by whole multiples of the per-segment angle (no
-accumulated rotation error), and the last point replaced by the requested end point,
-so the arc ends exactly where the G-code says. A motion time computed for the same
-file therefore matches Klipper's.
+same segment count, floor(arc length / resolution) but at least one, so each segment
+spans *at least* `resolution` of arc and less than twice that (an arc shorter than
+`resolution` is a single segment); the same points, computed by rotating the start
+offset by whole multiples of the per-segment angle (no accumulated rotation error);
+and the last point replaced by the requested end point, so the arc ends exactly
+where the G-code says. A motion time computed for the same file therefore matches
+Klipper's.
 
 Only the XY plane is supported (G17, the default everywhere); a Z change makes the
 arc a helix, spread evenly over the segments.

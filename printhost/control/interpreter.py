@@ -329,7 +329,8 @@ class GCodeInterpreter:
         """M204: S sets the acceleration; without S, P and T must both be given and the
         lower one is used (Klipper's reading; R, the retract acceleration, is ignored)."""
         p = cmd.params
-        for key in "SPT":
+        # Only the values that will be used are checked, in Klipper's order.
+        for key in ("S",) if "S" in p else ("P", "T"):
             if key in p and not p[key] > 0.0:
                 raise CommandError(f"M204 {key}{p[key]:g}: acceleration must be above 0")
         if "S" in p:

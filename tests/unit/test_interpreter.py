@@ -365,6 +365,9 @@ def test_m204_sets_the_acceleration(printer, line, accel):
 def test_m204_without_usable_values(printer):
     run(printer, "M204 S800", "M204 P500", "M204 R100", "M204")
     assert printer.toolhead.accel == 800.0                      # ignored, like Klipper
+    run(printer, "M204 S900 P0")                                # P is not read when S is there
+    assert printer.toolhead.accel == 900.0
+    run(printer, "M204 S800")
     for line in ("M204 S0", "M204 P-1 T100", "M204 P100 T0"):
         with pytest.raises(CommandError, match="above 0"):
             run(printer, line)

@@ -577,7 +577,8 @@ def test_total_motion_time_equals_klipper_reference(printer_name, seq_name):
     expected = klipper_reference(segments, speeds, printer, extruder, accels)
     assert_matches_reference(out, expected)
     assert abs(total_time(out) - reference_time(expected)) <= 1e-9
-    check_sequence(out, printer) if accels is None else None
+    if accels is None:      # check_sequence's corner rule assumes one acceleration
+        check_sequence(out, printer)
     if seq_name in ("fine_line", "polygon"):
         assert emitted_before_flush > len(segments) // 2     # planned lazily, still exact
 

@@ -119,7 +119,8 @@ def test_ei_undamped_hand_computed():
     amps, times = shaper.ei(40.0, 0.0)
     np.testing.assert_allclose(amps, [0.2621605, 0.4756125, 0.262227], rtol=0, atol=1e-12)
     mean = 0.4756125 * 0.4999 / 40 + 0.262227 * 0.025
-    np.testing.assert_allclose(times, np.array([0.0, 0.4999 / 40, 0.025]) - mean, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(times, np.array([0.0, 0.4999 / 40, 0.025]) - mean,
+                               rtol=0, atol=1e-15)
 
 
 def test_hump_ei_undamped_use_the_constant_terms():

@@ -42,12 +42,12 @@ def configure_cache(directory: str | os.PathLike[str]) -> bool:
     Returns True if this call set the directory, False if the environment already
     chose one.
     """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return False
     loaded = [name for name in _KERNEL_MODULES if f"{__name__}.{name}" in sys.modules]
     if loaded:
         raise RuntimeError("configure_cache must be called before importing the kernel "
                            f"modules (already imported: {', '.join(loaded)})")
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return False
     path = Path(directory).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     os.environ["NUMBA_CACHE_DIR"] = str(path)

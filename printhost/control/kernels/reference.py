@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from printhost.control.kernels import stepgen as _sg
+from printhost.control.motion import PlannedMove
 from printhost.control.kernels.stepcompress import (CLOCK_DIFF_MAX, MAX_ADD, MAX_COUNT,
                                                     MIN_ADD)
 
@@ -235,7 +236,8 @@ def _pa_turns(track: _Track, model: _sg.StepperModel, a: float, b: float) -> lis
 
     mid, half = 0.5 * (a + b), 0.5 * (b - a)
     nodes = [math.cos((2 * i + 1) * math.pi / 8.0) for i in range(4)]
-    coef = _solve([[z ** k for k in range(4)] for z in nodes], [slope(mid + half * z) for z in nodes])
+    coef = _solve([[z ** k for k in range(4)] for z in nodes],
+                  [slope(mid + half * z) for z in nodes])
     marks = []
     c1, c2, c3 = coef[1], 2.0 * coef[2], 3.0 * coef[3]
     if c3 != 0.0:
@@ -413,3 +415,77 @@ def expand_commands(last_clock: int, last_dir: int, interval, count, add, set_di
             clocks.append(clock)
             dirs.append(d)
     return clocks, dirs
+
+
+# --------------------------------------------------------------------------- test jobs
+
+def _trapezoid(start, end, distance: float, v0: float, vc: float, v1: float,
+               accel: float) -> PlannedMove:
+    """A consistent trapezoid: v1 reachable from v0 over the distance, peak capped."""
+    v1 = min(v1, math.sqrt(v0 * v0 + 2 * accel * distance))
+    v1 = max(v1, math.sqrt(max(0.0, v0 * v0 - 2 * accel * distance)))
+    vc = min(max(vc, v0, v1), math.sqrt(accel * distance + 0.5 * (v0 * v0 + v1 * v1)))
+    vc = max(vc, v0, v1)
+    at, dt = (vc - v0) / accel, (vc - v1) / accel
+    cd = max(0.0, distance - 0.5 * (v0 + vc) * at - 0.5 * (v1 + vc) * dt)
+    return PlannedMove(start, end, distance, v0, vc, v1, accel, at, cd / vc if vc > 0 else 0.0, dt)
+
+
+def random_moves(seed: int, n: int, z: bool = True, area: float = 20.0,
+                 axes: str = "xy") -> list[PlannedMove]:
+    """`n` seeded random moves, the material of the kernels' property tests.
+
+    XY moves in random directions (limited to "x" or "y" by `axes`) of 0.05 to
+    15 mm, most of them extruding, with random junction speeds and, now and then,
+    an exact reversal; Z moves when `z`; retracts and unretracts; short dwells.
+    The trapezoids are self-consistent, so positions are continuous, but they do
+    not come from the planner: these tests must not depend on its heuristics.
+    """
+    rng = np.random.default_rng(seed)
+    pos = [rng.uniform(0, area), rng.uniform(0, area), rng.uniform(0, 2), rng.uniform(0, 5)]
+    moves: list[PlannedMove] = []
+    prev_dir: tuple[float, float] | None = None
+    v_prev = 0.0
+    for _ in range(n):
+        r = rng.random()
+        new = list(pos)
+        if r < 0.1:                                   # retract / unretract
+            new[3] += float(rng.choice([-1.0, 1.0])) * rng.uniform(0.2, 1.5)
+            m = _trapezoid(tuple(pos), tuple(new), abs(new[3] - pos[3]), 0.0,
+                           rng.uniform(10, 40), 0.0, rng.uniform(500, 2000))
+            prev_dir = None
+        elif r < 0.15:
+            moves.append(PlannedMove.dwell(tuple(pos), rng.uniform(0.0, 0.05)))
+            prev_dir = None
+            continue
+        elif r < 0.25 and z:
+            new[2] += rng.uniform(-1, 1)
+            m = _trapezoid(tuple(pos), tuple(new), abs(new[2] - pos[2]), 0.0,
+                           rng.uniform(2, 10), 0.0, rng.uniform(50, 200))
+            prev_dir = None
+        else:
+            if prev_dir is not None and rng.random() < 0.3:
+                d = (-prev_dir[0], -prev_dir[1])      # exact reversal
+            else:
+                ang = rng.uniform(0, 2 * math.pi)
+                d = (math.cos(ang), math.sin(ang))
+            if axes == "x":
+                d = (math.copysign(1.0, d[0]), 0.0)
+            elif axes == "y":
+                d = (0.0, math.copysign(1.0, d[1]))
+            length = rng.uniform(0.05, 15.0)
+            new[0] += d[0] * length
+            new[1] += d[1] * length
+            if rng.random() < 0.8:
+                new[3] += length * rng.uniform(0.02, 0.06)
+            dist = math.hypot(new[0] - pos[0], new[1] - pos[1])
+            vc, acc = rng.uniform(20, 250), rng.uniform(500, 5000)
+            reversal = prev_dir is not None and d[0] * prev_dir[0] + d[1] * prev_dir[1] < -0.99
+            v0 = 0.0 if (prev_dir is None or reversal) else min(v_prev, vc)
+            v1 = rng.uniform(0, vc) if rng.random() < 0.7 else 0.0
+            m = _trapezoid(tuple(pos), tuple(new), dist, v0, vc, v1, acc)
+            prev_dir = d
+        moves.append(m)
+        v_prev = m.end_v
+        pos = new
+    return moves

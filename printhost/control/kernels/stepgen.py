@@ -124,8 +124,8 @@ def _stream_position(segs, cols, coefs, shifts, t):
 def _weighted_moment(q0, q1, q2, u0, u1, hst, slope):
     """Integral over [u0, u1] (one side of u = 0) of (q0 + q1 u + q2 u^2) * weight.
 
-    slope = 0 gives the sign weight +-1, otherwise the triangle weight hst - |u|;
-    `side` is the sign of u on this stretch.
+    slope = 0 gives the sign weight sign(u), otherwise the triangle weight
+    hst - |u|; the stretch must not straddle u = 0, so sign(u) is a constant.
     """
     side = 1.0 if u1 > 0.0 else -1.0
     a2 = u0 * u0
@@ -477,24 +477,18 @@ def _pa_interval(segs, cols, coefs, shifts, hst, advance, step_dist, t0, t1, a, 
     sides, which is what `sign` (the last non-zero slope sign) tracks.
     """
     z1, z2 = _curvature_roots(segs, hst, advance, a, b)
-    marks = np.empty(4, np.float64)
-    marks[0] = a
-    nm = 1
-    if z1 == z1:
-        marks[nm] = z1
-        nm += 1
-    if z2 == z2 and z2 > marks[nm - 1]:
-        marks[nm] = z2
-        nm += 1
-    marks[nm] = b
-    nm += 1
     start = a
     p_start = pa
     s_prev = _pa_eval(segs, a, hst, advance, True)
     sign = 0.0 if s_prev == 0.0 else math.copysign(1.0, s_prev)
-    for i in range(1, nm):
-        u0 = marks[i - 1]
-        u1 = marks[i]
+    u1 = a
+    for i in range(3):
+        # stretches [a, z1], [z1, z2], [z2, b], skipping absent zeros
+        mark = z1 if i == 0 else (z2 if i == 1 else b)
+        if not (mark == mark and mark > u1):
+            continue
+        u0 = u1
+        u1 = mark
         s_next = _pa_eval(segs, u1, hst, advance, True)
         turn = np.nan
         if (s_prev < 0.0 < s_next) or (s_next < 0.0 < s_prev):
