@@ -6,6 +6,7 @@
     printhost config show [--config FILE]
     printhost user add NAME --role admin|operator|viewer [--state-dir DIR] [--config FILE]
     printhost user passwd NAME | delete NAME | revoke NAME | list
+    printhost batch PRINTER_CONFIG FILE.gcode -o OUT [--dictionary klipper.dict] [--summary FILE]
     printhost discover [--timeout S]
 
 Passwords are read from a prompt, or from standard input when it is not a terminal;
@@ -137,6 +138,11 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from printhost.batch import main_batch
+    return main_batch(args.printer_config, args.gcode, args.out, args.dictionary, args.summary)
+
+
 def cmd_discover(args: argparse.Namespace) -> int:
     import asyncio
     from printhost.discovery import discover
@@ -197,6 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = users.add_parser("list", help="list users")
     _add_state_options(p)
     p.set_defaults(func=cmd_user_list)
+
+    p = sub.add_parser("batch", help="run a G-code file through the motion pipeline to a "
+                                     "Klipper MCU command stream")
+    p.add_argument("printer_config", metavar="PRINTER_CONFIG", help="printhost TOML config")
+    p.add_argument("gcode", metavar="FILE.gcode")
+    p.add_argument("-o", "--out", required=True, metavar="OUT", help="message blocks are written here")
+    p.add_argument("--dictionary", metavar="klipper.dict",
+                   help="encode against this firmware data dictionary (default: the simulated MCU's)")
+    p.add_argument("--summary", metavar="FILE", help="write the JSON summary here (default: stdout)")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("discover", help="find printhost instances on the LAN (mDNS)")
     p.add_argument("--timeout", type=float, default=3.0)

@@ -31,7 +31,11 @@ its end values. Those end values are evaluated once per point and shared by the
 neighbouring pieces, so the counts telescope: the steps generated over any time
 range always add up to the change of the rounded position, and no step can be lost
 or invented by a root finder's tolerance. Direction reversals inside a segment,
-zero-length and zero-speed segments and gaps all fall out of the same rule.
+zero-length and zero-speed segments and gaps all fall out of the same rule. (The
+only steps that can go missing are pairs: a half-step point overshot by less than
+rounding error at a turning point, together with the step back. The net position
+is unaffected.) Positions are expected to be continuous; if the segments jump,
+every step of the jump is emitted at the instant of the jump.
 
 Streaming: steps are produced for a time range [t0, t1). The pieces depend only
 on the segments, never on t0 and t1, and every root is computed from its piece

@@ -1,0 +1,232 @@
+"""`printhost batch`: the whole motion pipeline without hardware, to a Klipper wire stream.
+
+G-code → interpreter → toolhead (limits, homing) → lookahead planner → move segments
+→ step times (compiled kernels) → step compression → `queue_step`/`set_next_step_dir`
+messages encoded against a data dictionary and framed into message blocks, exactly as
+they would be written to the serial port. The result can be decoded by Klipper's own
+tools when the dictionary comes from a real firmware build (`--dictionary`), and a
+JSON summary gives the print time and per-stepper command and step counts.
+
+This is both a test harness (the full pipeline, deterministic, no clocks) and a way
+for users to check a configuration against their slicer's files before printing.
+Heater waits (M109, M190) do not wait here: there is nothing to heat.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from printhost.config import Settings
+from printhost.control.gcode import GCodeError
+from printhost.control.gcode_bulk import parse_file
+from printhost.control.heaters import build_simulated_heaters
+from printhost.control.interpreter import CommandError, GCodeInterpreter, PartFan
+from printhost.control.kernels.stepgen import models_from_settings
+from printhost.control.motion import PlannedMove, Vec4
+from printhost.control.stepstream import StepCommand, StepStream
+from printhost.control.toolhead import Toolhead
+from printhost.mcu.protocol import DataDictionary, MessageCodec, MessageStream
+from printhost.mcu.sim_dictionary import sim_dictionary
+from printhost.sim.clock import ManualClock
+
+# Print time of the first move: the MCU needs the first command some time ahead.
+START_TIME_S = 0.25
+# How much motion is turned into steps at once.
+CHUNK_S = 1.0
+STEPPER_ORDER = ("x", "y", "z", "extruder")
+
+
+class BatchError(Exception):
+    """The file cannot be run through the pipeline; the message names the line."""
+
+
+class StreamExecutor:
+    """A MotionExecutor whose clock is the end of its own queue: nothing waits.
+
+    Moves are collected and handed to the step stream in chunks of `CHUNK_S` of
+    print time; `sink` receives the commands in clock order.
+    """
+
+    def __init__(self, stream: StepStream, start_time: float, start_position: Vec4,
+                 sink) -> None:
+        self.stream = stream
+        self.sink = sink
+        self._end = start_time
+        self._chunk_start = start_time
+        self._pending: list[PlannedMove] = []
+        self._pos = start_position
+        self.moves = 0
+
+    def now(self) -> float:
+        return self._end
+
+    def schedule(self, move: PlannedMove) -> None:
+        self._pending.append(move)
+        self.moves += 1
+        self._end += move.duration
+        self._pos = move.end
+        if self._end - self._chunk_start >= CHUNK_S:
+            self._hand_over(final=False)
+
+    def _hand_over(self, final: bool) -> None:
+        self.stream.add_moves(self._pending, self._chunk_start)
+        self._pending = []
+        self._chunk_start = self._end
+        self.sink(self.stream.generate(self._end, final=final))
+
+    def update(self) -> None:
+        return None
+
+    def queue_end_time(self) -> float:
+        return self._end
+
+    def position(self) -> Vec4:
+        return self._pos
+
+    def set_position(self, pos: Vec4) -> None:
+        self._pos = pos
+
+    def is_idle(self) -> bool:
+        return True
+
+    def abort(self) -> Vec4:
+        return self._pos
+
+    def finish(self) -> None:
+        self._hand_over(final=True)
+
+
+def default_pins(dictionary: DataDictionary, count: int) -> list[str]:
+    """The first `count` pin names of the dictionary, in pin-number order.
+
+    Pin assignment belongs to the MCU configuration; until a config names pins, batch
+    output uses distinct valid pins so the stream decodes against any dictionary.
+    """
+    pins = dictionary.enumerations.get("pin", {})
+    names = sorted(pins, key=lambda n: pins[n])
+    if len(names) < count:
+        raise BatchError(f"the data dictionary lists only {len(names)} pins; {count} are needed")
+    return names[:count]
+
+
+@dataclass
+class BatchResult:
+    print_time_s: float
+    lines: int
+    moves: int
+    messages: int
+    bytes: int
+    steppers: dict[str, dict[str, int]]
+    clock_freq: float
+    dictionary: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"print_time_s": round(self.print_time_s, 6), "lines": self.lines,
+                "moves": self.moves, "messages": self.messages, "bytes": self.bytes,
+                "clock_freq": self.clock_freq, "dictionary": self.dictionary,
+                "steppers": self.steppers, "timings": self.timings}
+
+
+def run_batch(settings: Settings, gcode_path: str | Path, out_path: str | Path,
+              dictionary_path: str | Path | None = None) -> BatchResult:
+    t_start = time.perf_counter()
+    if dictionary_path:
+        try:
+            raw = Path(dictionary_path).read_bytes()
+        except OSError as exc:
+            raise BatchError(f"{dictionary_path}: cannot read ({exc.strerror})") from None
+        dictionary = DataDictionary(raw)
+        dict_name = str(dictionary_path)
+    else:
+        dictionary = DataDictionary(sim_dictionary())
+        dict_name = "printhost simulated MCU"
+    codec = MessageCodec(dictionary)
+    out = MessageStream(codec)
+    clock_freq = float(dictionary.constant_float("CLOCK_FREQ"))
+
+    names = list(STEPPER_ORDER)
+    oids = {name: i for i, name in enumerate(names)}
+    pins = default_pins(dictionary, 2 * len(names))
+    config_lines = [f"allocate_oids count={len(names)}"]
+    for name in names:
+        i = oids[name]
+        config_lines.append(f"config_stepper oid={i} step_pin={pins[2 * i]} "
+                            f"dir_pin={pins[2 * i + 1]} invert_step=0 step_pulse_ticks=0")
+    crc = zlib.crc32("\n".join(config_lines).encode()) & 0xFFFFFFFF
+    for text in config_lines:
+        out.queue_text(text)
+    out.queue("finalize_config", crc=crc)
+
+    encode = codec.encode
+    queue_encoded = out.queue_encoded
+    counts = {"messages": len(config_lines) + 1}
+
+    def sink(commands: list[StepCommand]) -> None:
+        for cmd in commands:
+            queue_encoded(encode(cmd.name, **cmd.params))
+        counts["messages"] += len(commands)
+
+    sx, sy, sz = (float(v) for v in settings.simulation.start_position)
+    start: Vec4 = (sx, sy, sz, 0.0)
+    stream = StepStream(models_from_settings(settings), oids, clock_freq,
+                        settings.mcu.max_stepper_error, start, START_TIME_S)
+    executor = StreamExecutor(stream, START_TIME_S, start, sink)
+    toolhead = Toolhead(settings.printer, executor, settings.extruder)
+    heaters, _ = build_simulated_heaters(settings, ManualClock())
+    interp = GCodeInterpreter(toolhead, heaters, PartFan(), executor.now, settings.gcode,
+                              settings.firmware_retraction)
+
+    t_parse = time.perf_counter()
+    try:
+        parsed = parse_file(gcode_path)
+    except OSError as exc:
+        raise BatchError(f"{gcode_path}: cannot read ({exc.strerror})") from None
+    t_run = time.perf_counter()
+    name = Path(gcode_path).name
+    for cmd in parsed.commands():
+        try:
+            interp.execute(cmd)   # waits (M109, M400) have nothing to wait for here
+        except CommandError as exc:
+            raise BatchError(f"{name}: line {cmd.lineno}: {exc}") from None
+    error = parsed.first_error
+    if error is not None:
+        raise BatchError(f"{name}: {error}")
+    toolhead.flush()
+    executor.finish()
+    t_encode = time.perf_counter()
+    data = out.flush()
+    Path(out_path).write_bytes(data)
+    t_end = time.perf_counter()
+    return BatchResult(
+        print_time_s=executor.queue_end_time(), lines=len(parsed),
+        moves=executor.moves, messages=counts["messages"], bytes=len(data),
+        steppers=stream.summary(), clock_freq=clock_freq, dictionary=dict_name,
+        timings={"setup_s": round(t_parse - t_start, 4), "parse_s": round(t_run - t_parse, 4),
+                 "pipeline_s": round(t_encode - t_run, 4), "write_s": round(t_end - t_encode, 4),
+                 "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 4)})
+
+
+def main_batch(config: str, gcode: str, out: str, dictionary: str | None,
+               summary: str | None) -> int:
+    import sys
+
+    from printhost.config import ConfigError, load_settings
+    try:
+        settings = load_settings(config)
+        result = run_batch(settings, gcode, out, dictionary)
+    except (ConfigError, BatchError, GCodeError, ValueError) as exc:
+        print(f"printhost batch: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(result.to_json(), indent=2)
+    if summary:
+        Path(summary).write_text(text + "\n")
+    else:
+        print(text)
+    return 0

@@ -1,0 +1,198 @@
+"""From planned moves to per-stepper `queue_step` commands, incrementally.
+
+`StepStream` keeps the move-segment arrays of the toolhead and the extruder, and for
+each stepper the commanded step position, the steps generated but not yet compressed,
+and the clock and direction of the last step sent. `generate(until)` turns everything
+up to print time `until` into MCU commands:
+
+1. step times for [done, until - margin) from the stepgen kernel, where the margin is
+   how far ahead the stepper's position depends on motion (input shaper pulses,
+   pressure advance smoothing), so no step is computed before its motion is known;
+2. conversion to MCU ticks;
+3. compression into (interval, count, add) triples, holding back the tail whose best
+   compression depends on steps not generated yet.
+
+The same object serves `printhost batch` (all at once, written to a file) and the
+control process (chunk by chunk, sent to an MCU), which is why it never looks at a
+clock of its own: the caller decides how far to generate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from printhost.control.kernels import trapq
+from printhost.control.kernels.stepcompress import compress_steps
+from printhost.control.kernels.stepgen import (EXTRUDER, StepperModel, commanded_position,
+                                               generate_steps)
+from printhost.control.motion import PlannedMove, Vec4
+
+
+# Callers' sums of move durations may differ from the segment times by rounding.
+SNAP_S = 1e-6
+# Generated past the end of the motion when finishing, so no trailing step is missed.
+FINAL_PAD_S = 0.001
+
+
+class StepCommand(NamedTuple):
+    """One MCU command for a stepper, with the tick it concerns (for ordering)."""
+    clock: int
+    name: str
+    params: dict
+
+
+@dataclass
+class StepperChannel:
+    name: str
+    oid: int
+    model: StepperModel
+    position: int
+    done_until: float
+    last_clock: int = 0
+    last_dir: int = 0
+    pending_clocks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    pending_dirs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    queue_steps: int = 0
+    steps: int = 0
+    dir_changes: int = 0
+
+    @property
+    def is_extruder(self) -> bool:
+        return self.model.kind == EXTRUDER
+
+
+def _rest_row(pos: Vec4, t: float, extruder: bool) -> np.ndarray:
+    """A zero-length segment at rest: used to read the commanded step at the start."""
+    row = np.zeros((1, trapq.N_COLUMNS), dtype=np.float64)
+    row[0, trapq.PRINT_TIME] = t
+    if extruder:
+        row[0, trapq.START_X] = pos[3]
+    else:
+        row[0, trapq.START_X:trapq.START_Z + 1] = pos[:3]
+    return row
+
+
+class StepStream:
+    def __init__(self, models: dict[str, StepperModel], oids: dict[str, int],
+                 clock_freq: float, max_error_s: float, start_position: Vec4,
+                 start_time: float) -> None:
+        self.clock_freq = float(clock_freq)
+        self.max_error_ticks = max_error_s * self.clock_freq
+        self.channels: list[StepperChannel] = []
+        for name, model in models.items():
+            ext = model.kind == EXTRUDER
+            pos = commanded_position(_rest_row(start_position, start_time, ext), model, start_time)
+            self.channels.append(StepperChannel(name, oids[name], model, pos, start_time))
+        self._tool = np.zeros((0, trapq.N_COLUMNS), dtype=np.float64)
+        self._ext = np.zeros((0, trapq.N_COLUMNS), dtype=np.float64)
+        self._tool_chunks: list[np.ndarray] = []
+        self._ext_chunks: list[np.ndarray] = []
+        self._t_end = start_time
+        self._lookback = max(max(ch.model.margins()) for ch in self.channels) if self.channels else 0.0
+
+    # ------------------------------------------------------------------ input
+    def add_moves(self, moves: list[PlannedMove], start_time: float) -> float:
+        """Append moves played back to back from `start_time`; returns their end time.
+
+        A start within `SNAP_S` of where the previous moves ended is taken as exactly
+        that end: callers add durations in their own order, and rows must meet at
+        bitwise-equal times (a start a few ulps early would overlap the last row).
+        """
+        if abs(start_time - self._t_end) < SNAP_S or start_time < self._t_end:
+            start_time = self._t_end
+        if not moves:
+            return start_time
+        tool = trapq.toolhead_segments(moves, start_time)
+        ext = trapq.extruder_segments(moves, start_time)
+        if len(tool):
+            self._tool_chunks.append(tool)
+            self._ext_chunks.append(ext)
+        # Accumulate the end the way the segment builder accumulates row times.
+        t = start_time
+        for m in moves:
+            if m.distance <= 0.0:
+                t += m.duration
+                continue
+            for phase in (m.accel_t, m.cruise_t, m.decel_t):
+                if phase > 0.0:
+                    t += phase
+        self._t_end = t
+        return t
+
+    def _segments(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._tool_chunks:
+            self._tool = np.concatenate([self._tool, *self._tool_chunks])
+            self._ext = np.concatenate([self._ext, *self._ext_chunks])
+            self._tool_chunks.clear()
+            self._ext_chunks.clear()
+        return self._tool, self._ext
+
+    # ------------------------------------------------------------------ output
+    def generate(self, until: float, final: bool = False) -> list[StepCommand]:
+        """Commands for every step up to print time `until` (all of them when `final`)."""
+        tool, ext = self._segments()
+        out: list[StepCommand] = []
+        for ch in self.channels:
+            segs = ext if ch.is_extruder else tool
+            before, after = ch.model.margins()
+            if final:
+                # Shaped motion runs on after the last segment by the shaper's delays.
+                t1 = trapq.end_time(segs) + before + after + FINAL_PAD_S if len(segs) else -math.inf
+            else:
+                t1 = until - after
+            if len(segs) and t1 > ch.done_until:
+                win = trapq.window(segs, ch.done_until, t1, before, after)
+                batch = generate_steps(win, ch.model, ch.done_until, t1, ch.position)
+                ch.position = batch.position
+                ch.done_until = t1
+                if len(batch.times):
+                    ch.pending_clocks = np.concatenate([ch.pending_clocks,
+                                                        batch.times * self.clock_freq])
+                    ch.pending_dirs = np.concatenate([ch.pending_dirs, batch.dirs])
+            out.extend(self._compress(ch, None if final else int(t1 * self.clock_freq)))
+        self._trim()
+        out.sort(key=lambda c: c.clock)
+        return out
+
+    def _compress(self, ch: StepperChannel, until: int | None) -> list[StepCommand]:
+        if not len(ch.pending_clocks):
+            return []
+        cmds = compress_steps(ch.pending_clocks, ch.pending_dirs, ch.last_clock,
+                              self.max_error_ticks, ch.last_dir, until)
+        out: list[StepCommand] = []
+        for i in range(len(cmds.count)):
+            first = int(cmds.first_clock[i])
+            if cmds.set_dir[i]:
+                out.append(StepCommand(first, "set_next_step_dir",
+                                       {"oid": ch.oid, "dir": 1 if cmds.set_dir[i] > 0 else 0}))
+                ch.dir_changes += 1
+            out.append(StepCommand(first, "queue_step",
+                                   {"oid": ch.oid, "interval": int(cmds.interval[i]),
+                                    "count": int(cmds.count[i]), "add": int(cmds.add[i])}))
+        ch.queue_steps += len(cmds.count)
+        ch.steps += cmds.consumed
+        ch.last_clock = cmds.last_clock
+        ch.last_dir = cmds.last_dir
+        ch.pending_clocks = ch.pending_clocks[cmds.consumed:]
+        ch.pending_dirs = ch.pending_dirs[cmds.consumed:]
+        return out
+
+    def _trim(self) -> None:
+        """Drop segments no stepper will read again, so memory stays flat on long prints."""
+        if not len(self._tool) or not self.channels:
+            return
+        oldest = min(ch.done_until for ch in self.channels) - self._lookback
+        ends = self._tool[:, trapq.PRINT_TIME] + self._tool[:, trapq.MOVE_T]
+        keep_from = max(0, int(np.searchsorted(ends, oldest, side="left")) - 2)
+        if keep_from > 4096:
+            self._tool = self._tool[keep_from:].copy()
+            self._ext = self._ext[keep_from:].copy()
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        return {ch.name: {"oid": ch.oid, "queue_step": ch.queue_steps, "steps": ch.steps,
+                          "set_next_step_dir": ch.dir_changes, "position": ch.position}
+                for ch in self.channels}
