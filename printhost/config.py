@@ -216,8 +216,9 @@ class ExtruderSettings:
     instantaneous_corner_velocity: float = _field(1.0, min=0.0, max=1000.0,
                                                   doc="largest instant change of extruder speed, mm/s")
     pressure_advance: float = _field(0.0, min=0.0, max=10.0, doc="pressure advance, seconds")
-    pressure_advance_smooth_time: float = _field(0.040, min=0.0, max=0.2,
-                                                 doc="averaging window of pressure advance, s")
+    pressure_advance_smooth_time: float = _field(0.040, min=0.0, max=0.2, exclusive_min=True,
+                                                 doc="averaging window of pressure advance, s "
+                                                     "(above 0)")
     min_extrude_temp: float = _field(170.0, min=0.0, max=1000.0,
                                      doc="below this hotend temperature the extruder does not move "
                                          "for pause retracts")
@@ -228,6 +229,9 @@ class ExtruderSettings:
 
 
 SHAPER_TYPES = ("zv", "mzv", "zvd", "ei", "2hump_ei", "3hump_ei")
+# The multi-hump shapers are only defined up to these damping ratios (Klipper's limits).
+SHAPER_MAX_DAMPING = {"zv": 0.99, "mzv": 0.99, "zvd": 0.99, "ei": 0.4, "2hump_ei": 0.3,
+                      "3hump_ei": 0.2}
 
 
 @dataclass(frozen=True)
@@ -419,6 +423,13 @@ def _cross_check(s: Settings) -> None:
         h: HeaterSettings = getattr(s.heaters, name)
         if h.min_temp >= h.max_temp:
             raise ConfigError(f"heaters.{name}.max_temp: must be greater than min_temp")
+    shaping = s.input_shaper
+    for axis in ("x", "y"):
+        kind = getattr(shaping, f"shaper_type_{axis}")
+        damping = getattr(shaping, f"damping_ratio_{axis}")
+        if damping > SHAPER_MAX_DAMPING[kind]:
+            raise ConfigError(f"input_shaper.damping_ratio_{axis}: {damping!r} is above the "
+                              f"{kind} shaper's maximum {SHAPER_MAX_DAMPING[kind]}")
     start = s.simulation.start_position
     if len(start) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                   and math.isfinite(float(v)) for v in start):

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from printhost.config import SHAPER_TYPES, InputShaperSettings
+from printhost.config import SHAPER_MAX_DAMPING, SHAPER_TYPES, InputShaperSettings
 
 # Residual vibration the EI family accepts at the design frequency (5 %).
 _EI_TOLERANCE = 1.0 / 20.0
@@ -137,8 +137,7 @@ assert tuple(SHAPERS) == SHAPER_TYPES
 # Largest damping ratio each shaper accepts, Klipper's limits: the fitted EI
 # families are only valid over the damping range they were fitted on (beyond it
 # amplitudes go negative or pulses fall out of order).
-MAX_DAMPING_RATIO = {"zv": 0.99, "mzv": 0.99, "zvd": 0.99, "ei": 0.4, "2hump_ei": 0.3,
-                     "3hump_ei": 0.2}
+MAX_DAMPING_RATIO = SHAPER_MAX_DAMPING
 
 
 def make_shaper(shaper_type: str, freq: float,

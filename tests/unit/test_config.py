@@ -423,3 +423,18 @@ def test_non_finite_and_huge_numbers_are_config_errors(tmp_path, text, key):
     with pytest.raises(ConfigError) as info:
         load_settings(f)
     assert str(f) in str(info.value) and key in str(info.value)
+
+
+@pytest.mark.parametrize("text,key", [
+    ("[extruder]\npressure_advance_smooth_time = 0.0\n", "extruder.pressure_advance_smooth_time"),
+    ("[input_shaper]\nshaper_type_x = \"3hump_ei\"\ndamping_ratio_x = 0.25\n",
+     "input_shaper.damping_ratio_x"),
+    ("[input_shaper]\nshaper_type_y = \"ei\"\ndamping_ratio_y = 0.5\n", "input_shaper.damping_ratio_y"),
+])
+def test_motion_limits_klipper_refuses_are_config_errors(tmp_path, text, key):
+    from printhost.config import ConfigError, load_settings
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(f)
+    assert key in str(info.value)
