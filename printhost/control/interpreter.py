@@ -94,6 +94,7 @@ class GCodeInterpreter:
         self.state = GCodeState()
         self.filament_used_mm = 0.0
         self.unknown_commands = 0
+        self._unknown_seen: set[str] = set()
         # True between a G10 and the next G11. Deliberately not part of GCodeState: a
         # resume restores the filament position of the pause, so the flag stays right.
         self.retracted = False
@@ -135,7 +136,14 @@ class GCodeInterpreter:
         handler = self._handlers.get(cmd.name) if cmd.known else None
         if handler is None:
             self.unknown_commands += 1
-            log.info("line %d: skipping unsupported command %s", cmd.lineno, cmd.raw.strip()[:80])
+            # Slicers repeat the same unsupported command (M73 progress) hundreds of
+            # times: say it once per command, keep the rest for debugging.
+            first = cmd.name not in self._unknown_seen
+            if first and len(self._unknown_seen) < 256:
+                self._unknown_seen.add(cmd.name)
+            log.log(logging.INFO if first else logging.DEBUG,
+                    "line %d: skipping unsupported command %s%s", cmd.lineno,
+                    cmd.raw.strip()[:80], " (logged once)" if first else "")
             return None
         try:
             return handler(cmd)
