@@ -7,6 +7,10 @@ they would be written to the serial port. The result can be decoded by Klipper's
 tools when the dictionary comes from a real firmware build (`--dictionary`), and a
 JSON summary gives the print time and per-stepper command and step counts.
 
+The few configuration messages go through the general Python codec; the step
+commands, nearly all of the output, are encoded and framed as arrays by the compiled
+`printhost.mcu.fastencode`, which writes the same bytes much faster.
+
 This is both a test harness (the full pipeline, deterministic, no clocks) and a way
 for users to check a configuration against their slicer's files before printing.
 Heater waits (M109, M190) do not wait here: there is nothing to heat.
@@ -22,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from printhost.config import Settings
 from printhost.control.gcode import GCodeError
 from printhost.control.gcode_bulk import parse_file
@@ -29,9 +35,12 @@ from printhost.control.heaters import build_simulated_heaters
 from printhost.control.interpreter import CommandError, GCodeInterpreter, PartFan
 from printhost.control.kernels.stepgen import models_from_settings
 from printhost.control.motion import PlannedMove, Vec4
-from printhost.control.stepstream import StepCommand, StepStream
+from printhost.control.stepstream import (KIND_NAMES, QUEUE_STEP, SET_NEXT_STEP_DIR,
+                                          StepCommands, StepStream)
 from printhost.control.toolhead import Toolhead
-from printhost.mcu.protocol import DataDictionary, MessageCodec, MessageStream
+from printhost.mcu.fastencode import (MAX_PARAMS, EncodedMessages, encode_messages,
+                                      frame_messages, message_params, pack_encoded)
+from printhost.mcu.protocol import DataDictionary, MessageCodec
 from printhost.mcu.sim_dictionary import sim_dictionary
 from printhost.sim.clock import ManualClock
 
@@ -115,6 +124,30 @@ def default_pins(dictionary: DataDictionary, count: int) -> list[str]:
     return names[:count]
 
 
+def encode_step_commands(dictionary: DataDictionary, cmds: StepCommands) -> EncodedMessages:
+    """Step command rows as wire messages, in row order, ids and layout from `dictionary`.
+
+    Parameters are matched to the firmware's declared formats by name, so a build that
+    numbers or orders them differently still gets the right bytes, and values outside
+    a declared type are refused as `MessageCodec.encode` refuses them.
+    """
+    queue_step = dictionary.lookup(KIND_NAMES[QUEUE_STEP])
+    set_dir = dictionary.lookup(KIND_NAMES[SET_NEXT_STEP_DIR])
+    is_step = cmds.kind == QUEUE_STEP
+    is_dir = ~is_step
+    if np.any(cmds.kind[is_dir] != SET_NEXT_STEP_DIR):
+        raise ValueError("step command kinds must be QUEUE_STEP or SET_NEXT_STEP_DIR")
+    params = np.empty((len(cmds), MAX_PARAMS), dtype=np.int64)
+    params[is_step] = message_params(queue_step, {
+        "oid": cmds.oid[is_step], "interval": cmds.interval[is_step],
+        "count": cmds.count[is_step], "add": cmds.add[is_step]})
+    params[is_dir] = message_params(set_dir, {"oid": cmds.oid[is_dir],
+                                              "dir": cmds.dir[is_dir]})
+    msgids = np.where(is_step, queue_step.msgid, set_dir.msgid)
+    nparams = np.where(is_step, len(queue_step.params), len(set_dir.params))
+    return encode_messages(msgids, nparams, params)
+
+
 @dataclass
 class BatchResult:
     print_time_s: float
@@ -148,7 +181,6 @@ def run_batch(settings: Settings, gcode_path: str | Path, out_path: str | Path,
         dictionary = DataDictionary(sim_dictionary())
         dict_name = "printhost simulated MCU"
     codec = MessageCodec(dictionary)
-    out = MessageStream(codec)
     clock_freq = float(dictionary.constant_float("CLOCK_FREQ"))
 
     names = list(STEPPER_ORDER)
@@ -160,18 +192,15 @@ def run_batch(settings: Settings, gcode_path: str | Path, out_path: str | Path,
         config_lines.append(f"config_stepper oid={i} step_pin={pins[2 * i]} "
                             f"dir_pin={pins[2 * i + 1]} invert_step=0 step_pulse_ticks=0")
     crc = zlib.crc32("\n".join(config_lines).encode()) & 0xFFFFFFFF
-    for text in config_lines:
-        out.queue_text(text)
-    out.queue("finalize_config", crc=crc)
+    config = [codec.encode_text(text) for text in config_lines]
+    config.append(codec.encode("finalize_config", crc=crc))
+    # Everything is framed at the end in one pass: blocks are filled across the
+    # boundaries between chunks (and between configuration and steps).
+    encoded: list[EncodedMessages] = [pack_encoded(config)]
 
-    encode = codec.encode
-    queue_encoded = out.queue_encoded
-    counts = {"messages": len(config_lines) + 1}
-
-    def sink(commands: list[StepCommand]) -> None:
-        for cmd in commands:
-            queue_encoded(encode(cmd.name, **cmd.params))
-        counts["messages"] += len(commands)
+    def sink(commands: StepCommands) -> None:
+        if len(commands):
+            encoded.append(encode_step_commands(dictionary, commands))
 
     sx, sy, sz = (float(v) for v in settings.simulation.start_position)
     start: Vec4 = (sx, sy, sz, 0.0)
@@ -201,12 +230,13 @@ def run_batch(settings: Settings, gcode_path: str | Path, out_path: str | Path,
     toolhead.flush()
     executor.finish()
     t_encode = time.perf_counter()
-    data = out.flush()
+    data, _next_seq = frame_messages(np.concatenate([e.data for e in encoded]),
+                                     np.concatenate([e.lengths for e in encoded]))
     Path(out_path).write_bytes(data)
     t_end = time.perf_counter()
     return BatchResult(
         print_time_s=executor.queue_end_time(), lines=len(parsed),
-        moves=executor.moves, messages=counts["messages"], bytes=len(data),
+        moves=executor.moves, messages=sum(e.count for e in encoded), bytes=len(data),
         steppers=stream.summary(), clock_freq=clock_freq, dictionary=dict_name,
         timings={"setup_s": round(t_parse - t_start, 4), "parse_s": round(t_run - t_parse, 4),
                  "pipeline_s": round(t_encode - t_run, 4), "write_s": round(t_end - t_encode, 4),

@@ -12,6 +12,10 @@ up to print time `until` into MCU commands:
 3. compression into (interval, count, add) triples, holding back the tail whose best
    compression depends on steps not generated yet.
 
+The commands of all steppers come back merged in clock order as one `StepCommands`,
+a set of parallel arrays, because a print makes hundreds of thousands of them and
+the encoder (`printhost.mcu.fastencode`) takes arrays.
+
 The same object serves `printhost batch` (all at once, written to a file) and the
 control process (chunk by chunk, sent to an MCU), which is why it never looks at a
 clock of its own: the caller decides how far to generate.
@@ -20,13 +24,12 @@ clock of its own: the caller decides how far to generate.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from printhost.control.kernels import trapq
-from printhost.control.kernels.stepcompress import compress_steps
+from printhost.control.kernels.stepcompress import Commands, compress_steps
 from printhost.control.kernels.stepgen import (EXTRUDER, StepperModel, commanded_position,
                                                generate_steps)
 from printhost.control.motion import PlannedMove, Vec4
@@ -38,11 +41,97 @@ SNAP_S = 1e-6
 FINAL_PAD_S = 0.001
 
 
-class StepCommand(NamedTuple):
-    """One MCU command for a stepper, with the tick it concerns (for ordering)."""
-    clock: int
-    name: str
-    params: dict
+#: Values of `StepCommands.kind`.
+QUEUE_STEP = 0
+SET_NEXT_STEP_DIR = 1
+#: The firmware message each kind is sent as.
+KIND_NAMES = ("queue_step", "set_next_step_dir")
+
+
+@dataclass(frozen=True, eq=False)
+class StepCommands:
+    """MCU commands for steppers as parallel arrays, one row per command, in send order.
+
+    Rows are sorted by `clock` (the tick of the command's first step). Each row is a
+    `queue_step` (`interval`, `count`, `add` set, `dir` 0) or a `set_next_step_dir`
+    (`dir` 0/1 set, the others 0) according to `kind`. Arrays rather than one object
+    per command, because a print produces hundreds of thousands of them and the
+    encoder consumes arrays directly.
+    """
+
+    clock: np.ndarray     # int64
+    kind: np.ndarray      # int8: QUEUE_STEP or SET_NEXT_STEP_DIR
+    oid: np.ndarray       # int64
+    interval: np.ndarray  # uint32
+    count: np.ndarray     # uint16
+    add: np.ndarray       # int16
+    dir: np.ndarray       # int8
+
+    def __len__(self) -> int:
+        return int(self.clock.shape[0])
+
+    @classmethod
+    def empty(cls) -> StepCommands:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros(0, np.int64),
+                   np.zeros(0, np.uint32), np.zeros(0, np.uint16), np.zeros(0, np.int16),
+                   np.zeros(0, np.int8))
+
+    def messages(self) -> list[tuple[str, dict[str, int]]]:
+        """Each row as (message name, parameters), for logs and the Python codec."""
+        out: list[tuple[str, dict[str, int]]] = []
+        for i in range(len(self)):
+            oid = int(self.oid[i])
+            if self.kind[i] == QUEUE_STEP:
+                out.append((KIND_NAMES[QUEUE_STEP],
+                            {"oid": oid, "interval": int(self.interval[i]),
+                             "count": int(self.count[i]), "add": int(self.add[i])}))
+            else:
+                out.append((KIND_NAMES[SET_NEXT_STEP_DIR],
+                            {"oid": oid, "dir": int(self.dir[i])}))
+        return out
+
+
+_FIELDS = tuple(f.name for f in fields(StepCommands))
+
+
+def channel_commands(oid: int, cmds: Commands) -> StepCommands:
+    """One stepper's compressed steps as rows, a `set_next_step_dir` before each
+    `queue_step` that changes direction (both on that command's first clock)."""
+    n = len(cmds.count)
+    turns = cmds.set_dir != 0
+    # Row of each queue_step once the direction rows are slotted in before them.
+    q_rows = np.arange(n, dtype=np.int64) + np.cumsum(turns, dtype=np.int64)
+    d_rows = q_rows[turns] - 1
+    total = n + int(np.count_nonzero(turns))
+    clock = np.empty(total, np.int64)
+    clock[q_rows] = cmds.first_clock
+    clock[d_rows] = cmds.first_clock[turns]
+    kind = np.full(total, QUEUE_STEP, np.int8)
+    kind[d_rows] = SET_NEXT_STEP_DIR
+    interval = np.zeros(total, np.uint32)
+    interval[q_rows] = cmds.interval
+    count = np.zeros(total, np.uint16)
+    count[q_rows] = cmds.count
+    add = np.zeros(total, np.int16)
+    add[q_rows] = cmds.add
+    direction = np.zeros(total, np.int8)
+    direction[d_rows] = cmds.set_dir[turns] > 0
+    return StepCommands(clock, kind, np.full(total, oid, np.int64), interval, count, add,
+                        direction)
+
+
+def merge_commands(parts: list[StepCommands]) -> StepCommands:
+    """All parts in clock order; equal clocks keep the parts' order and each part's own.
+
+    The stable sort is what lets the caller decide ties: steppers in configuration
+    order, and a direction change ahead of the `queue_step` it applies to.
+    """
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return StepCommands.empty()
+    joined = [np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS]
+    order = np.argsort(joined[0], kind="stable")
+    return StepCommands(*(column[order] for column in joined))
 
 
 @dataclass
@@ -132,10 +221,14 @@ class StepStream:
         return self._tool, self._ext
 
     # ------------------------------------------------------------------ output
-    def generate(self, until: float, final: bool = False) -> list[StepCommand]:
-        """Commands for every step up to print time `until` (all of them when `final`)."""
+    def generate(self, until: float, final: bool = False) -> StepCommands:
+        """Commands for every step up to print time `until` (all of them when `final`).
+
+        They come in clock order; on equal clocks steppers keep their configuration
+        order and a `set_next_step_dir` precedes the `queue_step` it belongs to.
+        """
         tool, ext = self._segments()
-        out: list[StepCommand] = []
+        out: list[StepCommands] = []
         for ch in self.channels:
             segs = ext if ch.is_extruder else tool
             before, after = ch.model.margins()
@@ -153,26 +246,19 @@ class StepStream:
                     ch.pending_clocks = np.concatenate([ch.pending_clocks,
                                                         batch.times * self.clock_freq])
                     ch.pending_dirs = np.concatenate([ch.pending_dirs, batch.dirs])
-            out.extend(self._compress(ch, None if final else int(t1 * self.clock_freq)))
+            part = self._compress(ch, None if final else int(t1 * self.clock_freq))
+            if part is not None:
+                out.append(part)
         self._trim()
-        out.sort(key=lambda c: c.clock)
-        return out
+        return merge_commands(out)
 
-    def _compress(self, ch: StepperChannel, until: int | None) -> list[StepCommand]:
+    def _compress(self, ch: StepperChannel, until: int | None) -> StepCommands | None:
         if not len(ch.pending_clocks):
-            return []
+            return None
         cmds = compress_steps(ch.pending_clocks, ch.pending_dirs, ch.last_clock,
                               self.max_error_ticks, ch.last_dir, until)
-        out: list[StepCommand] = []
-        for i in range(len(cmds.count)):
-            first = int(cmds.first_clock[i])
-            if cmds.set_dir[i]:
-                out.append(StepCommand(first, "set_next_step_dir",
-                                       {"oid": ch.oid, "dir": 1 if cmds.set_dir[i] > 0 else 0}))
-                ch.dir_changes += 1
-            out.append(StepCommand(first, "queue_step",
-                                   {"oid": ch.oid, "interval": int(cmds.interval[i]),
-                                    "count": int(cmds.count[i]), "add": int(cmds.add[i])}))
+        out = channel_commands(ch.oid, cmds)
+        ch.dir_changes += int(np.count_nonzero(cmds.set_dir))
         ch.queue_steps += len(cmds.count)
         ch.steps += cmds.consumed
         ch.last_clock = cmds.last_clock

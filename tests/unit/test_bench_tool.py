@@ -1,0 +1,85 @@
+"""`tools/bench motion`, run as a user runs it, on a tiny file: the report's shape, not its numbers.
+
+The script is started through its own `#!/usr/bin/env python3` line with the test's
+virtual environment announced in VIRTUAL_ENV, so the way it finds an interpreter
+with numba is part of what runs. Timings are never compared with anything: only
+that every figure is there, has the right type and is positive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "tools" / "bench"
+
+TINY = "G28\nM83\nG1 X30 Y10 F12000\nG1 X45 Y10 E0.8\nG1 X45 Y25 E0.8\n"
+
+
+def run_bench(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PRINTHOST_CONFIG"}
+    env["VIRTUAL_ENV"] = sys.prefix
+    return subprocess.run([str(BENCH), "motion", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def test_motion_report_has_every_figure(tmp_path):
+    gcode = tmp_path / "tiny.gcode"
+    gcode.write_text(TINY)
+    out = tmp_path / "result.json"
+    proc = run_bench(tmp_path, "--runs", "1", "--gcode", str(gcode), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+
+    assert report["benchmark"] == "motion"
+    assert report["runs_per_file"] == 1 and report["warmup_runs"] == 1
+    assert Path(report["executable"]).is_file()
+    for key in ("python", "numba", "platform", "config", "created"):
+        assert isinstance(report[key], str) and report[key]
+    assert isinstance(report["cpu_count"], int) and report["cpu_count"] >= 1
+
+    compile_times = report["compile"]
+    for key in ("cold_s", "cached_s", "import_cold_s", "import_cached_s",
+                "process_cpu_cold_s", "process_cpu_cached_s"):
+        assert positive_number(compile_times[key]), key
+    assert isinstance(compile_times["cache_files"], int) and compile_times["cache_files"] > 0
+
+    assert len(report["files"]) == 1
+    entry = report["files"][0]
+    assert entry["gcode"] == str(gcode)
+    assert entry["lines"] == TINY.count("\n")
+    for key in ("moves", "steps", "messages", "bytes"):
+        assert isinstance(entry[key], int) and entry[key] > 0, key
+    assert positive_number(entry["print_time_s"])
+    assert len(entry["runs"]) == 1
+    run = entry["runs"][0]
+    for key in ("cpu_s", "user_s", "wall_s", "peak_rss_mib", "print_time_s", "steps",
+                "cpu_per_print_s", "steps_per_cpu_s"):
+        assert positive_number(run[key]), key
+        assert positive_number(entry["median"][key]), key
+    assert isinstance(run["sys_s"], (int, float)) and run["sys_s"] >= 0
+    assert run["steps"] == entry["steps"]
+    assert isinstance(run["timings"], dict) and run["timings"]
+
+    # The table names the file and shows one row per run plus the median.
+    assert str(gcode) in proc.stdout
+    assert "median" in proc.stdout and "cold (empty numba cache)" in proc.stdout
+    assert not (tmp_path / "bench-motion.json").exists()
+
+
+def test_failing_batch_is_reported_not_timed(tmp_path):
+    gcode = tmp_path / "broken.gcode"
+    gcode.write_text("G28\nG1 X1,5\n")
+    proc = run_bench(tmp_path, "--runs", "1", "--warmup", "0", "--gcode", str(gcode))
+    assert proc.returncode == 2
+    assert "line 2" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "bench-motion.json").exists()

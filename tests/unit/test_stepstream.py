@@ -1,0 +1,171 @@
+"""StepStream's array output: order, contents and agreement with its own summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from printhost.control.kernels import reference as ref
+from printhost.control.kernels import stepgen as sg
+from printhost.control.kernels.stepcompress import Commands
+from printhost.control.stepstream import (KIND_NAMES, QUEUE_STEP, SET_NEXT_STEP_DIR,
+                                          StepCommands, StepStream, channel_commands,
+                                          merge_commands)
+
+CLOCK_FREQ = 72e6
+
+
+def _commands(first_clock, set_dir, seed) -> Commands:
+    rng = np.random.default_rng(seed)
+    n = len(first_clock)
+    return Commands(rng.integers(0, 1 << 32, n).astype(np.uint32),
+                    rng.integers(1, 1 << 16, n).astype(np.uint16),
+                    rng.integers(-(1 << 15), 1 << 15, n).astype(np.int16),
+                    np.array(set_dir, np.int8), np.array(first_clock, np.int64),
+                    0, 0, 0)
+
+
+def _old_order(parts: list[tuple[int, Commands]]) -> list[tuple[int, str, dict]]:
+    """What StepStream produced before arrays: per stepper, a direction command ahead
+    of its queue_step, then one stable sort of everything by clock."""
+    out = []
+    for oid, cmds in parts:
+        for i in range(len(cmds.count)):
+            first = int(cmds.first_clock[i])
+            if cmds.set_dir[i]:
+                out.append((first, "set_next_step_dir",
+                            {"oid": oid, "dir": 1 if cmds.set_dir[i] > 0 else 0}))
+            out.append((first, "queue_step",
+                        {"oid": oid, "interval": int(cmds.interval[i]),
+                         "count": int(cmds.count[i]), "add": int(cmds.add[i])}))
+    out.sort(key=lambda c: c[0])
+    return out
+
+
+def _rows(cmds: StepCommands) -> list[tuple[int, str, dict]]:
+    return [(int(c), name, params) for c, (name, params) in zip(cmds.clock, cmds.messages())]
+
+
+def test_ties_keep_stepper_order_and_direction_first():
+    # Equal clocks across steppers and within one (a zero interval), direction changes
+    # on tied clocks, a stepper without commands and one listed out of oid order.
+    parts = [
+        (3, _commands([100, 100, 250, 250, 400], [1, -1, 0, 1, 0], 1)),
+        (0, _commands([], [], 2)),
+        (1, _commands([50, 100, 250, 400, 400], [-1, 1, 0, -1, 1], 3)),
+        (2, _commands([100, 260], [0, 0], 4)),
+    ]
+    merged = merge_commands([channel_commands(oid, c) for oid, c in parts])
+    assert _rows(merged) == _old_order(parts)
+    assert [int(c) for c in merged.clock[:6]] == [50, 50, 100, 100, 100, 100]
+    assert merged.oid[:6].tolist() == [1, 1, 3, 3, 3, 3]
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_random_merges_match_the_old_ordering(seed):
+    rng = np.random.default_rng(seed)
+    parts = []
+    for oid in range(4):
+        n = int(rng.integers(0, 300))
+        clocks = np.sort(rng.integers(0, 400, n))       # few distinct clocks: many ties
+        parts.append((oid, _commands(clocks, rng.choice([-1, 0, 0, 1], n), seed + oid)))
+    merged = merge_commands([channel_commands(oid, c) for oid, c in parts])
+    assert _rows(merged) == _old_order(parts)
+    assert len(merged) == sum(len(c.count) + np.count_nonzero(c.set_dir) for _, c in parts)
+
+
+def test_rows_carry_only_their_kinds_fields():
+    cmds = channel_commands(7, _commands([10, 20, 30], [-1, 0, 1], 9))
+    assert cmds.kind.tolist() == [SET_NEXT_STEP_DIR, QUEUE_STEP, QUEUE_STEP,
+                                  SET_NEXT_STEP_DIR, QUEUE_STEP]
+    assert cmds.dir.tolist() == [0, 0, 0, 1, 0]
+    d = cmds.kind == SET_NEXT_STEP_DIR
+    assert not cmds.interval[d].any() and not cmds.count[d].any() and not cmds.add[d].any()
+    assert cmds.oid.tolist() == [7] * 5
+    assert [name for name, _ in cmds.messages()] == [KIND_NAMES[k] for k in cmds.kind]
+    assert len(merge_commands([])) == 0 and len(StepCommands.empty()) == 0
+
+
+# --------------------------------------------------------------------------- StepStream
+
+MODELS = {
+    "x": sg.StepperModel(sg.CARTESIAN_X, 0.0125),
+    "y": sg.StepperModel(sg.CARTESIAN_Y, 0.0125),
+    "z": sg.StepperModel(sg.CARTESIAN_Z, 0.0025),
+    "extruder": sg.StepperModel(sg.EXTRUDER, 0.002, pressure_advance=0.05, smooth_time=0.04),
+}
+OIDS = {"x": 0, "y": 1, "z": 2, "extruder": 3}
+
+
+def _run(seed: int, chunk: int) -> tuple[StepStream, list[StepCommands]]:
+    moves = ref.random_moves(seed, 60)
+    stream = StepStream(MODELS, OIDS, CLOCK_FREQ, 25e-6, moves[0].start, 1.0)
+    out = []
+    t = 1.0
+    for i in range(0, len(moves), chunk):
+        part = moves[i:i + chunk]
+        t = stream.add_moves(part, t)
+        out.append(stream.generate(t))
+    out.append(stream.generate(t, final=True))
+    return stream, out
+
+
+def _replay(cmds: StepCommands, oid: int) -> tuple[list[int], list[int]]:
+    """Every step (tick, direction) an MCU would make from one stepper's rows."""
+    mine = cmds.oid == oid
+    kind, clock = cmds.kind[mine], cmds.clock[mine]
+    q = np.flatnonzero(kind == QUEUE_STEP)
+    # A direction row sits right before the queue_step it belongs to, on the same clock.
+    before = q - 1
+    has_dir = (before >= 0) & (kind[np.maximum(before, 0)] == SET_NEXT_STEP_DIR)
+    assert (clock[before[has_dir]] == clock[q[has_dir]]).all()
+    assert np.count_nonzero(has_dir) == np.count_nonzero(kind == SET_NEXT_STEP_DIR)
+    set_dir = np.zeros(len(q), np.int64)
+    set_dir[has_dir] = np.where(cmds.dir[mine][before[has_dir]] > 0, 1, -1)
+    return ref.expand_commands(0, 0, cmds.interval[mine][q], cmds.count[mine][q],
+                               cmds.add[mine][q], set_dir, clock[q])
+
+
+@pytest.mark.parametrize("seed,chunk", [(21, 4), (22, 60)])
+def test_stream_output_replays_to_the_summary(seed, chunk):
+    stream, chunks = _run(seed, chunk)
+    for cmds in chunks:
+        assert (np.diff(cmds.clock) >= 0).all()
+    rows = [c for c in chunks if len(c)]
+    every = StepCommands(*(np.concatenate([getattr(c, f) for c in rows])
+                           for f in ("clock", "kind", "oid", "interval", "count", "add",
+                                     "dir")))
+    summary = stream.summary()
+    initial = _first_positions(seed)
+    moved = 0
+    for name, oid in OIDS.items():
+        clocks, dirs = _replay(every, oid)
+        info = summary[name]
+        mine = every.oid == oid
+        assert info["queue_step"] == np.count_nonzero(every.kind[mine] == QUEUE_STEP)
+        assert info["set_next_step_dir"] == np.count_nonzero(every.kind[mine]
+                                                             == SET_NEXT_STEP_DIR)
+        assert info["steps"] == len(clocks)
+        assert (np.diff(clocks) > 0).all()
+        moved += len(clocks)
+        assert info["position"] == initial[name] + sum(dirs)
+    assert moved > 1000
+
+
+def _first_positions(seed: int) -> dict[str, int]:
+    """Commanded step positions before the job: a stream given no moves at all."""
+    moves = ref.random_moves(seed, 60)
+    return {name: v["position"] for name, v in
+            StepStream(MODELS, OIDS, CLOCK_FREQ, 25e-6, moves[0].start, 1.0).summary().items()}
+
+
+def test_chunking_does_not_change_the_steps_made():
+    # Chunk boundaries may change how steps are grouped into commands, never which
+    # steps are made.
+    def steps(chunks):
+        every = [row for c in chunks for row in _rows(c)]
+        return {oid: sum(p["count"] for _, name, p in every
+                         if name == "queue_step" and p["oid"] == oid)
+                for oid in OIDS.values()}
+    small, whole = steps(_run(23, 3)[1]), steps(_run(23, 60)[1])
+    assert small == whole and min(whole.values()) > 0
