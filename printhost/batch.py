@@ -219,14 +219,16 @@ def run_batch(settings: Settings, gcode_path: str | Path, out_path: str | Path,
         raise BatchError(f"{gcode_path}: cannot read ({exc.strerror})") from None
     t_run = time.perf_counter()
     name = Path(gcode_path).name
-    for cmd in parsed.commands():
-        try:
-            interp.execute(cmd)   # waits (M109, M400) have nothing to wait for here
-        except CommandError as exc:
-            raise BatchError(f"{name}: line {cmd.lineno}: {exc}") from None
-    error = parsed.first_error
-    if error is not None:
-        raise BatchError(f"{name}: {error}")
+    try:
+        for cmd in parsed.commands():
+            if cmd.name == "M112":
+                raise BatchError(f"{name}: line {cmd.lineno}: emergency stop (M112)")
+            try:
+                interp.execute(cmd)   # waits (M109, M400) have nothing to wait for here
+            except CommandError as exc:
+                raise BatchError(f"{name}: line {cmd.lineno}: {exc}") from None
+    except GCodeError as exc:
+        raise BatchError(f"{name}: {exc}") from None
     toolhead.flush()
     executor.finish()
     t_encode = time.perf_counter()

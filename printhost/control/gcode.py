@@ -124,6 +124,13 @@ def _parse_value(letter: str, value: str, name: str, line: str, lineno: int) -> 
     raise GCodeError(lineno, f"bad number {_clip(value, 30)!r} for {letter} in {_clip(line)!r}")
 
 
+# Commands whose parameters are coordinates: any other letter there is a typo that
+# would silently change the geometry (`G1 X1O0`), so it stops the job.
+_GEOMETRY_LETTERS = {
+    "G0": "XYZEF", "G1": "XYZEF", "G2": "XYZEFIJR", "G3": "XYZEFIJR", "G92": "XYZE",
+}
+
+
 def _parse_params(name: str, args: str, line: str, lineno: int) -> dict[str, float]:
     """Split `X10 Y2` or compact `X10Y2` into letter -> number.
 
@@ -148,6 +155,12 @@ def _parse_params(name: str, args: str, line: str, lineno: int) -> dict[str, flo
             if letter in params:
                 raise GCodeError(lineno, f"duplicate parameter {letter} in {_clip(line)!r}")
             params[letter] = _parse_value(letter, token[a + 1:b], name, line, lineno)
+    allowed = _GEOMETRY_LETTERS.get(name)
+    if allowed is not None:
+        for letter in params:
+            if letter not in allowed:
+                raise GCodeError(lineno, f"unknown parameter {letter} for {name} in "
+                                         f"{_clip(line)!r}")
     return params
 
 

@@ -386,6 +386,21 @@ def _present_columns(values: np.ndarray) -> list[int]:
     return [c for c in range(values.shape[0]) if not math.isnan(values[c])]
 
 
+def _flag_foreign_letters(codes: np.ndarray, params: np.ndarray) -> None:
+    """Send geometry commands carrying a letter they do not take to `parse_line`.
+
+    The kernel reads every letter of `PARAM_LETTERS` for any known command; the
+    per-command rule (`G1 T8` is a typo that stops the job) lives in `parse_line`,
+    which then reports it exactly as it would for a line read on its own.
+    """
+    for name, allowed in gcode._GEOMETRY_LETTERS.items():
+        foreign = [i for i, letter in enumerate(PARAM_LETTERS) if letter not in allowed]
+        rows = codes == COMMAND_NAMES.index(name)
+        if foreign and rows.any():
+            bad = rows & ~np.isnan(params[:, foreign]).all(axis=1)
+            codes[bad] = FALLBACK
+
+
 def parse_bytes(data: bytes | bytearray | memoryview) -> BulkGCode:
     """Parse a whole file's bytes; lines the kernel flags are handed to `parse_line`."""
     data = bytes(data)
@@ -399,6 +414,7 @@ def parse_bytes(data: bytes | bytearray | memoryview) -> BulkGCode:
     args_end = np.empty(n, dtype=np.int64)
     _parse_lines(buf, line_start, line_end, codes, params, args_start, args_end,
                  _COMMAND_CODE, _BARE, _COLUMN, _POW10, gcode.MAX_LINE_BYTES)
+    _flag_foreign_letters(codes, params)
     result = BulkGCode(data, codes, params, line_start, line_end, args_start, args_end)
     for row in np.flatnonzero(codes == FALLBACK).tolist():
         params[row, :] = np.nan      # the kernel may have filled some before giving up

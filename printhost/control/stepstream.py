@@ -174,8 +174,12 @@ class StepStream:
         self.channels: list[StepperChannel] = []
         for name, model in models.items():
             ext = model.kind == EXTRUDER
-            pos = commanded_position(_rest_row(start_position, start_time, ext), model, start_time)
-            self.channels.append(StepperChannel(name, oids[name], model, pos, start_time))
+            # Shaping and pressure-advance smoothing make a stepper move up to its
+            # margins *before* the motion that causes it: start generating that early.
+            before, after = model.margins()
+            first = start_time - before - after
+            pos = commanded_position(_rest_row(start_position, start_time, ext), model, first)
+            self.channels.append(StepperChannel(name, oids[name], model, pos, first))
         self._tool = np.zeros((0, trapq.N_COLUMNS), dtype=np.float64)
         self._ext = np.zeros((0, trapq.N_COLUMNS), dtype=np.float64)
         self._tool_chunks: list[np.ndarray] = []

@@ -95,10 +95,6 @@ G1 E-0.8 F2400
 G1 E0.8
 """
 
-# Shaped and smoothed positions move a few milliseconds before the motion that causes
-# them; the dwell keeps that lead after the stream's start (see the test of the start).
-SETTLED_ZIGZAG = "G4 P20\n" + ZIGZAG
-
 
 def write(tmp_path: Path, text: str, name: str = "job.gcode") -> Path:
     path = tmp_path / name
@@ -501,7 +497,7 @@ def test_input_shaping_keeps_steps_exact_and_positions(tmp_path):
     shaped = settings_with(simulation=NEAR_HOME,
                            input_shaper={"shaper_type_x": "mzv", "shaper_freq_x": 45.0,
                                          "shaper_type_y": "ei", "shaper_freq_y": 38.0})
-    gcode = write(tmp_path, SETTLED_ZIGZAG)
+    gcode = write(tmp_path, ZIGZAG)
     plain_data, plain_summary = run(plain, gcode, tmp_path, tag="plain")
     data, summary = run(shaped, gcode, tmp_path, tag="shaped")
     _, _, plain_ticks = verify(plain, gcode, plain_data, plain_summary)
@@ -521,7 +517,7 @@ def test_pressure_advance_moves_extruder_steps_not_its_end(tmp_path):
     advanced = settings_with(simulation=NEAR_HOME,
                              extruder={"pressure_advance": 0.06,
                                        "pressure_advance_smooth_time": 0.03})
-    gcode = write(tmp_path, SETTLED_ZIGZAG)
+    gcode = write(tmp_path, ZIGZAG)
     _, plain_summary = run(plain, gcode, tmp_path, tag="plain")
     data, summary = run(advanced, gcode, tmp_path, tag="pa")
     _, job, _ = verify(advanced, gcode, data, summary, generator="reference",
@@ -535,9 +531,6 @@ def test_pressure_advance_moves_extruder_steps_not_its_end(tmp_path):
         assert summary["steppers"][name] == plain_summary["steppers"][name]
 
 
-@pytest.mark.xfail(strict=True, reason="StepStream starts every stepper at the job's start "
-                   "time, so steps that input shaping or pressure-advance smoothing put before "
-                   "it are never generated and the commanded position stays off by them")
 @pytest.mark.parametrize("sections, gcode_text", [
     ({"input_shaper": {"shaper_freq_x": 45.0}}, "G28 X\n"),
     ({"extruder": {"pressure_advance": 0.05, "pressure_advance_smooth_time": 0.04}},
@@ -636,3 +629,12 @@ def test_bad_dictionary_is_refused(tmp_path, capsys):
                      "--dictionary", str(stepless)]) == 2
     assert "config_stepper" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_m112_stops_the_batch_with_the_line(tmp_path):
+    from printhost.batch import BatchError, run_batch
+    from printhost.config import parse_settings
+    src = tmp_path / "estop.gcode"
+    src.write_text("G28\nG1 X10 F3000\nM112\nG1 X50\n")
+    with pytest.raises(BatchError, match="estop.gcode: line 3: emergency stop"):
+        run_batch(parse_settings({}), src, tmp_path / "out.bin")

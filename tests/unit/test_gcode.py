@@ -221,3 +221,16 @@ def test_iter_lines_accepts_line_exactly_at_limit(monkeypatch):
     monkeypatch.setattr(gcode, "MAX_LINE_BYTES", 8)
     rows = list(iter_lines(io.BytesIO(b"G1 X123\n")))
     assert rows == [(1, 8, "G1 X123")]
+
+
+@pytest.mark.parametrize("line,letter", [("G1 X1O0", "O"), ("G0 X5 Q2", "Q"), ("G92 E0 A1", "A"),
+                                         ("G2 X1 Y1 I1 J0 K3", "K")])
+def test_unknown_letters_on_geometry_commands_stop_the_job(line, letter):
+    with pytest.raises(GCodeError, match=f"line 7: unknown parameter {letter} for"):
+        parse_line(line, 7)
+
+
+def test_other_known_commands_keep_extra_letters():
+    # Real start G-code: tool and index letters on heater and fan commands.
+    assert parse_line("M104 S200 T0", 1).params == {"S": 200.0, "T": 0.0}
+    assert parse_line("M106 S255 P0", 1).params == {"S": 255.0, "P": 0.0}

@@ -239,9 +239,11 @@ def test_overlong_line_is_the_same_error_as_iter_lines(monkeypatch):
 
 
 def test_unknown_letters_and_duplicates_fall_back():
-    bulk = assert_agrees(b"G1 X1 A2\nG1 X1 X2\nG1 X1\n")
-    assert bulk.code.tolist()[:2] == [FALLBACK, FALLBACK]
-    assert bulk.command(0).params == {"X": 1.0, "A": 2.0}
+    bulk = assert_agrees(b"M104 S1 A2\nG1 X1 X2\nG1 X1\nG1 X1 T2\n")
+    assert bulk.code.tolist() == [FALLBACK, FALLBACK, bulk.code[2], FALLBACK]
+    assert bulk.command(0).params == {"S": 1.0, "A": 2.0}
+    with pytest.raises(GCodeError, match="unknown parameter T for G1"):
+        bulk.command(3)
     assert np.isnan(bulk.params[0]).all() and np.isnan(bulk.params[1]).all()
 
 

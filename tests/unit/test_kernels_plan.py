@@ -19,7 +19,7 @@ import pytest
 from printhost.config import (AxesSettings, AxisSettings, HeaterSettings, HeatersSettings,
                               Settings)
 from printhost.control import planner as planner_module
-from printhost.control.gcode import GCodeError
+from printhost.control.gcode import GCodeCommand, GCodeError
 from printhost.control.gcode_bulk import FALLBACK, BulkGCode, parse_bytes, parse_file
 from printhost.control.heaters import build_simulated_heaters
 from printhost.control.interpreter import CommandError, GCodeInterpreter, PartFan
@@ -540,11 +540,25 @@ def test_fallback_line_with_a_known_command_is_used():
 
 
 @pytest.mark.parametrize("line", ["G2 X10 Y10 I5 J0", "G3 X10 Y10 R5", "G10", "G11", "G20",
-                                  "G18", "M112", "G1 X10 A5", "G1 X10 B1.00000000000000000000001",
-                                  "G1 X1O0"])
+                                  "G18", "M112"])
 def test_files_outside_the_subset_are_left_to_the_python_path(line):
     parsed = parse_bytes(f"G28\nG1 X5 F3000\n{line}\nG1 X20\n".encode())
     assert plan_file(parsed, Settings(), START) is None
+
+
+@pytest.mark.parametrize("line", ["G1 X10 A5", "G1 X1O0", "G1 X10 B1.00000000000000000000001",
+                                  "M106 S100 A1", "G4 P100 Q1", "M204 S1000 K2"])
+def test_parameter_letters_without_a_column(line):
+    """parse_line decides these lines. Where it refuses one, the kernel reports the
+    same error; where it accepts a known command with such a letter, the kernel has
+    no column for it and leaves the file to the Python path."""
+    parsed = parse_bytes(f"G28\nG1 X5 F3000\n{line}\nG1 X20\n".encode())
+    assert parsed.code[2] == FALLBACK
+    if isinstance(parsed.fallback[2], GCodeCommand):
+        assert plan_file(parsed, Settings(), START) is None
+    else:
+        _, error = assert_same(parsed, Settings(), START)
+        assert error is not None and error[0] == 3
 
 
 def test_lines_after_a_parse_error_do_not_matter():
@@ -596,3 +610,12 @@ def test_square_is_libm_pow_like_python():
     assert differ, "no value where pow and multiplication differ; widen the search"
     for x in differ[:200]:
         assert plan._square(x, 2.0) == x ** 2
+
+
+def test_a_refusal_the_reference_does_not_confirm_is_left_to_the_python_path(monkeypatch):
+    """If replaying the failing line does not fail, the two implementations disagree;
+    the caller must then get None (run the reference), never a made-up error."""
+    parsed = parse_bytes(b"G1 X10\n")
+    assert plan_file(parsed, Settings(), START).error.message == "must home axis first: X"
+    monkeypatch.setattr(plan, "_replay_error", lambda *args: None)
+    assert plan_file(parsed, Settings(), START) is None

@@ -29,7 +29,10 @@ would raise, with the moves emitted up to there. The message is not rebuilt from
 copy of the reference's format strings: the failing command is replayed through a
 fresh interpreter and toolhead put into the kernel's state at that line, so the
 text is the reference's own. (If the replay does not fail, the two implementations
-disagree; `plan_file` then returns None so the reference decides.)
+disagree; `plan_file` then returns None so the reference decides.) Heater targets
+and fan speeds move nothing but are checked all the same: the interpreter refuses
+an out-of-range M104/M140/M106 with an error, so a file the Python path rejects
+must not pass here.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ _OP_OF_CODE = np.array([_OPS.get(name, OP_UNSUPPORTED) for name in COMMAND_NAMES
 
 _PX, _PY, _PZ, _PE, _PF = (PARAM_LETTERS.index(c) for c in "XYZEF")
 _PR, _PS, _PP, _PT = (PARAM_LETTERS.index(c) for c in "RSPT")
+_AXIS_COLUMNS = (_PX, _PY, _PZ)
 
 # ------------------------------------------------------------------ kernel constants
 
@@ -632,7 +636,7 @@ def _run(ops: np.ndarray, params: np.ndarray, stop_row: int, final_flush: bool,
             any_named = False
             named = np.zeros(3, dtype=np.bool_)
             for i in range(3):
-                if not math.isnan(params[row, _PX + i]):
+                if not math.isnan(params[row, _AXIS_COLUMNS[i]]):
                     named[i] = True
                     any_named = True
             # Toolhead.home: per axis a move to the endstop, flushed.
@@ -1000,3 +1004,11 @@ def plan_file(parsed: BulkGCode, settings: Settings,
         moves=out[:count], lineno=out_line[:count],
         position=(s[S_POSITION], s[S_POSITION + 1], s[S_POSITION + 2], s[S_POSITION + 3]),
         homed_axes="".join(a for i, a in enumerate("xyz") if s[S_HOMED + i]), error=error)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the kernels, so the first file does not wait."""
+    from printhost.control.gcode_bulk import parse_bytes
+
+    program = b"G28\nG1 X10 Y10 F6000\nG1 X20 E1\nG4 P10\nM204 S1000\nG1 Y20\nM84\n"
+    plan_file(parse_bytes(program), Settings(), (0.0, 0.0, 0.0))
