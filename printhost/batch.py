@@ -33,6 +33,8 @@ from printhost.control.gcode import GCodeError
 from printhost.control.gcode_bulk import parse_file
 from printhost.control.heaters import build_simulated_heaters
 from printhost.control.interpreter import CommandError, GCodeInterpreter, PartFan
+from printhost.control.kernels.plan import (ACCEL_T, CRUISE_T, DECEL_T, END_E, END_X,
+                                           plan_file)
 from printhost.control.kernels.stepgen import models_from_settings
 from printhost.control.motion import PlannedMove, Vec4
 from printhost.control.stepstream import (KIND_NAMES, QUEUE_STEP, SET_NEXT_STEP_DIR,
@@ -71,6 +73,7 @@ class StreamExecutor:
         self._pending: list[PlannedMove] = []
         self._pos = start_position
         self.moves = 0
+        self._pending_rows: np.ndarray | None = None
 
     def now(self) -> float:
         return self._end
@@ -107,7 +110,34 @@ class StreamExecutor:
     def abort(self) -> Vec4:
         return self._pos
 
+    def run_rows(self, rows: np.ndarray) -> None:
+        """Feed the compiled planner's move rows, chunked exactly as `schedule` chunks.
+
+        The chunk boundaries are found by the same running sum of move durations, so
+        the stream (and the bytes written) equal the Python path's.
+        """
+        durations = (rows[:, ACCEL_T] + rows[:, CRUISE_T] + rows[:, DECEL_T]).tolist()
+        first = 0
+        for i, duration in enumerate(durations):
+            self._end += duration
+            if self._end - self._chunk_start >= CHUNK_S:
+                self._hand_over_rows(rows[first:i + 1], final=False)
+                first = i + 1
+        self.moves += len(durations)
+        if len(rows):
+            self._pos = tuple(float(v) for v in rows[-1, END_X:END_E + 1])  # type: ignore[assignment]
+        self._pending_rows = rows[first:]
+
+    def _hand_over_rows(self, rows: np.ndarray, final: bool) -> None:
+        self.stream.add_move_rows(rows, self._chunk_start)
+        self._chunk_start = self._end
+        self.sink(self.stream.generate(self._end, final=final))
+
     def finish(self) -> None:
+        if self._pending_rows is not None:
+            rows, self._pending_rows = self._pending_rows, None
+            self._hand_over_rows(rows, final=True)
+            return
         self._hand_over(final=True)
 
 
@@ -168,7 +198,12 @@ class BatchResult:
 
 
 def run_batch(settings: Settings, gcode_path: str | Path, out_path: str | Path,
-              dictionary_path: str | Path | None = None) -> BatchResult:
+              dictionary_path: str | Path | None = None, compiled: bool = True) -> BatchResult:
+    """Run a file through the pipeline; `compiled=False` forces the Python interpreter path.
+
+    Both paths produce the same bytes: the compiled planner is bit-identical to the
+    Python one, and moves reach the step stream in the same chunks.
+    """
     t_start = time.perf_counter()
     if dictionary_path:
         try:
@@ -219,17 +254,16 @@ def run_batch(settings: Settings, gcode_path: str | Path, out_path: str | Path,
         raise BatchError(f"{gcode_path}: cannot read ({exc.strerror})") from None
     t_run = time.perf_counter()
     name = Path(gcode_path).name
-    try:
-        for cmd in parsed.commands():
-            if cmd.name == "M112":
-                raise BatchError(f"{name}: line {cmd.lineno}: emergency stop (M112)")
-            try:
-                interp.execute(cmd)   # waits (M109, M400) have nothing to wait for here
-            except CommandError as exc:
-                raise BatchError(f"{name}: line {cmd.lineno}: {exc}") from None
-    except GCodeError as exc:
-        raise BatchError(f"{name}: {exc}") from None
-    toolhead.flush()
+    plan = plan_file(parsed, settings, start) if compiled else None
+    if plan is not None:
+        if plan.error is not None:
+            if plan.error.parse_error is not None:
+                raise BatchError(f"{name}: {plan.error.parse_error}")
+            raise BatchError(f"{name}: line {plan.error.lineno}: {plan.error.message}")
+        executor.run_rows(plan.moves)
+    else:
+        _interpret(parsed, interp, name)
+        toolhead.flush()
     executor.finish()
     t_encode = time.perf_counter()
     data, _next_seq = frame_messages(np.concatenate([e.data for e in encoded]),
@@ -243,6 +277,20 @@ def run_batch(settings: Settings, gcode_path: str | Path, out_path: str | Path,
         timings={"setup_s": round(t_parse - t_start, 4), "parse_s": round(t_run - t_parse, 4),
                  "pipeline_s": round(t_encode - t_run, 4), "write_s": round(t_end - t_encode, 4),
                  "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 4)})
+
+
+def _interpret(parsed, interp: GCodeInterpreter, name: str) -> None:
+    """The Python path, for files using commands the compiled planner does not cover."""
+    try:
+        for cmd in parsed.commands():
+            if cmd.name == "M112":
+                raise BatchError(f"{name}: line {cmd.lineno}: emergency stop (M112)")
+            try:
+                interp.execute(cmd)   # waits (M109, M400) have nothing to wait for here
+            except CommandError as exc:
+                raise BatchError(f"{name}: line {cmd.lineno}: {exc}") from None
+    except GCodeError as exc:
+        raise BatchError(f"{name}: {exc}") from None
 
 
 def main_batch(config: str, gcode: str, out: str, dictionary: str | None,

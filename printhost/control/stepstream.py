@@ -188,22 +188,28 @@ class StepStream:
         self._lookback = max(max(ch.model.margins()) for ch in self.channels) if self.channels else 0.0
 
     # ------------------------------------------------------------------ input
-    def add_moves(self, moves: list[PlannedMove], start_time: float) -> float:
-        """Append moves played back to back from `start_time`; returns their end time.
-
-        A start within `SNAP_S` of where the previous moves ended is taken as exactly
+    def _start(self, start_time: float) -> float:
+        """A start within `SNAP_S` of where the previous moves ended is taken as exactly
         that end: callers add durations in their own order, and rows must meet at
-        bitwise-equal times (a start a few ulps early would overlap the last row).
-        """
+        bitwise-equal times (a start a few ulps early would overlap the last row)."""
         if abs(start_time - self._t_end) < SNAP_S or start_time < self._t_end:
-            start_time = self._t_end
+            return self._t_end
+        return start_time
+
+    def _append(self, tool: np.ndarray, ext: np.ndarray, end: float) -> float:
+        if len(tool):
+            self._tool_chunks.append(tool)
+            self._ext_chunks.append(ext)
+        self._t_end = end
+        return end
+
+    def add_moves(self, moves: list[PlannedMove], start_time: float) -> float:
+        """Append moves played back to back from `start_time`; returns their end time."""
+        start_time = self._start(start_time)
         if not moves:
             return start_time
         tool = trapq.toolhead_segments(moves, start_time)
         ext = trapq.extruder_segments(moves, start_time)
-        if len(tool):
-            self._tool_chunks.append(tool)
-            self._ext_chunks.append(ext)
         # Accumulate the end the way the segment builder accumulates row times.
         t = start_time
         for m in moves:
@@ -213,8 +219,15 @@ class StepStream:
             for phase in (m.accel_t, m.cruise_t, m.decel_t):
                 if phase > 0.0:
                     t += phase
-        self._t_end = t
-        return t
+        return self._append(tool, ext, t)
+
+    def add_move_rows(self, rows: np.ndarray, start_time: float) -> float:
+        """`add_moves` for the compiled planner's move rows (no Python loop per move)."""
+        start_time = self._start(start_time)
+        if not len(rows):
+            return start_time
+        tool, ext, end = trapq.segments_from_move_rows(rows, start_time)
+        return self._append(tool, ext, end)
 
     def _segments(self) -> tuple[np.ndarray, np.ndarray]:
         if self._tool_chunks:

@@ -27,7 +27,10 @@ import os
 import sys
 from pathlib import Path
 
-_KERNEL_MODULES = ("stepgen", "stepcompress")
+# Every module that defines cached numba functions; they must load after the cache is set.
+_KERNEL_MODULES = ("printhost.control.kernels.stepgen", "printhost.control.kernels.stepcompress",
+                   "printhost.control.kernels.plan", "printhost.control.kernels.trapq",
+                   "printhost.control.gcode_bulk", "printhost.mcu.fastencode")
 
 
 def configure_cache(directory: str | os.PathLike[str]) -> bool:
@@ -44,7 +47,7 @@ def configure_cache(directory: str | os.PathLike[str]) -> bool:
     """
     if os.environ.get("NUMBA_CACHE_DIR"):
         return False
-    loaded = [name for name in _KERNEL_MODULES if f"{__name__}.{name}" in sys.modules]
+    loaded = [name for name in _KERNEL_MODULES if name in sys.modules]
     if loaded:
         raise RuntimeError("configure_cache must be called before importing the kernel "
                            f"modules (already imported: {', '.join(loaded)})")

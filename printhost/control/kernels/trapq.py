@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import numba
 import numpy as np
 
 from printhost.control.motion import PlannedMove
@@ -189,3 +190,103 @@ def check_segments(segs: np.ndarray) -> np.ndarray:
         raise ValueError(f"segment {i} starts at {arr[i, PRINT_TIME]!r}, before the previous "
                          f"one ends at {ends[i - 1]!r}")
     return arr
+
+
+# --------------------------------------------------------------------------- compiled builder
+
+@numba.njit(cache=True, nogil=True)
+def _build_kernel(moves, start_time, tool, ext):  # pragma: no cover - compiled
+    """`_build` for both arrays at once over the planner's move rows (see plan.py).
+
+    The arithmetic is `_build`'s, operation for operation, so the rows are
+    bit-identical to those built from `PlannedMove` objects.
+    """
+    n = 0
+    t = start_time
+    for i in range(moves.shape[0]):
+        sx = moves[i, 0]
+        sy = moves[i, 1]
+        sz = moves[i, 2]
+        se = moves[i, 3]
+        distance = moves[i, 8]
+        accel_t = moves[i, 13]
+        cruise_t = moves[i, 14]
+        decel_t = moves[i, 15]
+        if distance <= 0.0:
+            t += accel_t + cruise_t + decel_t
+            continue
+        dx = moves[i, 4] - sx
+        dy = moves[i, 5] - sy
+        dz = moves[i, 6] - sz
+        de = moves[i, 7] - se
+        moves_xyz = math.sqrt(dx * dx + dy * dy + dz * dz) > _MIN_XYZ_MM
+        inv = 1.0 / distance
+        if moves_xyz:
+            rx = dx * inv
+            ry = dy * inv
+            rz = dz * inv
+        else:
+            rx = 0.0
+            ry = 0.0
+            rz = 0.0
+        advance = 1.0 if (de > 0.0 and (dx != 0.0 or dy != 0.0) and moves_xyz) else 0.0
+        re = de * inv
+        accel = moves[i, 12]
+        done = 0.0
+        for phase in range(3):
+            if phase == 0:
+                duration = accel_t
+                v0 = moves[i, 9]
+                half_accel = 0.5 * accel
+            elif phase == 1:
+                duration = cruise_t
+                v0 = moves[i, 10]
+                half_accel = 0.0
+            else:
+                duration = decel_t
+                v0 = moves[i, 10]
+                half_accel = -0.5 * accel
+            if duration > 0.0:
+                tool[n, 0] = t
+                tool[n, 1] = duration
+                tool[n, 2] = v0
+                tool[n, 3] = half_accel
+                tool[n, 4] = sx + rx * done
+                tool[n, 5] = sy + ry * done
+                tool[n, 6] = sz + rz * done
+                tool[n, 7] = rx
+                tool[n, 8] = ry
+                tool[n, 9] = rz
+                ext[n, 0] = t
+                ext[n, 1] = duration
+                ext[n, 2] = v0
+                ext[n, 3] = half_accel
+                ext[n, 4] = se + re * done
+                ext[n, 5] = 0.0
+                ext[n, 6] = 0.0
+                ext[n, 7] = re
+                ext[n, 8] = advance
+                ext[n, 9] = 0.0
+                n += 1
+                t += duration
+                done += (v0 + half_accel * duration) * duration
+    return n, t
+
+
+def segments_from_move_rows(moves: np.ndarray, start_time: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Toolhead and extruder segments, and the end time, of planner move rows.
+
+    `moves` has the column layout of `printhost.control.kernels.plan` (start x y z e,
+    end x y z e, distance, start_v, cruise_v, end_v, accel, accel_t, cruise_t,
+    decel_t). Equivalent to `toolhead_segments`/`extruder_segments` of the same moves
+    as `PlannedMove` objects, without a Python loop per move.
+    """
+    if not math.isfinite(start_time):
+        raise ValueError(f"start_time must be finite, got {start_time!r}")
+    rows = np.ascontiguousarray(moves, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] != 16:
+        raise ValueError(f"move rows must have shape (n, 16), got {rows.shape}")
+    tool = np.empty((3 * len(rows), N_COLUMNS), dtype=np.float64)
+    ext = np.empty((3 * len(rows), N_COLUMNS), dtype=np.float64)
+    n, end = _build_kernel(rows, float(start_time), tool, ext)
+    return tool[:n], ext[:n], float(end)
