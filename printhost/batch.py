@@ -49,7 +49,7 @@ from printhost.sim.clock import ManualClock
 # Print time of the first move: the MCU needs the first command some time ahead.
 START_TIME_S = 0.25
 # How much motion is turned into steps at once.
-CHUNK_S = 1.0
+CHUNK_S = 5.0
 STEPPER_ORDER = ("x", "y", "z", "extruder")
 
 

@@ -319,7 +319,8 @@ class GCodeInterpreter:
         off = list(st.offset)
         machine = self.toolhead.commanded_position
         if not any(a in p for a in "XYZE"):
-            p = {"X": gpos[0], "Y": gpos[1], "Z": gpos[2], "E": 0.0}
+            # A bare G92 declares the current position to be zero on every axis (Klipper).
+            p = {"X": 0.0, "Y": 0.0, "Z": 0.0, "E": 0.0}
         for i, axis in enumerate("XYZ"):
             if axis in p:
                 gpos[i] = p[axis]

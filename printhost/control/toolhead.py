@@ -111,6 +111,9 @@ class Toolhead:
         unknown = sorted(set(wanted) - set(_AXES))
         if unknown:
             raise MoveError(f"cannot home unknown axis: {''.join(unknown).upper()}")
+        # Homing starts from a standstill, as on a printer, never blended into the
+        # move before it.
+        self._planner.flush()
         for i, axis in enumerate(_AXES):
             if wanted and axis not in wanted:
                 continue

@@ -388,3 +388,18 @@ def test_m114_reports_gcode_position(printer):
     run(printer, "G28", "G1 X10 Y20 Z5 F6000", "G92 X0 E3", "M114")
     assert printer.interp.last_report == "X:0.000 Y:20.000 Z:5.000 E:3.000"
     assert printer.interp.unknown_commands == 0
+
+
+def test_bare_g92_zeroes_every_axis(printer):
+    run(printer, "G28", "G1 X10 Y20 Z5 F6000", "M82", "G1 E3", "G92", "G1 X1 Y1 Z1 E0.05")
+    # Every axis now counts from where it was: the machine moved 1 mm further on each.
+    assert pos(printer) == (11.0, 21.0, 6.0, 3.05)
+
+
+def test_homing_starts_from_a_standstill(printer):
+    moves = []
+    printer.toolhead._planner._emit = lambda m, _orig=printer.toolhead._planner._emit: (
+        moves.append(m), _orig(m))
+    run(printer, "G28", "G1 X150 Y100 F6000", "G1 X100 Y100", "G28 X")
+    homing = moves[-1]
+    assert homing.end[0] == 0.0 and homing.start_v == 0.0

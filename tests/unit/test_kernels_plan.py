@@ -339,7 +339,8 @@ class ProgramWriter:
             else:
                 self.emit(" ".join(parts))
         else:
-            self.emit("G92")       # every axis to where it is, E to 0
+            self.emit("G92")       # every axis: the current position is now zero
+            self.offset = list(self.pos)
             self.e = 0.0
 
     def modes(self) -> None:

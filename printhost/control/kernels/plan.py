@@ -617,9 +617,9 @@ def _run(ops: np.ndarray, params: np.ndarray, stop_row: int, final_flush: bool,
             pz = params[row, _PZ]
             pe = params[row, _PE]
             if math.isnan(px) and math.isnan(py) and math.isnan(pz) and math.isnan(pe):
-                px = gpos[0]
-                py = gpos[1]
-                pz = gpos[2]
+                px = 0.0
+                py = 0.0
+                pz = 0.0
                 pe = 0.0
             if not math.isnan(px):
                 gpos[0] = px
@@ -639,7 +639,9 @@ def _run(ops: np.ndarray, params: np.ndarray, stop_row: int, final_flush: bool,
                 if not math.isnan(params[row, _AXIS_COLUMNS[i]]):
                     named[i] = True
                     any_named = True
-            # Toolhead.home: per axis a move to the endstop, flushed.
+            # Toolhead.home: stop first, then per axis a move to the endstop, flushed.
+            _plan(True, q, ist, pst, start_v2, cruise_v2, has_cruise, out, out_line,
+                  max_queue_moves)
             for i in range(3):
                 if any_named and not named[i]:
                     continue
