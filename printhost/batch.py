@@ -35,14 +35,15 @@ from printhost.control.heaters import build_simulated_heaters
 from printhost.control.interpreter import CommandError, GCodeInterpreter, PartFan
 from printhost.control.kernels.plan import (ACCEL_T, CRUISE_T, DECEL_T, END_E, END_X,
                                            plan_file)
-from printhost.control.kernels.stepgen import models_from_settings
+from printhost.control.kernels.steppers import models_from_settings
 from printhost.control.motion import PlannedMove, Vec4
 from printhost.control.stepstream import (KIND_NAMES, QUEUE_STEP, SET_NEXT_STEP_DIR,
                                           StepCommands, StepStream)
 from printhost.control.toolhead import Toolhead
+from printhost.mcu.codec import MessageCodec
+from printhost.mcu.dictionary import DataDictionary
 from printhost.mcu.fastencode import (MAX_PARAMS, EncodedMessages, encode_messages,
                                       frame_messages, message_params, pack_encoded)
-from printhost.mcu.protocol import DataDictionary, MessageCodec
 from printhost.mcu.sim_dictionary import sim_dictionary
 from printhost.sim.clock import ManualClock
 

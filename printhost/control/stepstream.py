@@ -30,8 +30,8 @@ import numpy as np
 
 from printhost.control.kernels import trapq
 from printhost.control.kernels.stepcompress import Commands, compress_steps
-from printhost.control.kernels.stepgen import (EXTRUDER, StepperModel, commanded_position,
-                                               generate_steps)
+from printhost.control.kernels.steppers import (DEFAULT_STEP_CAPACITY, EXTRUDER, StepperModel,
+                                                commanded_position, generate_steps)
 from printhost.control.motion import PlannedMove, Vec4
 
 
@@ -148,6 +148,9 @@ class StepperChannel:
     queue_steps: int = 0
     steps: int = 0
     dir_changes: int = 0
+    # Output size for the next generate_steps call: 1.25 x the most steps one call has
+    # returned, so ranges of the usual length fit the first buffer and the kernel runs once.
+    step_capacity: int = DEFAULT_STEP_CAPACITY
 
     @property
     def is_extruder(self) -> bool:
@@ -256,7 +259,9 @@ class StepStream:
                 t1 = until - after
             if len(segs) and t1 > ch.done_until:
                 win = trapq.window(segs, ch.done_until, t1, before, after)
-                batch = generate_steps(win, ch.model, ch.done_until, t1, ch.position)
+                batch = generate_steps(win, ch.model, ch.done_until, t1, ch.position,
+                                       ch.step_capacity)
+                ch.step_capacity = max(ch.step_capacity, math.ceil(1.25 * len(batch.times)))
                 ch.position = batch.position
                 ch.done_until = t1
                 if len(batch.times):

@@ -35,9 +35,11 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from printhost.mcu.protocol import (MESSAGE_DEST, MESSAGE_MIN, MESSAGE_PAYLOAD_MAX,
-                                    MESSAGE_SEQ_MASK, MESSAGE_SYNC, VLQ_MAX, VLQ_MIN,
-                                    MessageFormat, ProtocolError)
+from printhost.mcu.dictionary import MessageFormat
+from printhost.mcu.errors import ProtocolError
+from printhost.mcu.framing import (MESSAGE_DEST, MESSAGE_MIN, MESSAGE_PAYLOAD_MAX,
+                                   MESSAGE_SEQ_MASK, MESSAGE_SYNC)
+from printhost.mcu.vlq import VLQ_MAX, VLQ_MIN
 
 __all__ = ["EncodedMessages", "MAX_PARAMS", "encode_messages", "frame_messages",
            "message_params", "pack_encoded"]
@@ -63,7 +65,7 @@ class EncodedMessages(NamedTuple):
 
 @numba.njit(cache=True, nogil=True)
 def _vlq_size(value):
-    # The host form sizes by the value as given (see protocol._append_vlq): n bytes
+    # The host form sizes by the value as given (see vlq.append_vlq): n bytes
     # hold [-(1 << (7n - 2)), 3 << (7n - 2)) for n = 1..4, anything else takes five.
     for n in range(1, 5):
         bound = np.int64(1) << (7 * n - 2)
@@ -112,7 +114,7 @@ def _encode_kernel(msgids, nparams, params, vlq_min, vlq_max):
 
 @numba.njit(cache=True, nogil=True)
 def _crc_table():
-    # CRC-16/MCRF4XX, reflected polynomial 0x8408: the same table protocol builds.
+    # CRC-16/MCRF4XX, reflected polynomial 0x8408: the same table framing builds.
     table = np.empty(256, np.int64)
     for byte in range(256):
         crc = byte

@@ -23,7 +23,7 @@ import json
 import zlib
 from typing import Any
 
-from printhost.mcu.protocol import BOOTSTRAP_MESSAGES, msgid_for_index
+from printhost.mcu.dictionary import BOOTSTRAP_MESSAGES, msgid_for_index
 
 SIM_CLOCK_FREQ = 72_000_000
 SIM_MCU_NAME = "printhost-sim"

@@ -33,7 +33,7 @@ from printhost.control.gcode import iter_lines, parse_line
 from printhost.control.heaters import build_simulated_heaters
 from printhost.control.interpreter import GCodeInterpreter, PartFan
 from printhost.control.kernels import reference as ref
-from printhost.control.kernels import stepgen as sg
+from printhost.control.kernels import steppers as st
 from printhost.control.kernels import trapq
 from printhost.control.motion import PlannedMove, Vec4
 from printhost.control.toolhead import Toolhead
@@ -187,7 +187,7 @@ def nearest_step(position_mm: float, step_mm: float) -> int:
     return math.floor(position_mm / step_mm + 0.5)
 
 
-def models(settings: Settings) -> dict[str, sg.StepperModel]:
+def models(settings: Settings) -> dict[str, st.StepperModel]:
     """Stepper models built here from the settings, not by the pipeline's own helper."""
     shaping = settings.input_shaper
     pulses = {}
@@ -198,14 +198,14 @@ def models(settings: Settings) -> dict[str, sg.StepperModel]:
                         if freq else None)
     sd = {name: step_distance(settings, name) for name in NAMES}
     if corexy(settings):
-        a = sg.StepperModel(sg.COREXY_A, sd["x"], pulses["x"], pulses["y"])
-        b = sg.StepperModel(sg.COREXY_B, sd["y"], pulses["x"], pulses["y"])
+        a = st.StepperModel(st.COREXY_A, sd["x"], pulses["x"], pulses["y"])
+        b = st.StepperModel(st.COREXY_B, sd["y"], pulses["x"], pulses["y"])
     else:
-        a = sg.StepperModel(sg.CARTESIAN_X, sd["x"], pulses["x"], None)
-        b = sg.StepperModel(sg.CARTESIAN_Y, sd["y"], None, pulses["y"])
+        a = st.StepperModel(st.CARTESIAN_X, sd["x"], pulses["x"], None)
+        b = st.StepperModel(st.CARTESIAN_Y, sd["y"], None, pulses["y"])
     ext = settings.extruder
-    return {"x": a, "y": b, "z": sg.StepperModel(sg.CARTESIAN_Z, sd["z"]),
-            "extruder": sg.StepperModel(sg.EXTRUDER, sd["extruder"],
+    return {"x": a, "y": b, "z": st.StepperModel(st.CARTESIAN_Z, sd["z"]),
+            "extruder": st.StepperModel(st.EXTRUDER, sd["extruder"],
                                         pressure_advance=ext.pressure_advance,
                                         smooth_time=ext.pressure_advance_smooth_time)}
 
@@ -217,11 +217,11 @@ def true_steps(settings: Settings, job: Plan, clock_freq: float,
     ext = trapq.extruder_segments(job.moves, batch.START_TIME_S)
     out = {}
     for name, model in models(settings).items():
-        segs = ext if model.kind == sg.EXTRUDER else tool
+        segs = ext if model.kind == st.EXTRUDER else tool
         if not len(segs):
             times, dirs = np.zeros(0), np.zeros(0, dtype=np.int8)
         elif generator == "kernel":
-            got = sg.generate_steps(segs, model, -math.inf, math.inf, 0)
+            got = st.generate_steps(segs, model, -math.inf, math.inf, 0)
             times, dirs = got.times, got.dirs
         else:
             t, d, _ = ref.generate_steps(segs, model, -math.inf, math.inf, 0)

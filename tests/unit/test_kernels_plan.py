@@ -23,7 +23,7 @@ from printhost.control.gcode import GCodeCommand, GCodeError
 from printhost.control.gcode_bulk import FALLBACK, BulkGCode, parse_bytes, parse_file
 from printhost.control.heaters import build_simulated_heaters
 from printhost.control.interpreter import CommandError, GCodeInterpreter, PartFan
-from printhost.control.kernels import plan
+from printhost.control.kernels import plan, plan_lookahead
 from printhost.control.kernels.plan import plan_file
 from printhost.control.motion import PlannedMove, Vec4
 from printhost.control.toolhead import Toolhead
@@ -610,7 +610,7 @@ def test_square_is_libm_pow_like_python():
     differ = [x for x in xs if x ** 2 != x * x]
     assert differ, "no value where pow and multiplication differ; widen the search"
     for x in differ[:200]:
-        assert plan._square(x, 2.0) == x ** 2
+        assert plan_lookahead.square(x, 2.0) == x ** 2
 
 
 def test_a_refusal_the_reference_does_not_confirm_is_left_to_the_python_path(monkeypatch):

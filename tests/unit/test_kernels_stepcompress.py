@@ -12,20 +12,20 @@ import pytest
 
 from printhost.control.kernels import reference as ref
 from printhost.control.kernels import stepcompress as sc
-from printhost.control.kernels import stepgen as sg
+from printhost.control.kernels import steppers as st
 from printhost.control.kernels import trapq
 from printhost.control import shaper
 
 
-def step_stream(seed, freq, kind=sg.COREXY_A, shaped=True, n=40):
+def step_stream(seed, freq, kind=st.COREXY_A, shaped=True, n=40):
     moves = ref.random_moves(seed, n)
-    segs = (trapq.extruder_segments if kind == sg.EXTRUDER else trapq.toolhead_segments)(moves, 0.5)
-    if kind == sg.EXTRUDER:
-        model = sg.StepperModel(kind, 0.0105, pressure_advance=0.04, smooth_time=0.03)
+    segs = (trapq.extruder_segments if kind == st.EXTRUDER else trapq.toolhead_segments)(moves, 0.5)
+    if kind == st.EXTRUDER:
+        model = st.StepperModel(kind, 0.0105, pressure_advance=0.04, smooth_time=0.03)
     else:
         pulses = shaper.make_shaper("mzv", 45.0, 0.1) if shaped else None
-        model = sg.StepperModel(kind, 0.0125, pulses, pulses)
-    batch = sg.generate_steps(segs, model, -math.inf, math.inf, 0)
+        model = st.StepperModel(kind, 0.0125, pulses, pulses)
+    batch = st.generate_steps(segs, model, -math.inf, math.inf, 0)
     return batch.times * freq, batch.dirs
 
 
@@ -54,7 +54,7 @@ def check_ranges(result):
 
 
 CASES = [(seed, freq, err_s, kind)
-         for seed, kind in ((1, sg.COREXY_A), (2, sg.CARTESIAN_X), (3, sg.EXTRUDER))
+         for seed, kind in ((1, st.COREXY_A), (2, st.CARTESIAN_X), (3, st.EXTRUDER))
          for freq, err_s in ((16e6, 25e-6), (72e6, 25e-6), (400e6, 1e-6))]
 
 
@@ -74,7 +74,7 @@ def test_expanded_steps_stay_in_their_windows(seed, freq, err_s, kind):
     np.testing.assert_array_equal(got.set_dir != 0, changes[firsts])
     assert changes.sum() == (got.set_dir != 0).sum()
     # and it actually compresses (the slow, reversing extruder stream least)
-    assert len(got.count) * (1.5 if kind == sg.EXTRUDER else 10) < len(clocks)
+    assert len(got.count) * (1.5 if kind == st.EXTRUDER else 10) < len(clocks)
 
 
 @pytest.mark.parametrize("seed,freq,err_s,kind", CASES[:6])

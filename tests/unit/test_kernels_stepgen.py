@@ -17,8 +17,9 @@ import pytest
 from printhost.config import InputShaperSettings, Settings, with_overrides
 from printhost.control import shaper
 from printhost.control.kernels import reference as ref
-from printhost.control.kernels import stepgen as sg
+from printhost.control.kernels import steppers as st
 from printhost.control.kernels import trapq
+from printhost.control.kernels.position import position_kernel
 
 
 # --------------------------------------------------------------------------- random jobs
@@ -36,30 +37,30 @@ HUMP3 = shaper.make_shaper("3hump_ei", 55.0, 0.1)
 
 def toolhead_models(step):
     return {
-        "x": sg.StepperModel(sg.CARTESIAN_X, step),
-        "y": sg.StepperModel(sg.CARTESIAN_Y, step),
-        "z": sg.StepperModel(sg.CARTESIAN_Z, step / 5),
-        "a": sg.StepperModel(sg.COREXY_A, step),
-        "b": sg.StepperModel(sg.COREXY_B, step),
-        "x_mzv": sg.StepperModel(sg.CARTESIAN_X, step, MZV, EI),
-        "y_ei": sg.StepperModel(sg.CARTESIAN_Y, step, MZV, EI),
-        "a_shaped": sg.StepperModel(sg.COREXY_A, step, ZV, HUMP3),
-        "b_shaped": sg.StepperModel(sg.COREXY_B, step, ZV, HUMP3),
+        "x": st.StepperModel(st.CARTESIAN_X, step),
+        "y": st.StepperModel(st.CARTESIAN_Y, step),
+        "z": st.StepperModel(st.CARTESIAN_Z, step / 5),
+        "a": st.StepperModel(st.COREXY_A, step),
+        "b": st.StepperModel(st.COREXY_B, step),
+        "x_mzv": st.StepperModel(st.CARTESIAN_X, step, MZV, EI),
+        "y_ei": st.StepperModel(st.CARTESIAN_Y, step, MZV, EI),
+        "a_shaped": st.StepperModel(st.COREXY_A, step, ZV, HUMP3),
+        "b_shaped": st.StepperModel(st.COREXY_B, step, ZV, HUMP3),
     }
 
 
 def extruder_models(step):
     return {
-        "e": sg.StepperModel(sg.EXTRUDER, step),
-        "e_pa": sg.StepperModel(sg.EXTRUDER, step, pressure_advance=0.05, smooth_time=0.04),
-        "e_pa_strong": sg.StepperModel(sg.EXTRUDER, step, pressure_advance=0.4,
+        "e": st.StepperModel(st.EXTRUDER, step),
+        "e_pa": st.StepperModel(st.EXTRUDER, step, pressure_advance=0.05, smooth_time=0.04),
+        "e_pa_strong": st.StepperModel(st.EXTRUDER, step, pressure_advance=0.4,
                                        smooth_time=0.015),
     }
 
 
 def run(segs, model, t0=-math.inf, t1=math.inf):
-    start = sg.commanded_position(segs, model, -1e9)
-    return start, sg.generate_steps(segs, model, t0, t1, start)
+    start = st.commanded_position(segs, model, -1e9)
+    return start, st.generate_steps(segs, model, t0, t1, start)
 
 
 # --------------------------------------------------------------------------- kernel vs reference
@@ -90,7 +91,7 @@ def test_positions_match_reference(name):
     model = toolhead_models(0.0125)[name]
     rng = np.random.default_rng(1)
     for t in rng.uniform(0.9, trapq.end_time(th) + 0.1, 200):
-        assert sg.stepper_position(th, model, t) == pytest.approx(
+        assert st.stepper_position(th, model, t) == pytest.approx(
             ref.stepper_position(th, model, t), abs=1e-11)
 
 
@@ -99,7 +100,7 @@ def test_pressure_advance_positions_match_reference():
     model = extruder_models(0.01)["e_pa"]
     rng = np.random.default_rng(2)
     for t in rng.uniform(0.9, trapq.end_time(ex) + 0.1, 200):
-        assert sg.stepper_position(ex, model, t) == pytest.approx(
+        assert st.stepper_position(ex, model, t) == pytest.approx(
             ref.stepper_position(ex, model, t), abs=1e-11)
 
 
@@ -110,9 +111,9 @@ ALL_MODELS = {**{("toolhead", k): v for k, v in toolhead_models(0.0125).items()}
 
 
 def _sampled_commanded(segs, model, times):
-    return np.array([sg.position_kernel(segs, model.cols, model.coefs, model.shifts,
-                                        model.half_smooth_time, model.pressure_advance,
-                                        model.step_dist, float(t))[1] for t in times])
+    return np.array([position_kernel(segs, model.cols, model.coefs, model.shifts,
+                                     model.half_smooth_time, model.pressure_advance,
+                                     model.step_dist, float(t))[1] for t in times])
 
 
 @pytest.mark.parametrize("key", list(ALL_MODELS))
@@ -125,7 +126,7 @@ def test_no_step_lost_or_invented(key):
     assert (np.diff(got.times) >= 0.0).all()
     assert set(np.unique(got.dirs)) <= {-1, 1}
     assert got.position - start == int(got.dirs.astype(np.int64).sum())
-    assert got.position == sg.commanded_position(segs, model, 1e9)
+    assert got.position == st.commanded_position(segs, model, 1e9)
     samples = np.linspace(0.9, trapq.end_time(segs) + 0.1, 6000)
     idx = np.searchsorted(got.times, samples, side="right")
     near = np.minimum(np.abs(got.times[np.clip(idx, 0, len(got.times) - 1)] - samples),
@@ -166,7 +167,7 @@ def test_chunked_equals_one_shot(key):
     pos, times, dirs = start, [], []
     for a, b in zip(edges[:-1], edges[1:]):
         w = segs if math.isinf(a) or math.isinf(b) else trapq.window(segs, a, b, before, after)
-        batch = sg.generate_steps(w, model, a, b, pos)
+        batch = st.generate_steps(w, model, a, b, pos)
         times.append(batch.times)
         dirs.append(batch.dirs)
         pos = batch.position
@@ -183,10 +184,10 @@ def test_corexy_motors_follow_x_plus_and_minus_y():
     th_x[:, trapq.START_Y] = 0.0
     th_y[:, trapq.START_X] = 0.0
     step = 0.0125
-    x = sg.StepperModel(sg.CARTESIAN_X, step)
-    y = sg.StepperModel(sg.CARTESIAN_Y, step)
-    a = sg.StepperModel(sg.COREXY_A, step)
-    b = sg.StepperModel(sg.COREXY_B, step)
+    x = st.StepperModel(st.CARTESIAN_X, step)
+    y = st.StepperModel(st.CARTESIAN_Y, step)
+    a = st.StepperModel(st.COREXY_A, step)
+    b = st.StepperModel(st.COREXY_B, step)
     # Moving X alone, both motors turn with X; moving Y alone, A follows Y and B opposes it.
     for segs, axis, b_sign in ((th_x, x, 1), (th_y, y, -1)):
         _, ref_steps = run(segs, axis)
@@ -213,7 +214,7 @@ def _row(t, move_t, v, half_accel, x, rx=1.0, ry=0.0, rz=0.0, y=0.0, z=0.0):
 def test_constant_acceleration_from_rest():
     # d = 50 t^2: the k-th step is where 50 t^2 = (k + 1/2) * 0.01
     segs = np.array([_row(2.0, 0.2, 0.0, 50.0, 0.0)])
-    got = sg.generate_steps(segs, sg.StepperModel(sg.CARTESIAN_X, 0.01), -1.0, 10.0, 0)
+    got = st.generate_steps(segs, st.StepperModel(st.CARTESIAN_X, 0.01), -1.0, 10.0, 0)
     k = np.arange(200)
     np.testing.assert_allclose(got.times, 2.0 + np.sqrt((k + 0.5) * 0.01 / 50.0),
                                rtol=0, atol=1e-14)
@@ -223,7 +224,7 @@ def test_constant_acceleration_from_rest():
 def test_reversal_inside_a_segment():
     # d = 10 t - 50 t^2 rises to 0.5 at t = 0.1 and falls back to 0 at t = 0.2.
     segs = np.array([_row(0.0, 0.2, 10.0, -50.0, 0.0)])
-    got = sg.generate_steps(segs, sg.StepperModel(sg.CARTESIAN_X, 0.01), 0.0, 1.0, 0)
+    got = st.generate_steps(segs, st.StepperModel(st.CARTESIAN_X, 0.01), 0.0, 1.0, 0)
     assert got.dirs.tolist() == [1] * 50 + [-1] * 50
     assert got.position == 0
     up = (np.arange(50) + 0.5) * 0.01
@@ -240,7 +241,7 @@ def test_gaps_zero_length_and_zero_speed_rows():
         _row(0.5, 0.1, 1.0, 0.0, 0.1),          # after a gap: 0.1 -> 0.2
         _row(0.6, 0.1, 1.0, 0.0, 0.2, rx=0.0),  # moving, but not on this axis
     ])
-    got = sg.generate_steps(segs, sg.StepperModel(sg.CARTESIAN_X, 0.01), -math.inf, math.inf, 0)
+    got = st.generate_steps(segs, st.StepperModel(st.CARTESIAN_X, 0.01), -math.inf, math.inf, 0)
     assert got.position == 20
     assert (got.dirs == 1).all()
     first, second = got.times[:10], got.times[10:]
@@ -250,10 +251,10 @@ def test_gaps_zero_length_and_zero_speed_rows():
 
 def test_steps_before_the_range_are_not_repeated():
     segs = np.array([_row(0.0, 1.0, 1.0, 0.0, 0.0)])
-    m = sg.StepperModel(sg.CARTESIAN_X, 0.1)
-    a = sg.generate_steps(segs, m, 0.0, 0.45, 0)
-    b = sg.generate_steps(segs, m, 0.45, 0.45, a.position)
-    c = sg.generate_steps(segs, m, 0.45, 2.0, a.position)
+    m = st.StepperModel(st.CARTESIAN_X, 0.1)
+    a = st.generate_steps(segs, m, 0.0, 0.45, 0)
+    b = st.generate_steps(segs, m, 0.45, 0.45, a.position)
+    c = st.generate_steps(segs, m, 0.45, 2.0, a.position)
     assert len(a.times) == 4 and len(b.times) == 0 and len(c.times) == 6
     assert c.position == 10
 
@@ -263,13 +264,13 @@ def test_pressure_advance_in_steady_cruise_leads_by_k_times_velocity():
     # exactly e(t) + K * e'(t).
     k, rate = 0.08, 2.0
     segs = np.array([_row(0.0, 5.0, 40.0, 0.0, 0.0, rx=rate / 40.0, ry=1.0)])
-    model = sg.StepperModel(sg.EXTRUDER, 0.01, pressure_advance=k, smooth_time=0.04)
+    model = st.StepperModel(st.EXTRUDER, 0.01, pressure_advance=k, smooth_time=0.04)
     for t in (1.0, 2.5, 4.0):
-        assert sg.stepper_position(segs, model, t) == pytest.approx(rate * t + k * rate, abs=1e-12)
+        assert st.stepper_position(segs, model, t) == pytest.approx(rate * t + k * rate, abs=1e-12)
     # Rows that may not advance (retracts, Z moves) get none.
     no_pa = segs.copy()
     no_pa[0, trapq.AXES_R_Y] = 0.0
-    assert sg.stepper_position(no_pa, model, 2.5) == pytest.approx(rate * 2.5, abs=1e-12)
+    assert st.stepper_position(no_pa, model, 2.5) == pytest.approx(rate * 2.5, abs=1e-12)
     # The advance is pushed in ahead of the move and taken back at its end: net zero.
     _, got = run(segs, model)
     assert got.position == 1000
@@ -280,8 +281,8 @@ def test_pressure_advance_in_steady_cruise_leads_by_k_times_velocity():
 
 def test_zero_pressure_advance_is_the_plain_position():
     _, ex = job(seed=41, n=30)
-    plain = sg.StepperModel(sg.EXTRUDER, 0.0105)
-    zero_pa = sg.StepperModel(sg.EXTRUDER, 0.0105, pressure_advance=0.0, smooth_time=0.04)
+    plain = st.StepperModel(st.EXTRUDER, 0.0105)
+    zero_pa = st.StepperModel(st.EXTRUDER, 0.0105, pressure_advance=0.0, smooth_time=0.04)
     a, b = run(ex, plain)[1], run(ex, zero_pa)[1]
     np.testing.assert_array_equal(a.times, b.times)
     np.testing.assert_array_equal(a.dirs, b.dirs)
@@ -289,8 +290,8 @@ def test_zero_pressure_advance_is_the_plain_position():
 
 def test_shaping_keeps_the_net_motion_and_smooths_it():
     th, _ = job(seed=43, n=30)
-    plain = run(th, sg.StepperModel(sg.CARTESIAN_X, 0.0125))[1]
-    shaped = run(th, sg.StepperModel(sg.CARTESIAN_X, 0.0125, MZV))[1]
+    plain = run(th, st.StepperModel(st.CARTESIAN_X, 0.0125))[1]
+    shaped = run(th, st.StepperModel(st.CARTESIAN_X, 0.0125, MZV))[1]
     assert plain.position == shaped.position
     # shaped steps start earlier (the first pulse leads) and end later
     assert shaped.times[0] < plain.times[0] and shaped.times[-1] > plain.times[-1]
@@ -298,55 +299,68 @@ def test_shaping_keeps_the_net_motion_and_smooths_it():
 
 def test_big_output_grows_the_buffer():
     segs = np.array([_row(0.0, 10.0, 300.0, 0.0, 0.0)])
-    got = sg.generate_steps(segs, sg.StepperModel(sg.CARTESIAN_X, 0.0125), 0.0, 20.0, 0)
+    got = st.generate_steps(segs, st.StepperModel(st.CARTESIAN_X, 0.0125), 0.0, 20.0, 0)
     assert len(got.times) == got.position == 240000
+
+
+@pytest.mark.parametrize("capacity", [0, 1, 1000, 240000, 500000])
+def test_capacity_is_only_a_size_hint(capacity):
+    """Too small or too large, the first buffer's size never changes the steps."""
+    segs = np.array([_row(0.0, 10.0, 300.0, 0.0, 0.0)])
+    model = st.StepperModel(st.CARTESIAN_X, 0.0125)
+    want = st.generate_steps(segs, model, 0.0, 20.0, 0)
+    got = st.generate_steps(segs, model, 0.0, 20.0, 0, capacity)
+    assert np.array_equal(got.times.view(np.int64), want.times.view(np.int64))
+    assert np.array_equal(got.dirs, want.dirs) and got.position == want.position
+    with pytest.raises(ValueError):
+        st.generate_steps(segs, model, 0.0, 20.0, 0, -1)
 
 
 # --------------------------------------------------------------------------- API
 
 def test_model_validation():
     with pytest.raises(ValueError):
-        sg.StepperModel(99, 0.01)
+        st.StepperModel(99, 0.01)
     with pytest.raises(ValueError):
-        sg.StepperModel(sg.CARTESIAN_X, 0.0)
+        st.StepperModel(st.CARTESIAN_X, 0.0)
     with pytest.raises(ValueError):
-        sg.StepperModel(sg.EXTRUDER, 0.01, shaper_x=MZV)
+        st.StepperModel(st.EXTRUDER, 0.01, shaper_x=MZV)
     with pytest.raises(ValueError):
-        sg.StepperModel(sg.EXTRUDER, 0.01, pressure_advance=0.05, smooth_time=0.0)
+        st.StepperModel(st.EXTRUDER, 0.01, pressure_advance=0.05, smooth_time=0.0)
     with pytest.raises(ValueError):
-        sg.StepperModel(sg.CARTESIAN_X, 0.01, pressure_advance=0.05, smooth_time=0.04)
+        st.StepperModel(st.CARTESIAN_X, 0.01, pressure_advance=0.05, smooth_time=0.04)
     with pytest.raises(ValueError):
-        sg.StepperModel(sg.CARTESIAN_X, 0.01, shaper_x=(np.ones(2), np.zeros(3)))
+        st.StepperModel(st.CARTESIAN_X, 0.01, shaper_x=(np.ones(2), np.zeros(3)))
     segs = np.array([_row(0.0, 1.0, 1.0, 0.0, 0.0)])
     with pytest.raises(ValueError):
-        sg.generate_steps(segs, sg.StepperModel(sg.CARTESIAN_X, 0.1), math.nan, 1.0, 0)
+        st.generate_steps(segs, st.StepperModel(st.CARTESIAN_X, 0.1), math.nan, 1.0, 0)
     with pytest.raises(ValueError):
-        sg.commanded_position(segs[:0], sg.StepperModel(sg.CARTESIAN_X, 0.1), 0.0)
-    empty = sg.generate_steps(segs[:0], sg.StepperModel(sg.CARTESIAN_X, 0.1), 0.0, 1.0, 7)
+        st.commanded_position(segs[:0], st.StepperModel(st.CARTESIAN_X, 0.1), 0.0)
+    empty = st.generate_steps(segs[:0], st.StepperModel(st.CARTESIAN_X, 0.1), 0.0, 1.0, 7)
     assert len(empty.times) == 0 and empty.position == 7
 
 
 def test_margins():
-    assert sg.StepperModel(sg.CARTESIAN_X, 0.01).margins() == (0.0, 0.0)
+    assert st.StepperModel(st.CARTESIAN_X, 0.01).margins() == (0.0, 0.0)
     amps, times = MZV
-    assert sg.StepperModel(sg.COREXY_A, 0.01, MZV, ZV).margins() == (
+    assert st.StepperModel(st.COREXY_A, 0.01, MZV, ZV).margins() == (
         max(times.max(), ZV[1].max()), -min(times.min(), ZV[1].min()))
-    assert sg.StepperModel(sg.EXTRUDER, 0.01, pressure_advance=0.1,
+    assert st.StepperModel(st.EXTRUDER, 0.01, pressure_advance=0.1,
                            smooth_time=0.04).margins() == (0.02, 0.02)
 
 
 def test_models_from_settings():
     s = with_overrides(Settings(), input_shaper={"shaper_freq_x": 40.0, "shaper_type_x": "zv"},
                        extruder={"pressure_advance": 0.05})
-    models = sg.models_from_settings(s)
-    assert models["x"].kind == sg.CARTESIAN_X and models["y"].kind == sg.CARTESIAN_Y
+    models = st.models_from_settings(s)
+    assert models["x"].kind == st.CARTESIAN_X and models["y"].kind == st.CARTESIAN_Y
     assert models["x"].step_dist == s.steppers.x.step_distance_mm
     assert len(models["x"].coefs) == 2 and len(models["y"].coefs) == 1
     assert models["extruder"].half_smooth_time == pytest.approx(0.02)
     corexy = with_overrides(s, printer={"kinematics": "corexy"})
-    models = sg.models_from_settings(corexy)
-    assert (models["x"].kind, models["y"].kind) == (sg.COREXY_A, sg.COREXY_B)
-    assert len(models["x"].coefs) == 3 and models["z"].kind == sg.CARTESIAN_Z
+    models = st.models_from_settings(corexy)
+    assert (models["x"].kind, models["y"].kind) == (st.COREXY_A, st.COREXY_B)
+    assert len(models["x"].coefs) == 3 and models["z"].kind == st.CARTESIAN_Z
     assert InputShaperSettings().shaper_freq_x == 0.0
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from printhost.control.kernels import reference as ref
-from printhost.control.kernels import stepgen as sg
+from printhost.control.kernels import steppers as st
 from printhost.control.kernels.stepcompress import Commands
 from printhost.control.stepstream import (KIND_NAMES, QUEUE_STEP, SET_NEXT_STEP_DIR,
                                           StepCommands, StepStream, channel_commands,
@@ -89,10 +89,10 @@ def test_rows_carry_only_their_kinds_fields():
 # --------------------------------------------------------------------------- StepStream
 
 MODELS = {
-    "x": sg.StepperModel(sg.CARTESIAN_X, 0.0125),
-    "y": sg.StepperModel(sg.CARTESIAN_Y, 0.0125),
-    "z": sg.StepperModel(sg.CARTESIAN_Z, 0.0025),
-    "extruder": sg.StepperModel(sg.EXTRUDER, 0.002, pressure_advance=0.05, smooth_time=0.04),
+    "x": st.StepperModel(st.CARTESIAN_X, 0.0125),
+    "y": st.StepperModel(st.CARTESIAN_Y, 0.0125),
+    "z": st.StepperModel(st.CARTESIAN_Z, 0.0025),
+    "extruder": st.StepperModel(st.EXTRUDER, 0.002, pressure_advance=0.05, smooth_time=0.04),
 }
 OIDS = {"x": 0, "y": 1, "z": 2, "extruder": 3}
 
@@ -169,3 +169,27 @@ def test_chunking_does_not_change_the_steps_made():
                 for oid in OIDS.values()}
     small, whole = steps(_run(23, 3)[1]), steps(_run(23, 60)[1])
     assert small == whole and min(whole.values()) > 0
+
+
+def test_capacity_hint_saves_kernel_reruns_and_changes_nothing(monkeypatch):
+    # Each channel sizes its next output buffer from the steps it has seen, so later
+    # chunks need no second kernel run; the commands must be those made without it.
+    from printhost.control import stepstream
+    from printhost.control.kernels import steppers
+
+    kernel = steppers.generate_steps_kernel
+    calls = []
+
+    def counting(*args):
+        calls.append(len(args[-2]))
+        return kernel(*args)
+
+    monkeypatch.setattr(steppers, "generate_steps_kernel", counting)
+    hinted = _run(24, 10)[1]
+    hinted_calls = len(calls)
+    calls.clear()
+    monkeypatch.setattr(stepstream, "generate_steps",
+                        lambda *args: steppers.generate_steps(*args[:5]))
+    plain = _run(24, 10)[1]
+    assert [_rows(c) for c in hinted] == [_rows(c) for c in plain]
+    assert hinted_calls < len(calls)

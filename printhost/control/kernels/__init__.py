@@ -8,9 +8,14 @@ submodules keep that work in numba-compiled functions over plain numpy arrays:
 
 - `trapq`: the move-segment array every kernel reads (one row per constant-
   acceleration phase of a move).
-- `stepgen`: step times and directions for one stepper from those segments,
-  including input shaping and pressure advance.
+- `position`: a stepper's position over time from those segments, including
+  input shaping and pressure advance.
+- `stepgen`: the step times and directions of that position.
+- `steppers`: stepper models and the Python calls into `position` and `stepgen`.
 - `stepcompress`: packing step times into (interval, count, add) triples.
+- `plan`: `printhost batch`'s compiled planner (interpreter, toolhead and
+  lookahead for a whole file), with `plan_ops`, `plan_kernel` and
+  `plan_lookahead`.
 - `reference`: slow, plain-Python statements of the same contracts, which the
   tests hold the compiled kernels to.
 
@@ -19,6 +24,13 @@ kernels from scratch takes seconds and the control process should not pay that o
 every start. The cache lives next to the sources unless `configure_cache` points it
 elsewhere. This package module deliberately imports neither numba nor the
 submodules, so that `configure_cache` can run before any kernel is defined.
+
+numba checks a cached function against its own source file only. Kernels call
+kernels in other modules (`stepgen` those of `position`, `plan_kernel` those of
+`plan_lookahead`) and read constants of others (`trapq`, `plan_ops`), and the
+cached caller keeps the old version of what it compiled in. After editing a
+module, delete the cache (the `*.nbi` and `*.nbc` files in `__pycache__`, or the
+configured directory) before measuring or testing.
 """
 
 from __future__ import annotations
@@ -28,8 +40,10 @@ import sys
 from pathlib import Path
 
 # Every module that defines cached numba functions; they must load after the cache is set.
-_KERNEL_MODULES = ("printhost.control.kernels.stepgen", "printhost.control.kernels.stepcompress",
-                   "printhost.control.kernels.plan", "printhost.control.kernels.trapq",
+_KERNEL_MODULES = ("printhost.control.kernels.stepgen", "printhost.control.kernels.position",
+                   "printhost.control.kernels.stepcompress",
+                   "printhost.control.kernels.plan_kernel",
+                   "printhost.control.kernels.plan_lookahead", "printhost.control.kernels.trapq",
                    "printhost.control.gcode_bulk", "printhost.mcu.fastencode")
 
 

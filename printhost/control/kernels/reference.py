@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from printhost.control.kernels import stepgen as _sg
+from printhost.control.kernels import steppers as _st
 from printhost.control.motion import PlannedMove
 from printhost.control.kernels.stepcompress import (CLOCK_DIFF_MAX, MAX_ADD, MAX_COUNT,
                                                     MIN_ADD)
@@ -86,26 +86,26 @@ def _pulses(shaper) -> list[tuple[float, float]]:
     return [(float(a), float(t)) for a, t in zip(shaper[0], shaper[1])]
 
 
-def _terms(model: _sg.StepperModel) -> list[tuple[int, float, list[tuple[float, float]]]]:
+def _terms(model: _st.StepperModel) -> list[tuple[int, float, list[tuple[float, float]]]]:
     """(column, sign, shaper pulses) of each coordinate the stepper adds up."""
-    if model.kind == _sg.CARTESIAN_X:
+    if model.kind == _st.CARTESIAN_X:
         return [(0, 1.0, _pulses(model.shaper_x))]
-    if model.kind == _sg.CARTESIAN_Y:
+    if model.kind == _st.CARTESIAN_Y:
         return [(1, 1.0, _pulses(model.shaper_y))]
-    if model.kind == _sg.CARTESIAN_Z:
+    if model.kind == _st.CARTESIAN_Z:
         return [(2, 1.0, _pulses(None))]
-    if model.kind == _sg.COREXY_A:
+    if model.kind == _st.COREXY_A:
         return [(0, 1.0, _pulses(model.shaper_x)), (1, 1.0, _pulses(model.shaper_y))]
-    if model.kind == _sg.COREXY_B:
+    if model.kind == _st.COREXY_B:
         return [(0, 1.0, _pulses(model.shaper_x)), (1, -1.0, _pulses(model.shaper_y))]
     return [(0, 1.0, _pulses(None))]
 
 
-def _uses_pa(model: _sg.StepperModel) -> bool:
-    return model.kind == _sg.EXTRUDER and model.pressure_advance > 0.0
+def _uses_pa(model: _st.StepperModel) -> bool:
+    return model.kind == _st.EXTRUDER and model.pressure_advance > 0.0
 
 
-def _shaped(track: _Track, model: _sg.StepperModel, t: float, velocity: bool) -> float:
+def _shaped(track: _Track, model: _st.StepperModel, t: float, velocity: bool) -> float:
     total = 0.0
     for col, sign, pulses in _terms(model):
         value = 0.0
@@ -116,7 +116,7 @@ def _shaped(track: _Track, model: _sg.StepperModel, t: float, velocity: bool) ->
     return total
 
 
-def _advanced(track: _Track, model: _sg.StepperModel, x: float) -> float:
+def _advanced(track: _Track, model: _st.StepperModel, x: float) -> float:
     """e(x) + K * e'(x) on rows that may advance, e(x) elsewhere."""
     j, inside = track.locate(x)
     e = track.coord(0, x)
@@ -125,7 +125,7 @@ def _advanced(track: _Track, model: _sg.StepperModel, x: float) -> float:
     return e
 
 
-def _pa_average(track: _Track, model: _sg.StepperModel, t: float, slope: bool) -> float:
+def _pa_average(track: _Track, model: _st.StepperModel, t: float, slope: bool) -> float:
     """Triangle-weighted mean of the advanced position (or the sign-weighted slope)."""
     h = 0.5 * model.smooth_time
     cuts = [t - h, t, t + h]
@@ -147,13 +147,13 @@ def _pa_average(track: _Track, model: _sg.StepperModel, t: float, slope: bool) -
     return total / (h * h)
 
 
-def _value(track: _Track, model: _sg.StepperModel, t: float) -> float:
+def _value(track: _Track, model: _st.StepperModel, t: float) -> float:
     if _uses_pa(model):
         return _pa_average(track, model, t, slope=False)
     return _shaped(track, model, t, velocity=False)
 
 
-def stepper_position(segs: np.ndarray, model: _sg.StepperModel, t: float) -> float:
+def stepper_position(segs: np.ndarray, model: _st.StepperModel, t: float) -> float:
     """The stepper position at t in mm, straight from the definition."""
     return _value(_Track(segs), model, t)
 
@@ -196,7 +196,7 @@ def _monotonic_steps(f, m0: float, m1: float, p0: float, p1: float, step_dist: f
             out.append((_crossing(f, m0, m1, (j + 0.5) * step_dist, False), -1))
 
 
-def _quadratic_turns(track: _Track, model: _sg.StepperModel, a: float, b: float) -> list[float]:
+def _quadratic_turns(track: _Track, model: _st.StepperModel, a: float, b: float) -> list[float]:
     """The vertex of the quadratic on (a, b), from the velocity at two inner points."""
     s1, s2 = a + 0.25 * (b - a), a + 0.75 * (b - a)
     v1 = _shaped(track, model, s1, velocity=True)
@@ -224,7 +224,7 @@ def _solve(m: list[list[float]], rhs: list[float]) -> list[float]:
     return x
 
 
-def _pa_turns(track: _Track, model: _sg.StepperModel, a: float, b: float) -> list[float]:
+def _pa_turns(track: _Track, model: _st.StepperModel, a: float, b: float) -> list[float]:
     """Turning points of the smoothed position on (a, b).
 
     The slope is a cubic there: fit it through four Chebyshev nodes, split (a, b)
@@ -264,7 +264,7 @@ def _pa_turns(track: _Track, model: _sg.StepperModel, a: float, b: float) -> lis
     return [t for t in turns if a < t < b]
 
 
-def generate_steps(segs: np.ndarray, model: _sg.StepperModel, t0: float, t1: float,
+def generate_steps(segs: np.ndarray, model: _st.StepperModel, t0: float, t1: float,
                    position: int) -> tuple[list[float], list[int], int]:
     """Steps in [t0, t1): (times, directions, final commanded position)."""
     track = _Track(segs)

@@ -1,28 +1,23 @@
 """Step times for one stepper motor, computed from the move-segment array.
 
-A stepper's position is a function of print time built from the segments (see
-`trapq`): one coordinate for a cartesian axis, x + y or x - y for the two CoreXY
-motors, the filament position for the extruder. With `step_dist` the distance of
-one microstep, the motor is commanded to step k while its position lies in
-[(k - 1/2) step_dist, (k + 1/2) step_dist): it steps forward at the moment the
-position reaches (k + 1/2) step_dist and back at the moment it drops below
-(k - 1/2) step_dist. This is the half-step rule of Klipper's itersolve, on a grid
-anchored at zero instead of at wherever the position was last set, so that the
-commanded step position is always the rounding of the true position and nothing
-depends on history.
+The stepper's position is a function of print time (`position`: a sum of
+coordinate streams, or the pressure-advance average for the extruder). With
+`step_dist` the distance of one microstep, the motor is commanded to step k while
+its position lies in [(k - 1/2) step_dist, (k + 1/2) step_dist): it steps forward
+at the moment the position reaches (k + 1/2) step_dist and back at the moment it
+drops below (k - 1/2) step_dist. This is the half-step rule of Klipper's
+itersolve, on a grid anchored at zero instead of at wherever the position was last
+set, so that the commanded step position is always the rounding of the true
+position and nothing depends on history.
 
-The position function is a sum of "streams": a coordinate of the segments, scaled
-and delayed. A plain axis is one stream; CoreXY adds two; input shaping replaces a
-coordinate c(t) by sum_i A_i c(t - T_i), one stream per pulse. Every stream is a
-quadratic in time between the segment boundaries shifted by its delay, so the sum
-is exactly quadratic between consecutive such breakpoints, and its step times are
-roots of quadratics, solved in closed form. Pressure advance is the exception: the
-extruder position e(t) + K e'(t) is averaged with a triangular weight over
-+-smooth_time/2 (Klipper's kin_extruder), which makes it a quartic between the
-breakpoints {boundary - h, boundary, boundary + h}. There the pieces are split at
-the zeros of the derivative (found through the zeros of the second derivative,
-which is a quadratic) and each crossing is bracketed and refined with the Illinois
-variant of regula falsi to well under a nanosecond.
+Every stream is a quadratic in time between the segment boundaries shifted by its
+delay, so the sum is exactly quadratic between consecutive such breakpoints, and
+its step times are roots of quadratics, solved in closed form. The pressure-advance
+position is a quartic between the breakpoints {boundary - h, boundary,
+boundary + h}. There the pieces are split at the zeros of the derivative (found
+through the zeros of the second derivative, which is a quadratic) and each
+crossing is bracketed and refined with the Illinois variant of regula falsi to
+well under a nanosecond.
 
 Why breakpoint intervals and not a search along time: on an interval with a known
 polynomial, the turning points are known, so between them the position is
@@ -42,192 +37,30 @@ on the segments, never on t0 and t1, and every root is computed from its piece
 alone; a range merely selects the roots that fall inside it. Calling range after
 range therefore produces bit-for-bit the steps of one call over the union. The
 state carried between calls is just the commanded step position.
+
+This module holds only the compiled search; `steppers` is the Python interface
+(`StepperModel`, `generate_steps`) that validates input and sizes the output.
+numba's cache checks only the file a function is defined in, so after editing
+`position` clear the cache (see `printhost.control.kernels`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
 
 import numba
 import numpy as np
 
 from printhost.control.kernels import trapq
+from printhost.control.kernels.position import (MODE_PRESSURE_ADVANCE, MODE_QUADRATIC,
+                                                commanded_step, find_row, held_value, pa_eval,
+                                                position_at, position_kernel, stream_position)
 from printhost.control.kernels.trapq import (AXES_R_X, AXES_R_Y, HALF_ACCEL, MOVE_T,
-                                              PRINT_TIME, START_V, START_X)
-
-if TYPE_CHECKING:
-    from printhost.config import Settings
-
-CARTESIAN_X = 0
-CARTESIAN_Y = 1
-CARTESIAN_Z = 2
-COREXY_A = 3
-COREXY_B = 4
-EXTRUDER = 5
-KIND_NAMES = ("cartesian_x", "cartesian_y", "cartesian_z", "corexy_a", "corexy_b", "extruder")
+                                             PRINT_TIME, START_V, START_X)
 
 # Step times from the iterative solver are refined until the bracket is this narrow.
 ROOT_TOLERANCE_S = 1e-11
 _MAX_ITERATIONS = 200
-
-_MODE_QUADRATIC = 0
-_MODE_PRESSURE_ADVANCE = 1
-
-
-# --------------------------------------------------------------------------- evaluation
-
-@numba.njit(cache=True, nogil=True)
-def _find_row(segs, x):
-    """Index of the last row starting at or before `x`, or -1 if `x` precedes all rows."""
-    lo = 0
-    hi = segs.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if segs[mid, PRINT_TIME] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo - 1
-
-
-@numba.njit(cache=True, nogil=True)
-def _held_value(segs, j, col):
-    """Coordinate `col` while no row is active just after row `j` (j = -1: before the first)."""
-    n = segs.shape[0]
-    if j + 1 < n:
-        return segs[j + 1, START_X + col]
-    mt = segs[j, MOVE_T]
-    return segs[j, START_X + col] + segs[j, AXES_R_X + col] * (
-        (segs[j, START_V] + segs[j, HALF_ACCEL] * mt) * mt)
-
-
-@numba.njit(cache=True, nogil=True)
-def _coord(segs, col, x):
-    """Coordinate `col` (0, 1, 2 = the X, Y, Z columns) at time `x`."""
-    j = _find_row(segs, x)
-    if j >= 0:
-        pt = segs[j, PRINT_TIME]
-        if x < pt + segs[j, MOVE_T]:
-            dt = x - pt
-            return segs[j, START_X + col] + segs[j, AXES_R_X + col] * (
-                (segs[j, START_V] + segs[j, HALF_ACCEL] * dt) * dt)
-    return _held_value(segs, j, col)
-
-
-@numba.njit(cache=True, nogil=True)
-def _stream_position(segs, cols, coefs, shifts, t):
-    total = 0.0
-    for k in range(cols.shape[0]):
-        total += coefs[k] * _coord(segs, cols[k], t - shifts[k])
-    return total
-
-
-@numba.njit(cache=True, nogil=True)
-def _weighted_moment(q0, q1, q2, u0, u1, hst, slope):
-    """Integral over [u0, u1] (one side of u = 0) of (q0 + q1 u + q2 u^2) * weight.
-
-    slope = 0 gives the sign weight sign(u), otherwise the triangle weight
-    hst - |u|; the stretch must not straddle u = 0, so sign(u) is a constant.
-    """
-    side = 1.0 if u1 > 0.0 else -1.0
-    a2 = u0 * u0
-    b2 = u1 * u1
-    a3 = a2 * u0
-    b3 = b2 * u1
-    m0 = q0 * (u1 - u0) + q1 * 0.5 * (b2 - a2) + q2 * (b3 - a3) / 3.0
-    if slope == 0.0:
-        return side * m0
-    m1 = q0 * 0.5 * (b2 - a2) + q1 * (b3 - a3) / 3.0 + q2 * 0.25 * (b2 * b2 - a2 * a2)
-    return hst * m0 - side * m1
-
-
-@numba.njit(cache=True, nogil=True)
-def _window_integral(q0, q1, q2, u0, u1, hst, slope):
-    total = 0.0
-    if u0 < 0.0:
-        total += _weighted_moment(q0, q1, q2, u0, min(u1, 0.0), hst, slope)
-    if u1 > 0.0:
-        total += _weighted_moment(q0, q1, q2, max(u0, 0.0), u1, hst, slope)
-    return total
-
-
-@numba.njit(cache=True, nogil=True)
-def _pa_eval(segs, t, hst, advance, derivative):
-    """Smoothed pressure-advance position at `t` (derivative=False) or its slope.
-
-    The advanced position pa(x) = e(x) + K * flag * e'(x) is integrated against the
-    triangle hst - |x - t| (or, for the slope, against sign(x - t)) over the window
-    [t - hst, t + hst] and divided by hst^2, so a constant velocity passes through
-    unchanged. Each row's polynomial is re-centred on t before integrating, and
-    positions are taken relative to a nearby base, which keeps the sums small.
-    """
-    n = segs.shape[0]
-    lo = t - hst
-    hi = t + hst
-    j = _find_row(segs, lo)
-    base = segs[0, START_X] if j < 0 else segs[j, START_X]
-    slope = 0.0 if derivative else 1.0
-    acc = 0.0
-    x = lo
-    if j < 0:
-        xe = min(segs[0, PRINT_TIME], hi)
-        if xe > x:
-            acc += _window_integral(segs[0, START_X] - base, 0.0, 0.0, x - t, xe - t, hst, slope)
-            x = xe
-        j = 0
-    while x < hi:
-        pt = segs[j, PRINT_TIME]
-        end = pt + segs[j, MOVE_T]
-        if x < end:
-            xe = min(end, hi)
-            c = t - pt
-            r = segs[j, AXES_R_X]
-            v = segs[j, START_V]
-            h = segs[j, HALF_ACCEL]
-            f = advance * segs[j, AXES_R_Y]
-            vel = r * (v + 2.0 * h * c)
-            q0 = (segs[j, START_X] - base) + r * ((v + h * c) * c) + f * vel
-            q1 = vel + f * 2.0 * r * h
-            q2 = r * h
-            acc += _window_integral(q0, q1, q2, x - t, xe - t, hst, slope)
-            x = xe
-            if x >= hi:
-                break
-        if j + 1 < n:
-            nxt = segs[j + 1, PRINT_TIME]
-            if x < nxt:
-                xe = min(nxt, hi)
-                acc += _window_integral(segs[j + 1, START_X] - base, 0.0, 0.0,
-                                        x - t, xe - t, hst, slope)
-                x = xe
-            j += 1
-        else:
-            acc += _window_integral(_held_value(segs, j, 0) - base, 0.0, 0.0,
-                                    x - t, hi - t, hst, slope)
-            x = hi
-    if derivative:
-        return acc / (hst * hst)
-    return base + acc / (hst * hst)
-
-
-@numba.njit(cache=True, nogil=True)
-def _position(mode, segs, cols, coefs, shifts, hst, advance, t):
-    if mode == _MODE_QUADRATIC:
-        return _stream_position(segs, cols, coefs, shifts, t)
-    return _pa_eval(segs, t, hst, advance, False)
-
-
-@numba.njit(cache=True, nogil=True)
-def _commanded(p, step_dist):
-    """The step k with (k - 1/2) step_dist <= p < (k + 1/2) step_dist."""
-    k = np.int64(math.floor(p / step_dist + 0.5))
-    while (k + 0.5) * step_dist <= p:
-        k += 1
-    while (k - 0.5) * step_dist > p:
-        k -= 1
-    return k
 
 
 # --------------------------------------------------------------------------- root finding
@@ -279,7 +112,7 @@ def _refine(segs, hst, advance, derivative, target, rising, lo, hi, f_lo, f_hi):
             x = lo + 0.5 * (hi - lo)
             if not (lo < x < hi):
                 break
-        fx = _pa_eval(segs, x, hst, advance, derivative) - target
+        fx = pa_eval(segs, x, hst, advance, derivative) - target
         reached = fx >= 0.0 if rising else fx < 0.0
         if reached:
             hi = x
@@ -332,16 +165,16 @@ def _piece(mode, segs, cols, coefs, shifts, hst, advance, step_dist, t0, t1,
     """
     if m1 < t0 or m0 >= t1:
         return count
-    k0 = _commanded(p0, step_dist)
-    k1 = _commanded(p1, step_dist)
+    k0 = commanded_step(p0, step_dist)
+    k1 = commanded_step(p1, step_dist)
     if k0 == k1:
         return count
     first, last, direction = _threshold_range(k0, k1)
     if m0 < t0 or m1 > t1:
-        e0 = _commanded(_position(mode, segs, cols, coefs, shifts, hst, advance, t0),
-                        step_dist) if m0 < t0 else k0
-        e1 = _commanded(_position(mode, segs, cols, coefs, shifts, hst, advance, t1),
-                        step_dist) if m1 > t1 else k1
+        e0 = commanded_step(position_at(mode, segs, cols, coefs, shifts, hst, advance, t0),
+                            step_dist) if m0 < t0 else k0
+        e1 = commanded_step(position_at(mode, segs, cols, coefs, shifts, hst, advance, t1),
+                            step_dist) if m1 > t1 else k1
         lo_j, hi_j = (e0 - 2, e1 + 1) if direction > 0 else (e1 - 2, e0 + 1)
         if direction > 0:
             first = max(first, lo_j)
@@ -354,7 +187,7 @@ def _piece(mode, segs, cols, coefs, shifts, hst, advance, step_dist, t0, t1,
     floor_t = m0
     while (j <= last) if rising else (j >= last):
         thr = (j + 0.5) * step_dist
-        if mode == _MODE_QUADRATIC:
+        if mode == MODE_QUADRATIC:
             t = a + _quadratic_root(c0 - thr, c1, c2, direction)
         else:
             t = _refine(segs, hst, advance, False, thr, rising, m0, m1, p0, p1)
@@ -383,7 +216,7 @@ def _quadratic_interval(segs, cols, coefs, shifts, step_dist, t0, t1, a, b, pa, 
         col = cols[k]
         w = coefs[k]
         xm = mid - shifts[k]
-        j = _find_row(segs, xm)
+        j = find_row(segs, xm)
         if j >= 0 and xm < segs[j, PRINT_TIME] + segs[j, MOVE_T]:
             o = (a - shifts[k]) - segs[j, PRINT_TIME]
             r = segs[j, AXES_R_X + col]
@@ -393,19 +226,19 @@ def _quadratic_interval(segs, cols, coefs, shifts, step_dist, t0, t1, a, b, pa, 
             c1 += w * (r * (v + 2.0 * h * o))
             c2 += w * (r * h)
         else:
-            c0 += w * _held_value(segs, j, col)
+            c0 += w * held_value(segs, j, col)
     split = b
     if c2 != 0.0:
         vertex = a + (-c1 / (2.0 * c2))
         if a < vertex < b:
             split = vertex
     if split < b:
-        pv = _stream_position(segs, cols, coefs, shifts, split)
-        count = _piece(_MODE_QUADRATIC, segs, cols, coefs, shifts, 0.0, 0.0, step_dist, t0, t1,
+        pv = stream_position(segs, cols, coefs, shifts, split)
+        count = _piece(MODE_QUADRATIC, segs, cols, coefs, shifts, 0.0, 0.0, step_dist, t0, t1,
                        a, c0, c1, c2, a, split, pa, pv, out_t, out_d, count)
-        return _piece(_MODE_QUADRATIC, segs, cols, coefs, shifts, 0.0, 0.0, step_dist, t0, t1,
+        return _piece(MODE_QUADRATIC, segs, cols, coefs, shifts, 0.0, 0.0, step_dist, t0, t1,
                       a, c0, c1, c2, split, b, pv, pb, out_t, out_d, count)
-    return _piece(_MODE_QUADRATIC, segs, cols, coefs, shifts, 0.0, 0.0, step_dist, t0, t1,
+    return _piece(MODE_QUADRATIC, segs, cols, coefs, shifts, 0.0, 0.0, step_dist, t0, t1,
                   a, c0, c1, c2, a, b, pa, pb, out_t, out_d, count)
 
 
@@ -426,7 +259,7 @@ def _curvature_roots(segs, hst, advance, a, b):
         offset = (i - 1) * hst
         w = -2.0 if i == 1 else 1.0
         xm = mid + offset
-        j = _find_row(segs, xm)
+        j = find_row(segs, xm)
         if j >= 0 and xm < segs[j, PRINT_TIME] + segs[j, MOVE_T]:
             o = (a + offset) - segs[j, PRINT_TIME]
             r = segs[j, AXES_R_X]
@@ -438,7 +271,7 @@ def _curvature_roots(segs, hst, advance, a, b):
             d1 += w * (vel + f * 2.0 * r * h)
             d2 += w * (r * h)
         else:
-            d0 += w * _held_value(segs, j, 0)
+            d0 += w * held_value(segs, j, 0)
     r1 = np.nan
     r2 = np.nan
     if d2 == 0.0:
@@ -483,7 +316,7 @@ def _pa_interval(segs, cols, coefs, shifts, hst, advance, step_dist, t0, t1, a, 
     z1, z2 = _curvature_roots(segs, hst, advance, a, b)
     start = a
     p_start = pa
-    s_prev = _pa_eval(segs, a, hst, advance, True)
+    s_prev = pa_eval(segs, a, hst, advance, True)
     sign = 0.0 if s_prev == 0.0 else math.copysign(1.0, s_prev)
     u1 = a
     for i in range(3):
@@ -493,15 +326,15 @@ def _pa_interval(segs, cols, coefs, shifts, hst, advance, step_dist, t0, t1, a, 
             continue
         u0 = u1
         u1 = mark
-        s_next = _pa_eval(segs, u1, hst, advance, True)
+        s_next = pa_eval(segs, u1, hst, advance, True)
         turn = np.nan
         if (s_prev < 0.0 < s_next) or (s_next < 0.0 < s_prev):
             turn = _refine(segs, hst, advance, True, 0.0, s_next > 0.0, u0, u1, s_prev, s_next)
         elif s_prev == 0.0 and s_next != 0.0 and sign * s_next < 0.0:
             turn = u0
         if start < turn < b:
-            p_turn = _pa_eval(segs, turn, hst, advance, False)
-            count = _piece(_MODE_PRESSURE_ADVANCE, segs, cols, coefs, shifts, hst, advance,
+            p_turn = pa_eval(segs, turn, hst, advance, False)
+            count = _piece(MODE_PRESSURE_ADVANCE, segs, cols, coefs, shifts, hst, advance,
                            step_dist, t0, t1, start, 0.0, 0.0, 0.0, start, turn, p_start, p_turn,
                            out_t, out_d, count)
             start = turn
@@ -509,7 +342,7 @@ def _pa_interval(segs, cols, coefs, shifts, hst, advance, step_dist, t0, t1, a, 
         if s_next != 0.0:
             sign = math.copysign(1.0, s_next)
         s_prev = s_next
-    return _piece(_MODE_PRESSURE_ADVANCE, segs, cols, coefs, shifts, hst, advance, step_dist,
+    return _piece(MODE_PRESSURE_ADVANCE, segs, cols, coefs, shifts, hst, advance, step_dist,
                   t0, t1, start, 0.0, 0.0, 0.0, start, b, p_start, pb, out_t, out_d, count)
 
 
@@ -561,8 +394,8 @@ def generate_steps_kernel(segs, cols, coefs, shifts, hst, advance, step_dist, t0
     count = 0
     if segs.shape[0] == 0 or not (t0 < t1):
         return count
-    mode = _MODE_PRESSURE_ADVANCE if hst > 0.0 else _MODE_QUADRATIC
-    if mode == _MODE_PRESSURE_ADVANCE:
+    mode = MODE_PRESSURE_ADVANCE if hst > 0.0 else MODE_QUADRATIC
+    if mode == MODE_PRESSURE_ADVANCE:
         bshift = np.array([-hst, 0.0, hst])
     else:
         bshift = shifts
@@ -585,7 +418,7 @@ def generate_steps_kernel(segs, cols, coefs, shifts, hst, advance, step_dist, t0
         ptr[k] = _count_below(bd, bshift[k], cur)
         while ptr[k] < nb and bd[ptr[k]] + bshift[k] <= cur:
             ptr[k] += 1
-    p_cur = _position(mode, segs, cols, coefs, shifts, hst, advance, cur)
+    p_cur = position_at(mode, segs, cols, coefs, shifts, hst, advance, cur)
     while cur < t1:
         nxt = np.inf
         for k in range(ns):
@@ -595,8 +428,8 @@ def generate_steps_kernel(segs, cols, coefs, shifts, hst, advance, step_dist, t0
                     nxt = v
         if nxt == np.inf:
             break
-        p_nxt = _position(mode, segs, cols, coefs, shifts, hst, advance, nxt)
-        if mode == _MODE_QUADRATIC:
+        p_nxt = position_at(mode, segs, cols, coefs, shifts, hst, advance, nxt)
+        if mode == MODE_QUADRATIC:
             count = _quadratic_interval(segs, cols, coefs, shifts, step_dist, t0, t1,
                                         cur, nxt, p_cur, p_nxt, out_t, out_d, count)
         else:
@@ -610,182 +443,21 @@ def generate_steps_kernel(segs, cols, coefs, shifts, hst, advance, step_dist, t0
     return count
 
 
-@numba.njit(cache=True, nogil=True)
-def position_kernel(segs, cols, coefs, shifts, hst, advance, step_dist, t):
-    """(position in mm, commanded step) of the stepper at time t."""
-    mode = _MODE_PRESSURE_ADVANCE if hst > 0.0 else _MODE_QUADRATIC
-    p = _position(mode, segs, cols, coefs, shifts, hst, advance, t)
-    return p, _commanded(p, step_dist)
-
-
-# --------------------------------------------------------------------------- Python API
-
-Shaper = tuple[np.ndarray, np.ndarray]
-
-
-@dataclass(frozen=True, eq=False)
-class StepperModel:
-    """Everything that turns segments into one stepper's position.
-
-    `kind` is one of the module constants; `step_dist` is the microstep length in
-    mm. `shaper_x`/`shaper_y` are (amplitudes, times) from `shaper.shaper_pulses`
-    and apply to the kinds that read that coordinate (CoreXY motors read both).
-    `pressure_advance` (s) and `smooth_time` (s) apply to EXTRUDER only; as in
-    Klipper, an advance of zero means the plain filament position. The extruder
-    reads the `extruder_segments` array, every other kind `toolhead_segments`.
-    """
-
-    kind: int
-    step_dist: float
-    shaper_x: Shaper | None = None
-    shaper_y: Shaper | None = None
-    pressure_advance: float = 0.0
-    smooth_time: float = 0.0
-    cols: np.ndarray = field(init=False, repr=False)
-    coefs: np.ndarray = field(init=False, repr=False)
-    shifts: np.ndarray = field(init=False, repr=False)
-    half_smooth_time: float = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.kind not in range(len(KIND_NAMES)):
-            raise ValueError(f"unknown stepper kind {self.kind!r}")
-        if not (math.isfinite(self.step_dist) and self.step_dist > 0.0):
-            raise ValueError(f"step_dist must be positive, got {self.step_dist!r}")
-        for name in ("pressure_advance", "smooth_time"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0.0):
-                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-        if self.kind == EXTRUDER:
-            if self.shaper_x is not None or self.shaper_y is not None:
-                raise ValueError("input shaping applies to the toolhead axes, not the extruder")
-            if self.pressure_advance > 0.0 and self.smooth_time <= 0.0:
-                raise ValueError("pressure advance needs a positive smooth_time")
-        elif self.pressure_advance or self.smooth_time:
-            raise ValueError("pressure advance applies to the extruder only")
-        # (column, sign) of the coordinates this kind adds up
-        terms = {CARTESIAN_X: ((0, 1.0),), CARTESIAN_Y: ((1, 1.0),), CARTESIAN_Z: ((2, 1.0),),
-                 COREXY_A: ((0, 1.0), (1, 1.0)), COREXY_B: ((0, 1.0), (1, -1.0)),
-                 EXTRUDER: ((0, 1.0),)}[self.kind]
-        cols: list[int] = []
-        coefs: list[float] = []
-        shifts: list[float] = []
-        for col, sign in terms:
-            shaper = (self.shaper_x, self.shaper_y, None)[col] if self.kind != EXTRUDER else None
-            if shaper is None:
-                amps, times = np.ones(1), np.zeros(1)
-            else:
-                amps = np.asarray(shaper[0], dtype=np.float64)
-                times = np.asarray(shaper[1], dtype=np.float64)
-                if amps.shape != times.shape or amps.ndim != 1 or len(amps) == 0:
-                    raise ValueError("a shaper is two equal-length 1-D arrays (amplitudes, times)")
-                if not (np.isfinite(amps).all() and np.isfinite(times).all()):
-                    raise ValueError("shaper pulses must be finite")
-            for amp, delay in zip(amps, times):
-                cols.append(col)
-                coefs.append(sign * float(amp))
-                shifts.append(float(delay))
-        object.__setattr__(self, "cols", np.array(cols, dtype=np.int64))
-        object.__setattr__(self, "coefs", np.array(coefs, dtype=np.float64))
-        object.__setattr__(self, "shifts", np.array(shifts, dtype=np.float64))
-        hst = 0.5 * self.smooth_time if self.pressure_advance > 0.0 else 0.0
-        object.__setattr__(self, "half_smooth_time", hst)
-
-    def margins(self) -> tuple[float, float]:
-        """How far before t0 and after t1 the segments must reach for a range [t0, t1).
-
-        The position at t reads the motion from t - before to t + after (shaper
-        delays, or half the smoothing window). When streaming, steps up to t1 can
-        only be generated once the motion up to t1 + after is known.
-        """
-        if self.half_smooth_time > 0.0:
-            return self.half_smooth_time, self.half_smooth_time
-        return max(0.0, float(self.shifts.max())), max(0.0, float(-self.shifts.min()))
-
-
-class StepBatch(NamedTuple):
-    times: np.ndarray      # float64 print times of the steps, ascending
-    dirs: np.ndarray       # int8, +1 or -1 per step
-    position: int          # commanded step position after the last step
-
-
-def generate_steps(segs: np.ndarray, model: StepperModel, t0: float, t1: float,
-                   position: int) -> StepBatch:
-    """Steps of the stepper in print time [t0, t1), starting from commanded `position`.
-
-    `segs` must cover [t0 - before, t1 + after] (see `StepperModel.margins`); it
-    may be a window of a longer array (`trapq.window`). `position` is the
-    commanded step position before t0: from a previous batch, or
-    `commanded_position` at the time the motion starts.
-    """
-    segs = trapq.check_segments(segs)
-    if not (math.isfinite(t0) or t0 == -math.inf) or math.isnan(t1):
-        raise ValueError(f"invalid time range [{t0!r}, {t1!r})")
-    capacity = 256
-    while True:
-        out_t = np.empty(capacity, dtype=np.float64)
-        out_d = np.empty(capacity, dtype=np.int8)
-        count = generate_steps_kernel(segs, model.cols, model.coefs, model.shifts,
-                                      model.half_smooth_time, model.pressure_advance,
-                                      model.step_dist, float(t0), float(t1), out_t, out_d)
-        if count <= capacity:
-            break
-        capacity = count
-    dirs = out_d[:count]
-    return StepBatch(out_t[:count], dirs, int(position) + int(dirs.sum(dtype=np.int64)))
-
-
-def stepper_position(segs: np.ndarray, model: StepperModel, t: float) -> float:
-    """The stepper's exact (unrounded) position in mm at print time t."""
-    segs = trapq.check_segments(segs)
-    if len(segs) == 0:
-        raise ValueError("no segments")
-    return float(position_kernel(segs, model.cols, model.coefs, model.shifts,
-                                 model.half_smooth_time, model.pressure_advance,
-                                 model.step_dist, float(t))[0])
-
-
-def commanded_position(segs: np.ndarray, model: StepperModel, t: float) -> int:
-    """The step the motor is commanded to at time t: the position rounded to a step."""
-    segs = trapq.check_segments(segs)
-    if len(segs) == 0:
-        raise ValueError("no segments")
-    return int(position_kernel(segs, model.cols, model.coefs, model.shifts,
-                               model.half_smooth_time, model.pressure_advance,
-                               model.step_dist, float(t))[1])
-
-
-def models_from_settings(settings: Settings) -> dict[str, StepperModel]:
-    """One model per stepper of the configured printer, keyed x, y, z, extruder.
-
-    For CoreXY, "x" and "y" are the A and B motors, as in the [steppers] section.
-    """
-    from printhost.control.shaper import shaper_pulses
-
-    shaping = settings.input_shaper
-    sx = shaper_pulses(shaping, "x")
-    sy = shaper_pulses(shaping, "y")
-    st = settings.steppers
-    if settings.printer.kinematics == "corexy":
-        a = StepperModel(COREXY_A, st.x.step_distance_mm, sx, sy)
-        b = StepperModel(COREXY_B, st.y.step_distance_mm, sx, sy)
-    else:
-        a = StepperModel(CARTESIAN_X, st.x.step_distance_mm, sx, None)
-        b = StepperModel(CARTESIAN_Y, st.y.step_distance_mm, None, sy)
-    ext = settings.extruder
-    return {
-        "x": a,
-        "y": b,
-        "z": StepperModel(CARTESIAN_Z, st.z.step_distance_mm),
-        "extruder": StepperModel(EXTRUDER, st.extruder.step_distance_mm,
-                                 pressure_advance=ext.pressure_advance,
-                                 smooth_time=ext.pressure_advance_smooth_time),
-    }
-
-
 def warm_up() -> None:
-    """Compile (or load from the cache) every kernel, so the first print does not wait."""
-    segs = np.array([[0.0, 0.1, 0.0, 50.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]])
-    generate_steps(segs, StepperModel(COREXY_A, 0.01), 0.0, 1.0, 0)
-    generate_steps(segs, StepperModel(EXTRUDER, 0.01, pressure_advance=0.05,
-                                      smooth_time=0.04), 0.0, 1.0, 0)
-    commanded_position(segs, StepperModel(CARTESIAN_X, 0.01), 0.5)
+    """Compile (or load from the cache) every kernel, so the first print does not wait.
+
+    numba keeps one compiled version per combination of argument types, so the
+    arguments have the types `steppers` passes: C-contiguous float64 segments (from
+    `trapq.check_segments`), int64 columns, float64 coefficients and shifts, Python
+    floats, float64 and int8 output. Other types would warm up a version no caller runs.
+    """
+    segs = trapq.check_segments(np.array([[0.0, 0.1, 0.0, 50.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0]]))
+    out_t = np.empty(256, dtype=np.float64)
+    out_d = np.empty(256, dtype=np.int8)
+    # (cols, coefs, shifts) of a CoreXY motor (two streams) and of a single stream.
+    corexy = (np.array([0, 1], dtype=np.int64), np.ones(2), np.zeros(2))
+    single = (np.zeros(1, dtype=np.int64), np.ones(1), np.zeros(1))
+    generate_steps_kernel(segs, *corexy, 0.0, 0.0, 0.01, 0.0, 1.0, out_t, out_d)
+    # The pressure-advance extruder.
+    generate_steps_kernel(segs, *single, 0.02, 0.05, 0.01, 0.0, 1.0, out_t, out_d)
+    position_kernel(segs, *single, 0.0, 0.0, 0.01, 0.5)
