@@ -27,10 +27,11 @@ submodules, so that `configure_cache` can run before any kernel is defined.
 
 numba checks a cached function against its own source file only. Kernels call
 kernels in other modules (`stepgen` those of `position`, `plan_kernel` those of
-`plan_lookahead`) and read constants of others (`trapq`, `plan_ops`), and the
-cached caller keeps the old version of what it compiled in. After editing a
-module, delete the cache (the `*.nbi` and `*.nbc` files in `__pycache__`, or the
-configured directory) before measuring or testing.
+`plan_lookahead`) and read constants of others (`trapq`, `plan_ops`), and a cached
+caller would keep the old version of what it compiled in. So on import this
+package fingerprints the sources of every kernel module together and, when the
+fingerprint differs from the one stored beside the cache, deletes this package's
+cached kernels first: an edit anywhere, or a new version, always recompiles.
 """
 
 from __future__ import annotations
@@ -73,3 +74,77 @@ def configure_cache(directory: str | os.PathLike[str]) -> bool:
         # numba reads its environment once at import; make it notice the change.
         numba_config.reload_config()
     return True
+
+
+# --------------------------------------------------------------------------- stale caches
+
+_FINGERPRINT_FILE = "printhost-kernels.fingerprint"
+
+
+# Modules whose source is compiled into cached kernels: those defining them, and
+# `plan_ops`, whose constants the planner kernel compiles in.
+_FINGERPRINTED = _KERNEL_MODULES + ("printhost.control.kernels.plan_ops",)
+
+
+def _module_files() -> list[Path]:
+    """Source files of every module that ends up in cached kernels."""
+    root = Path(__file__).resolve().parents[3]          # the directory holding `printhost/`
+    return [root.joinpath(*name.split(".")).with_suffix(".py") for name in _FINGERPRINTED]
+
+
+def _fingerprint(files: list[Path]) -> str:
+    import hashlib
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            digest.update(b"<missing>")
+    return digest.hexdigest()
+
+
+def _cache_dirs(files: list[Path]) -> list[Path]:
+    custom = os.environ.get("NUMBA_CACHE_DIR")
+    if custom:
+        return [Path(custom)]
+    return sorted({path.parent / "__pycache__" for path in files})
+
+
+def drop_stale_cache() -> bool:
+    """Delete cached kernels compiled from other sources; True if any were removed.
+
+    Only the cache files of printhost's own kernel modules are touched. Failures
+    (a read-only cache) are ignored here: numba then recompiles in memory.
+    """
+    files = _module_files()
+    current = _fingerprint(files)
+    stems = tuple(f"{path.stem}." for path in files)
+    removed = False
+    for directory in _cache_dirs(files):
+        marker = directory / _FINGERPRINT_FILE
+        try:
+            if marker.read_text() == current:
+                continue
+        except OSError:
+            pass
+        if directory.is_dir():
+            for cached in directory.rglob("*.nb[ic]"):
+                if cached.name.startswith(stems):
+                    try:
+                        cached.unlink()
+                        removed = True
+                    except OSError:
+                        pass
+        try:
+            # Never create directories outside the package or the configured cache.
+            if directory.parent.is_dir():
+                directory.mkdir(exist_ok=True)
+                marker.write_text(current)
+        except OSError:
+            pass
+    return removed
+
+
+drop_stale_cache()
+
