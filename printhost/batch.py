@@ -36,7 +36,7 @@ from printhost.control.interpreter import CommandError, GCodeInterpreter, PartFa
 from printhost.control.kernels.plan import (ACCEL_T, CRUISE_T, DECEL_T, END_E, END_X,
                                            plan_file)
 from printhost.control.kernels.steppers import models_from_settings
-from printhost.control.motion import PlannedMove, Vec4
+from printhost.control.motion import PlannedMove, QueueClockExecutor, Vec4
 from printhost.control.stepstream import (KIND_NAMES, QUEUE_STEP, SET_NEXT_STEP_DIR,
                                           StepCommands, StepStream)
 from printhost.control.toolhead import Toolhead
@@ -58,32 +58,24 @@ class BatchError(Exception):
     """The file cannot be run through the pipeline; the message names the line."""
 
 
-class StreamExecutor:
-    """A MotionExecutor whose clock is the end of its own queue: nothing waits.
+class StreamExecutor(QueueClockExecutor):
+    """Hands queued moves to the step stream in chunks of `CHUNK_S` of print time.
 
-    Moves are collected and handed to the step stream in chunks of `CHUNK_S` of
-    print time; `sink` receives the commands in clock order.
+    `sink` receives each chunk's commands in clock order.
     """
 
     def __init__(self, stream: StepStream, start_time: float, start_position: Vec4,
                  sink) -> None:
+        super().__init__(start_time, start_position)
         self.stream = stream
         self.sink = sink
-        self._end = start_time
         self._chunk_start = start_time
         self._pending: list[PlannedMove] = []
-        self._pos = start_position
-        self.moves = 0
         self._pending_rows: np.ndarray | None = None
 
-    def now(self) -> float:
-        return self._end
-
     def schedule(self, move: PlannedMove) -> None:
+        super().schedule(move)
         self._pending.append(move)
-        self.moves += 1
-        self._end += move.duration
-        self._pos = move.end
         if self._end - self._chunk_start >= CHUNK_S:
             self._hand_over(final=False)
 
@@ -92,24 +84,6 @@ class StreamExecutor:
         self._pending = []
         self._chunk_start = self._end
         self.sink(self.stream.generate(self._end, final=final))
-
-    def update(self) -> None:
-        return None
-
-    def queue_end_time(self) -> float:
-        return self._end
-
-    def position(self) -> Vec4:
-        return self._pos
-
-    def set_position(self, pos: Vec4) -> None:
-        self._pos = pos
-
-    def is_idle(self) -> bool:
-        return True
-
-    def abort(self) -> Vec4:
-        return self._pos
 
     def run_rows(self, rows: np.ndarray) -> None:
         """Feed the compiled planner's move rows, chunked exactly as `schedule` chunks.
@@ -124,7 +98,7 @@ class StreamExecutor:
             if self._end - self._chunk_start >= CHUNK_S:
                 self._hand_over_rows(rows[first:i + 1], final=False)
                 first = i + 1
-        self.moves += len(durations)
+        self.count += len(durations)
         if len(rows):
             self._pos = tuple(float(v) for v in rows[-1, END_X:END_E + 1])  # type: ignore[assignment]
         self._pending_rows = rows[first:]
@@ -273,7 +247,7 @@ def run_batch(settings: Settings, gcode_path: str | Path, out_path: str | Path,
     t_end = time.perf_counter()
     return BatchResult(
         print_time_s=executor.queue_end_time(), lines=len(parsed),
-        moves=executor.moves, messages=sum(e.count for e in encoded), bytes=len(data),
+        moves=executor.count, messages=sum(e.count for e in encoded), bytes=len(data),
         steppers=stream.summary(), clock_freq=clock_freq, dictionary=dict_name,
         timings={"setup_s": round(t_parse - t_start, 4), "parse_s": round(t_run - t_parse, 4),
                  "pipeline_s": round(t_encode - t_run, 4), "write_s": round(t_end - t_encode, 4),

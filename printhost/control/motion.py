@@ -105,3 +105,46 @@ class MotionExecutor(Protocol):
 
 def vec_distance(a: Vec4, b: Vec4) -> float:
     return math.sqrt((b[0] - a[0]) ** 2 + (b[1] - a[1]) ** 2 + (b[2] - a[2]) ** 2)
+
+
+class QueueClockExecutor:
+    """A MotionExecutor with no real time: its clock is the end of its own queue.
+
+    Nothing ever waits on it (every move counts as done as soon as it is queued), which
+    is what offline work needs: `printhost batch` builds on it, and tests use it with
+    `record=True` to collect exactly the moves the planner released.
+    """
+
+    def __init__(self, start_time: float, start_position: Vec4, record: bool = False) -> None:
+        self._end = start_time
+        self._pos = start_position
+        self.count = 0
+        self.moves: list[PlannedMove] | None = [] if record else None
+
+    def now(self) -> float:
+        return self._end
+
+    def schedule(self, move: PlannedMove) -> None:
+        if self.moves is not None:
+            self.moves.append(move)
+        self.count += 1
+        self._end += move.duration
+        self._pos = move.end
+
+    def update(self) -> None:
+        return None
+
+    def queue_end_time(self) -> float:
+        return self._end
+
+    def position(self) -> Vec4:
+        return self._pos
+
+    def set_position(self, pos: Vec4) -> None:
+        self._pos = pos
+
+    def is_idle(self) -> bool:
+        return True
+
+    def abort(self) -> Vec4:
+        return self._pos

@@ -35,7 +35,7 @@ from printhost.control.interpreter import GCodeInterpreter, PartFan
 from printhost.control.kernels import reference as ref
 from printhost.control.kernels import steppers as st
 from printhost.control.kernels import trapq
-from printhost.control.motion import PlannedMove, Vec4
+from printhost.control.motion import PlannedMove, QueueClockExecutor, Vec4
 from printhost.control.toolhead import Toolhead
 from printhost.mcu.protocol import DataDictionary, MessageCodec, MessageStream
 from printhost.mcu.sim_dictionary import sim_dictionary, sim_dictionary_bytes
@@ -104,39 +104,6 @@ def write(tmp_path: Path, text: str, name: str = "job.gcode") -> Path:
 
 # --------------------------------------------------------------------------- planning apart
 
-class RecordingExecutor:
-    """A motion executor that only remembers what it is given, back to back."""
-
-    def __init__(self, start_time: float, start: Vec4) -> None:
-        self.moves: list[PlannedMove] = []
-        self._end = start_time
-        self._pos = start
-
-    def now(self) -> float:
-        return self._end
-
-    def schedule(self, move: PlannedMove) -> None:
-        self.moves.append(move)
-        self._end += move.duration
-        self._pos = move.end
-
-    def update(self) -> None:
-        return None
-
-    def queue_end_time(self) -> float:
-        return self._end
-
-    def position(self) -> Vec4:
-        return self._pos
-
-    def set_position(self, pos: Vec4) -> None:
-        self._pos = pos
-
-    def is_idle(self) -> bool:
-        return True
-
-    def abort(self) -> Vec4:
-        return self._pos
 
 
 @dataclass
@@ -151,7 +118,7 @@ def plan(settings: Settings, path: Path) -> Plan:
     """The planned moves of a file, parsed line by line with the reference parser."""
     sx, sy, sz = (float(v) for v in settings.simulation.start_position)
     start = (sx, sy, sz, 0.0)
-    executor = RecordingExecutor(batch.START_TIME_S, start)
+    executor = QueueClockExecutor(batch.START_TIME_S, start, record=True)
     toolhead = Toolhead(settings.printer, executor, settings.extruder)
     heaters, _ = build_simulated_heaters(settings, ManualClock())
     interp = GCodeInterpreter(toolhead, heaters, PartFan(), executor.now, settings.gcode,

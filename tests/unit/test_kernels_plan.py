@@ -25,7 +25,7 @@ from printhost.control.heaters import build_simulated_heaters
 from printhost.control.interpreter import CommandError, GCodeInterpreter, PartFan
 from printhost.control.kernels import plan, plan_lookahead
 from printhost.control.kernels.plan import plan_file
-from printhost.control.motion import PlannedMove, Vec4
+from printhost.control.motion import PlannedMove, QueueClockExecutor, Vec4
 from printhost.control.toolhead import Toolhead
 from printhost.sim.clock import ManualClock
 
@@ -34,39 +34,6 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 # ---------------------------------------------------------------- the reference
 
-class RecordingExecutor:
-    """A MotionExecutor that only records, like batch's StreamExecutor minus the steps."""
-
-    def __init__(self, start: Vec4) -> None:
-        self.moves: list[PlannedMove] = []
-        self._pos = start
-        self._end = 0.0
-
-    def now(self) -> float:
-        return self._end
-
-    def schedule(self, move: PlannedMove) -> None:
-        self.moves.append(move)
-        self._end += move.duration
-        self._pos = move.end
-
-    def update(self) -> None:
-        return None
-
-    def queue_end_time(self) -> float:
-        return self._end
-
-    def position(self) -> Vec4:
-        return self._pos
-
-    def set_position(self, pos: Vec4) -> None:
-        self._pos = pos
-
-    def is_idle(self) -> bool:
-        return True
-
-    def abort(self) -> Vec4:
-        return self._pos
 
 
 def as_array(moves: list[PlannedMove]) -> np.ndarray:
@@ -77,7 +44,7 @@ def as_array(moves: list[PlannedMove]) -> np.ndarray:
 
 def python_path(parsed: BulkGCode, settings: Settings, start: Vec4):
     """(moves, (lineno, message) or None, final commanded position) as batch runs it."""
-    executor = RecordingExecutor(start)
+    executor = QueueClockExecutor(0.0, start, record=True)
     toolhead = Toolhead(settings.printer, executor, settings.extruder)
     heaters, _ = build_simulated_heaters(settings, ManualClock())
     interp = GCodeInterpreter(toolhead, heaters, PartFan(), executor.now, settings.gcode,
@@ -582,7 +549,7 @@ def test_dwell_rows_and_line_numbers():
 
 def test_planned_moves_equal_the_reference_objects():
     parsed = parse_file(DATA / "cube.gcode")
-    executor = RecordingExecutor(START)
+    executor = QueueClockExecutor(0.0, START, record=True)
     toolhead = Toolhead(Settings().printer, executor, Settings().extruder)
     heaters, _ = build_simulated_heaters(Settings(), ManualClock())
     interp = GCodeInterpreter(toolhead, heaters, PartFan(), executor.now)
