@@ -7,46 +7,20 @@ report to standard error.
 
 from __future__ import annotations
 
-import os
-import secrets
 import sys
 from pathlib import Path
 
 from printhost.klipper_import.errors import KlipperImportError
 from printhost.klipper_import.importer import import_klipper
-from printhost.store.atomic import fsync_directory
+from printhost.store.atomic import replace_file
 
 __all__ = ["main_import"]
 
 
 def _write_atomically(target: Path, text: str) -> None:
-    """Replace `target` with `text` in one step (temporary file, fsync, rename).
-
-    A configuration file is not a secret: a new one gets the usual 0666 filtered by the
-    umask, and a file being replaced keeps its permissions.
-    """
-    directory = target.parent
-    tmp = directory / f".{target.name}.{secrets.token_hex(8)}.tmp"
-    try:
-        keep_mode: int | None = target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        keep_mode = None
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            if keep_mode is not None:
-                os.fchmod(handle.fileno(), keep_mode)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_directory(directory)
+    """Replace `target` in one step. A configuration file is not a secret: a new one
+    gets the usual permissions, a replaced one keeps its own."""
+    replace_file(target, text.encode("utf-8"), None)
 
 
 def main_import(cfg_path: str, out: str | None) -> int:

@@ -49,17 +49,29 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_private_file(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace `path` with `data` atomically (temp file, fsync, rename, directory fsync),
-    readable by the owner only: for small secrets that must never be seen half-written."""
+def replace_file(path: str | os.PathLike[str], data: bytes, mode: int | None) -> None:
+    """Replace `path` with `data` in one step: temp file, fsync, rename, directory fsync.
+
+    A reader (or a crash) sees the old content or the new, never a mix. `mode` sets
+    the permissions; None keeps those of the file being replaced, or gives a new
+    file the usual 0666 filtered by the umask.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if mode is None:
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = None
     tmp = path.with_name(f"{temp_prefix(path)}{secrets.token_hex(8)}{TEMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                 0o666 if mode is None else 0o600)
     try:
         try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, data)
+            if mode is not None:
+                os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -71,6 +83,13 @@ def write_private_file(path: str | os.PathLike[str], data: bytes) -> None:
             pass
         raise
     fsync_directory(path.parent)
+
+
+def write_private_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write a small secret atomically, readable by the owner only (0600)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    replace_file(path, data, 0o600)
 
 
 class AtomicJSONStorage(Storage):

@@ -56,7 +56,7 @@ from printhost.control.kernels.plan_ops import (ERR_NONE, N_MOVE_COLUMNS, N_S, O
 from printhost.control.kernels.plan_ops import (ACCEL, ACCEL_T, CRUISE_T, CRUISE_V, DECEL_T,
                                                 DISTANCE, END_E, END_V, END_X, END_Y, END_Z,
                                                 START_E, START_V, START_X, START_Y, START_Z)
-from printhost.control.motion import PlannedMove, Vec4
+from printhost.control.motion import PlannedMove, QueueClockExecutor, Vec4
 from printhost.control.planner import LookaheadPlanner
 from printhost.control.toolhead import Toolhead
 
@@ -110,37 +110,6 @@ class PlanResult:
         return result
 
 
-class _DiscardExecutor:
-    """A MotionExecutor for the error replay: it only has to hold a position."""
-
-    def __init__(self, position: Vec4) -> None:
-        self._pos = position
-
-    def now(self) -> float:
-        return 0.0
-
-    def schedule(self, move: PlannedMove) -> None:
-        self._pos = move.end
-
-    def update(self) -> None:
-        return None
-
-    def queue_end_time(self) -> float:
-        return 0.0
-
-    def position(self) -> Vec4:
-        return self._pos
-
-    def set_position(self, pos: Vec4) -> None:
-        self._pos = pos
-
-    def is_idle(self) -> bool:
-        return True
-
-    def abort(self) -> Vec4:
-        return self._pos
-
-
 def _replay_error(parsed: BulkGCode, row: int, settings: Settings,
                   state: np.ndarray) -> str | None:
     """The reference's message for the failing line, or None if the reference accepts it.
@@ -155,7 +124,7 @@ def _replay_error(parsed: BulkGCode, row: int, settings: Settings,
 
     s = state.tolist()
     position: Vec4 = (s[S_POSITION], s[S_POSITION + 1], s[S_POSITION + 2], s[S_POSITION + 3])
-    executor = _DiscardExecutor(position)
+    executor = QueueClockExecutor(0.0, position)
     toolhead = Toolhead(settings.printer, executor, settings.extruder)
     homed = "".join(a for i, a in enumerate("xyz") if s[S_HOMED + i])
     if homed:
