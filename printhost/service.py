@@ -141,11 +141,13 @@ class Service:
             # After READY: mDNS probing takes a second or two and is not needed to print.
             from printhost.discovery import Advertiser
             name = s.discovery.instance_name or f"printhost on {os.uname().nodename}"
-            # Listening on one address: advertise only that one, not every interface.
+            # Listening on one address: advertise that address, on that interface only
+            # (a service bound to loopback must not announce itself on the LAN).
             wildcard = s.server.host in ("0.0.0.0", "::", "")
-            addresses = None if wildcard else [s.server.host]
+            extra = {} if wildcard else {"addresses": [s.server.host],
+                                         "interfaces": [s.server.host]}
             self.advertiser = Advertiser(name, port, instance_uuid(self.state_dir), __version__,
-                                         addresses=addresses)
+                                         **extra)
             await self.advertiser.start()
         log.info("printhost %s ready on http://%s:%d (state in %s)", __version__,
                  s.server.host, port, self.state_dir)
