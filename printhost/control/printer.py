@@ -25,7 +25,6 @@ from printhost.control.motion import MotionExecutor
 from printhost.control.toolhead import Toolhead
 from printhost.ipc.channel import Command, ErrorKind, Reply, Request
 from printhost.sim.clock import SimClock
-from printhost.sim.motion import SimulatedMotionExecutor
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,10 @@ class Printer:
         clock = clock or SimClock(settings.simulation.time_factor)
         heaters, hardware = build_simulated_heaters(settings, clock)
         sx, sy, sz = (float(v) for v in settings.simulation.start_position)
-        executor = SimulatedMotionExecutor(clock, start_position=(sx, sy, sz, 0.0))
+        # Imported here, not at the top: the compiled kernels must load after the
+        # control process has chosen numba's cache directory.
+        from printhost.sim.stepper_motion import StepFollowingExecutor
+        executor = StepFollowingExecutor(clock, settings, start_position=(sx, sy, sz, 0.0))
         hotend_hw = hardware["extruder"]
 
         def fan_changed(speed: float) -> None:

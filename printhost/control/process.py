@@ -80,7 +80,17 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
         _try_realtime()
     status = StatusBlock.attach(status_name)
     server = CommandServer(conn)
+    # Compiled kernels are cached under the state directory (the installed package may
+    # be read-only) and loaded, or compiled, before the printer exists: nothing can
+    # heat until they are ready.
+    from printhost.control.kernels import configure_cache
+    configure_cache(settings.state_path() / "numba-cache")
+    started = time.monotonic()
+    from printhost.control.kernels import stepcompress, stepgen
+    stepgen.warm_up()
+    stepcompress.warm_up()
     printer = Printer.simulated(settings)
+    log.info("step kernels ready in %.2f s", time.monotonic() - started)
     status.write(printer.get_status())
     log.info("control process ready (pid %d, time factor %g)", os.getpid(),
              settings.simulation.time_factor)

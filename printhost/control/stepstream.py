@@ -188,6 +188,9 @@ class StepStream:
         self._tool_chunks: list[np.ndarray] = []
         self._ext_chunks: list[np.ndarray] = []
         self._t_end = start_time
+        # Optional observer of every generated step, before compression: the simulated
+        # printer moves its steppers by them.
+        self.step_tap = None
         self._lookback = max(max(ch.model.margins()) for ch in self.channels) if self.channels else 0.0
 
     # ------------------------------------------------------------------ input
@@ -232,6 +235,21 @@ class StepStream:
         tool, ext, end = trapq.segments_from_move_rows(rows, start_time)
         return self._append(tool, ext, end)
 
+    def truncate(self, t: float) -> None:
+        """Forget motion from print time `t` on (moves dropped by an abort).
+
+        Only motion whose steps were not generated yet may be dropped; the caller
+        keeps everything it already committed.
+        """
+        tool, ext = self._segments()
+        n = int(np.searchsorted(tool[:, trapq.PRINT_TIME], t, side="left")) if len(tool) else 0
+        self._tool = tool[:n]
+        self._ext = ext[:n]
+        # Later moves continue from where the kept motion really ends (its own sums).
+        self._t_end = min(self._t_end, t)
+        if n:
+            self._t_end = max(self._t_end, trapq.end_time(self._tool))
+
     def _segments(self) -> tuple[np.ndarray, np.ndarray]:
         if self._tool_chunks:
             self._tool = np.concatenate([self._tool, *self._tool_chunks])
@@ -264,6 +282,8 @@ class StepStream:
                 ch.step_capacity = max(ch.step_capacity, math.ceil(1.25 * len(batch.times)))
                 ch.position = batch.position
                 ch.done_until = t1
+                if self.step_tap is not None and len(batch.times):
+                    self.step_tap(ch, batch.times, batch.dirs)
                 if len(batch.times):
                     ch.pending_clocks = np.concatenate([ch.pending_clocks,
                                                         batch.times * self.clock_freq])

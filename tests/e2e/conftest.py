@@ -221,6 +221,18 @@ class Api:
         self.http.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_kernel_cache(tmp_path_factory):
+    """One numba cache for every service of the session: each control process would
+    otherwise compile the step kernels into its own state directory from scratch."""
+    cache = os.environ.get("NUMBA_CACHE_DIR") or str(tmp_path_factory.mktemp("numba-cache"))
+    old = os.environ.get("NUMBA_CACHE_DIR")
+    os.environ["NUMBA_CACHE_DIR"] = cache
+    yield cache
+    if old is None:
+        os.environ.pop("NUMBA_CACHE_DIR", None)
+
+
 @pytest.fixture
 def service_factory(tmp_path):
     started: list[Service] = []

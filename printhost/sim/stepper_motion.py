@@ -1,0 +1,128 @@
+"""The simulated toolhead, moved by the generated steps of its steppers.
+
+`StepFollowingExecutor` schedules moves like `SimulatedMotionExecutor` (on a timeline a
+lead time ahead of now) and also runs them through the real step pipeline: move
+segments, the compiled step generator and the step compressor. The position it
+reports is the one the steppers have reached by now (steps executed, converted back
+through the kinematics), so what the status shows is what the motors would have done
+with the commands the MCU link will send, including step rounding, input shaping and
+pressure advance.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from printhost.config import Settings
+from printhost.control.kernels.steppers import (COREXY_A, COREXY_B, StepperModel,
+                                                models_from_settings)
+from printhost.control.motion import PlannedMove, Vec4
+from printhost.control.stepstream import StepperChannel, StepStream
+from printhost.sim.motion import SimulatedMotionExecutor, _Clock
+
+# The simulated MCU's clock: step times are compressed against it as they will be sent.
+SIM_CLOCK_FREQ = 72_000_000
+# Steps are generated in slices of at least this much print time, which keeps the
+# per-call overhead of the kernels small at high time factors.
+GENERATE_SLICE_S = 0.05
+TRUNCATE_MARGIN_S = 1e-6
+
+
+class _ExecutedSteps:
+    """Steps of one stepper not yet reached by the clock, and the position before them."""
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        self._chunks: deque[tuple[np.ndarray, np.ndarray]] = deque()
+
+    def add(self, base: int, times: np.ndarray, dirs: np.ndarray) -> None:
+        self._chunks.append((times, base + np.cumsum(dirs, dtype=np.int64)))
+
+    def at(self, now: float) -> int:
+        """Commanded step position after every step at or before `now`."""
+        chunks = self._chunks
+        while chunks and chunks[0][0][-1] <= now:
+            self.position = int(chunks.popleft()[1][-1])
+        if chunks:
+            times, cum = chunks[0]
+            i = int(np.searchsorted(times, now, side="right"))
+            if i:
+                return int(cum[i - 1])
+        return self.position
+
+
+class StepFollowingExecutor(SimulatedMotionExecutor):
+    def __init__(self, clock: _Clock, settings: Settings, lead_time_s: float = 0.1,
+                 start_position: Vec4 = (0.0, 0.0, 0.0, 0.0),
+                 on_move_started: Callable[[float, PlannedMove], None] | None = None) -> None:
+        super().__init__(clock, lead_time_s, start_position, on_move_started)
+        self._models: dict[str, StepperModel] = models_from_settings(settings)
+        names = list(self._models)
+        self._stream = StepStream(self._models, {n: i for i, n in enumerate(names)},
+                                  SIM_CLOCK_FREQ, settings.mcu.max_stepper_error,
+                                  self._position, clock.now())
+        self._executed = {ch.name: _ExecutedSteps(ch.position) for ch in self._stream.channels}
+        self._stream.step_tap = self._on_steps
+        self._generated_until = clock.now()
+        self.queue_steps = 0
+
+    def _on_steps(self, ch: StepperChannel, times: np.ndarray, dirs: np.ndarray) -> None:
+        executed = self._executed[ch.name]
+        base = ch.position - int(dirs.sum(dtype=np.int64))
+        executed.add(base, times, dirs)
+
+    def schedule(self, move: PlannedMove) -> None:
+        super().schedule(move)
+        start = self._moves[-1][0]
+        self._stream.add_moves([move], start)
+
+    def update(self) -> None:
+        super().update()
+        # Everything before now + lead is final: a move scheduled later starts after it.
+        until = self._clock.now() + self.lead_time_s
+        if until - self._generated_until >= GENERATE_SLICE_S:
+            commands = self._stream.generate(until)
+            self.queue_steps += int(np.count_nonzero(commands.kind == 0)) if len(commands) else 0
+            self._generated_until = until
+
+    def abort(self) -> Vec4:
+        """Keep every move whose steps were already generated (sent, on a real MCU), drop
+        the rest; return where the toolhead ends up."""
+        self.update()
+        committed = self._generated_until
+        kept = [entry for entry in self._moves if entry[0] < committed]
+        self._moves.clear()
+        self._moves.extend(kept)
+        if kept:
+            start, move = kept[-1]
+            self._end_time = start + move.duration
+            end_position = move.end
+        else:
+            self._front_announced = False
+            self._end_time = min(self._end_time, self._clock.now())
+            end_position = self._position
+        # Rows of dropped moves start where the kept ones end; the stream adds phase
+        # durations in its own order, so compare with a margin well below any step.
+        self._stream.truncate(max(self._end_time, committed) - TRUNCATE_MARGIN_S)
+        return end_position
+
+    def stepper_positions(self) -> dict[str, int]:
+        self.update()
+        now = self._clock.now()
+        return {name: steps.at(now) for name, steps in self._executed.items()}
+
+    def position(self) -> Vec4:
+        """Where the steppers have taken the toolhead by now (mm, machine coordinates)."""
+        steps = self.stepper_positions()
+        m = self._models
+        a = steps["x"] * m["x"].step_dist
+        b = steps["y"] * m["y"].step_dist
+        if m["x"].kind == COREXY_A and m["y"].kind == COREXY_B:
+            x, y = 0.5 * (a + b), 0.5 * (a - b)
+        else:
+            x, y = a, b
+        return (x, y, steps["z"] * m["z"].step_dist,
+                steps["extruder"] * m["extruder"].step_dist)

@@ -1,0 +1,102 @@
+"""The simulated toolhead follows the steps generated for its steppers."""
+
+from __future__ import annotations
+
+import pytest
+
+from printhost.config import parse_settings
+from printhost.control.toolhead import Toolhead
+from printhost.sim.clock import ManualClock
+from printhost.sim.motion import SimulatedMotionExecutor
+from printhost.sim.stepper_motion import StepFollowingExecutor
+
+
+def rig(kinematics: str = "cartesian", **extra):
+    settings = parse_settings({"printer": {"kinematics": kinematics}, **extra})
+    clock = ManualClock()
+    stepped = StepFollowingExecutor(clock, settings, start_position=(100.0, 100.0, 10.0, 0.0))
+    model = SimulatedMotionExecutor(clock, start_position=(100.0, 100.0, 10.0, 0.0))
+    heads = [Toolhead(settings.printer, ex, settings.extruder) for ex in (stepped, model)]
+    return settings, clock, stepped, model, heads
+
+
+def drive(heads, *moves):
+    for head in heads:
+        head.home("xyz")
+        for target, speed in moves:
+            head.move_to(target, speed)
+        head.flush()
+
+
+@pytest.mark.parametrize("kinematics", ["cartesian", "corexy"])
+def test_positions_follow_the_steps_within_one_step(kinematics):
+    settings, clock, stepped, model, heads = rig(kinematics)
+    drive(heads, ((50.0, 80.0, 0.4, 0.0), 200.0), ((120.0, 30.0, 0.4, 2.0), 60.0),
+          ((120.5, 30.2, 0.4, 1.5), 20.0))
+    step = settings.steppers.x.step_distance_mm
+    for _ in range(2000):
+        clock.advance(0.01)
+        a, b = stepped.position(), model.position()
+        # The motors are always within a step (and a rounding) of the planned path.
+        assert abs(a[0] - b[0]) <= step * 1.01 and abs(a[1] - b[1]) <= step * 1.01
+        assert abs(a[3] - b[3]) <= settings.steppers.extruder.step_distance_mm * 1.01
+    assert stepped.is_idle()
+    # At rest, the steppers stand on the target rounded to whole steps.
+    e_step = settings.steppers.extruder.step_distance_mm
+    assert stepped.position() == pytest.approx((120.5, 30.2, 0.4, round(1.5 / e_step) * e_step),
+                                               abs=1e-9)
+    assert stepped.queue_steps > 0
+
+
+def test_input_shaping_still_ends_on_target():
+    settings, clock, stepped, model, heads = rig(
+        input_shaper={"shaper_freq_x": 45.0, "shaper_freq_y": 40.0})
+    drive(heads, ((10.0, 10.0, 1.0, 0.0), 150.0), ((200.0, 150.0, 1.0, 0.0), 250.0))
+    for _ in range(2000):
+        clock.advance(0.01)
+        stepped.position()
+    assert stepped.is_idle()
+    assert stepped.position() == pytest.approx((200.0, 150.0, 1.0, 0.0), abs=1e-9)
+
+
+def test_abort_keeps_what_was_already_stepped_and_agrees_with_the_toolhead():
+    settings, clock, stepped, model, heads = rig()
+    head = heads[0]
+    head.home("xyz")
+    for i in range(40):
+        head.move_to((20.0 + (i % 2) * 150.0, 20.0 + i * 4.0, 1.0, 0.0), 150.0)
+    head.flush()
+    clock.advance(1.0)
+    stepped.update()
+    end = head.abort()
+    for _ in range(300):
+        clock.advance(0.02)
+        stepped.position()
+    assert stepped.is_idle()
+    assert stepped.position() == pytest.approx(end, abs=1e-9)
+    assert head.commanded_position == end
+
+
+def test_moves_after_an_abort_continue_seamlessly():
+    """Cancel: abort mid-print, then the park moves; the stream must stay consistent."""
+    settings, clock, stepped, model, heads = rig()
+    head = heads[0]
+    head.home("xyz")
+    for i in range(60):
+        head.move_to((20.0 + (i % 2) * 150.0, 20.0 + i * 3.0, 1.0, 0.0), 120.0)
+    head.flush()
+    for stop_at in (0.8, 0.37):
+        clock.advance(stop_at)
+        stepped.update()
+        head.abort()
+        head.move_to((head.commanded_position[0], head.commanded_position[1], 6.0, 0.0), 10.0)
+        head.move_to((10.0, 200.0, 6.0, 0.0), 100.0)
+        head.flush()
+        for _ in range(1500):
+            clock.advance(0.01)
+            stepped.position()
+        assert stepped.is_idle()
+        assert stepped.position() == pytest.approx((10.0, 200.0, 6.0, 0.0), abs=1e-9)
+        for i in range(10):
+            head.move_to((50.0 + i * 10.0, 50.0, 6.0, 0.0), 150.0)
+        head.flush()
