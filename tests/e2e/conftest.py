@@ -138,13 +138,25 @@ class Service:
             return ""
 
     def control_pid(self) -> int:
-        """The control process is the supervisor's only child running control_main."""
+        """The control process is the supervisor's only child running multiprocessing's
+        spawn entry point (not its resource tracker).
+
+        Read from /proc rather than `ps`, whose argument column is cut to the terminal
+        width and so can hide the word that tells the two children apart."""
         assert self.proc is not None
-        out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(self.proc.pid)],
-                             capture_output=True, text=True).stdout
-        pids = [int(line.split()[0]) for line in out.splitlines()
-                if "multiprocessing" in line and "resource_tracker" not in line]
-        assert len(pids) == 1, out
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.proc.pid and "multiprocessing.spawn" in args:
+                pids.append(int(entry.name))
+        assert len(pids) == 1, pids
         return pids[0]
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> float:
