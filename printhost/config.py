@@ -87,8 +87,10 @@ class DiscoverySettings:
 @dataclass(frozen=True)
 class ControlSettings:
     """The control process and its link to the API."""
-    backend: str = _field("simulated", choices=("simulated",),
-                          doc="printer backend; the Klipper MCU backend arrives with the MCU link")
+    backend: str = _field("simulated", choices=("simulated", "mcu"),
+                          doc="simulated: printhost starts its simulated Klipper MCU on a "
+                              "pseudo-terminal and drives it like a board; mcu: a real board "
+                              "running Klipper firmware at [mcu] serial")
     status_hz: float = _field(25.0, min=20.0, max=200.0,
                               doc="rate at which the control process publishes status")
     command_timeout_s: float = _field(5.0, min=0.1, max=60.0,
@@ -185,6 +187,12 @@ class StepperSettings:
     full_steps_per_rotation: int = _field(200, min=1, max=10000, doc="full steps per rotation")
     gear_ratio: float = _field(1.0, min=1e-6, max=1000.0, exclusive_min=True,
                                doc="motor rotations per rotation of the driven pulley or gear")
+    step_pin: str = _field("", doc="MCU pin of the driver's STEP input (Klipper pin syntax)")
+    dir_pin: str = _field("", doc="MCU pin of the driver's DIR input; ! inverts the direction")
+    enable_pin: str = _field("", doc="MCU pin of the driver's ENABLE input ('' if none); "
+                                     "usually inverted (!)")
+    endstop_pin: str = _field("", doc="MCU pin of the axis endstop ('' if none); ^ asks for the "
+                                      "pull-up, ! inverts")
 
     @property
     def step_distance_mm(self) -> float:
@@ -193,14 +201,25 @@ class StepperSettings:
                                          * self.gear_ratio)
 
 
+# Default pins: those of a common STM32F103 board (BigTreeTech SKR mini E3 V2), which the
+# simulated MCU also uses, so the default configuration is a real board's.
+def _stepper(rotation: float, step: str, direction: str, enable: str,
+             endstop: str = "") -> StepperSettings:
+    return StepperSettings(rotation_distance=rotation, step_pin=step, dir_pin=direction,
+                           enable_pin=enable, endstop_pin=endstop)
+
+
 @dataclass(frozen=True)
 class SteppersSettings:
     """One stepper per axis (cartesian: x, y, z; corexy: x and y are the A and B motors)."""
-    x: StepperSettings = field(default_factory=StepperSettings)
-    y: StepperSettings = field(default_factory=StepperSettings)
-    z: StepperSettings = field(default_factory=lambda: StepperSettings(rotation_distance=8.0))
-    extruder: StepperSettings = field(
-        default_factory=lambda: StepperSettings(rotation_distance=33.5))
+    x: StepperSettings = field(default_factory=lambda: _stepper(40.0, "PB13", "!PB12", "!PB14",
+                                                                "^PC0"))
+    y: StepperSettings = field(default_factory=lambda: _stepper(40.0, "PB10", "!PB2", "!PB11",
+                                                                "^PC1"))
+    z: StepperSettings = field(default_factory=lambda: _stepper(8.0, "PB0", "PC5", "!PB1",
+                                                                "^PC2"))
+    extruder: StepperSettings = field(default_factory=lambda: _stepper(33.5, "PB3", "!PB4",
+                                                                       "!PD2"))
 
 
 @dataclass(frozen=True)
@@ -250,6 +269,15 @@ class McuSettings:
     """The stepper MCU and the step stream sent to it."""
     max_stepper_error: float = _field(0.000025, min=0.0, max=0.01,
                                       doc="how early a compressed step may come, s (never late)")
+    serial: str = _field("", doc="serial device of the board, e.g. /dev/serial/by-id/usb-Klipper_"
+                                 "stm32f103xe_...-if00 (used by backend = \"mcu\"; the simulated "
+                                 "printer makes its own pseudo-terminal)")
+    baud: int = _field(250000, min=1200, max=4000000,
+                       doc="UART baud rate (ignored by USB boards, which run at USB speed)")
+    restart_method: str = _field("command", choices=("command", "none"),
+                                 doc="how printhost restarts the firmware when the board holds "
+                                     "another configuration or is shut down: command sends the "
+                                     "firmware's reset command; none asks for a power cycle")
 
 
 @dataclass(frozen=True)
@@ -280,17 +308,33 @@ class HeaterSettings:
     pid_kp: float = _field(22.0, min=0.0, max=10000.0, doc="PID proportional gain (Klipper units)")
     pid_ki: float = _field(1.1, min=0.0, max=10000.0, doc="PID integral gain (Klipper units)")
     pid_kd: float = _field(110.0, min=0.0, max=100000.0, doc="PID derivative gain (Klipper units)")
+    heater_pin: str = _field("PC8", doc="MCU pin switching the heater (soft PWM)")
+    sensor_pin: str = _field("PA0", doc="MCU ADC pin of the thermistor")
+    sensor_type: str = _field("EPCOS 100K B57560G104F",
+                              doc="thermistor type (a preset name; see docs/heaters.md)")
+    pullup_resistor: float = _field(4700.0, min=1.0, max=10000000.0,
+                                    doc="pull-up resistor of the thermistor divider, ohm")
+    pwm_cycle_time: float = _field(0.1, min=0.001, max=1.0,
+                                   doc="soft PWM period of the heater pin, s")
 
 
 def _bed_heater() -> HeaterSettings:
     return HeaterSettings(min_temp=0.0, max_temp=130.0, max_power=1.0,
-                          pid_kp=70.0, pid_ki=1.2, pid_kd=900.0)
+                          pid_kp=70.0, pid_ki=1.2, pid_kd=900.0,
+                          heater_pin="PC9", sensor_pin="PC3", sensor_type="Generic 3950")
 
 
 @dataclass(frozen=True)
 class HeatersSettings:
     extruder: HeaterSettings = field(default_factory=HeaterSettings)
     heater_bed: HeaterSettings = field(default_factory=_bed_heater)
+
+
+@dataclass(frozen=True)
+class FanSettings:
+    """The part-cooling fan (M106/M107), on an MCU pin."""
+    pin: str = _field("PC6", doc="MCU pin of the part fan (soft PWM)")
+    cycle_time: float = _field(0.010, min=0.0001, max=1.0, doc="PWM period, s")
 
 
 @dataclass(frozen=True)
@@ -325,6 +369,7 @@ class Settings:
     gcode: GCodeSettings = _section(GCodeSettings)
     firmware_retraction: FirmwareRetractionSettings = _section(FirmwareRetractionSettings)
     heaters: HeatersSettings = _section(HeatersSettings)
+    fan: FanSettings = _section(FanSettings)
     pause: PauseSettings = _section(PauseSettings)
     source: str = field(default="<defaults>", metadata={"internal": True})
 
@@ -430,12 +475,46 @@ def _cross_check(s: Settings) -> None:
         if damping > SHAPER_MAX_DAMPING[kind]:
             raise ConfigError(f"input_shaper.damping_ratio_{axis}: {damping!r} is above the "
                               f"{kind} shaper's maximum {SHAPER_MAX_DAMPING[kind]}")
+    _check_pins(s)
     start = s.simulation.start_position
     if len(start) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                   and math.isfinite(float(v)) for v in start):
         raise ConfigError("simulation.start_position: expected a list of three finite numbers [x, y, z]")
     if s.server.max_body_bytes > s.server.max_upload_bytes:
         raise ConfigError("server.max_body_bytes: must not exceed server.max_upload_bytes")
+
+
+def _check_pins(s: Settings) -> None:
+    """Pin names must parse, and every output pin may be used once (a pin shared by two
+    heaters would let one turn the other on)."""
+    from printhost.mcu.pins import parse_pin
+    used: dict[str, str] = {}
+
+    def check(key: str, text: str, *, required: bool, is_input: bool = False) -> None:
+        if not text:
+            if required:
+                raise ConfigError(f"{key}: a pin is required")
+            return
+        try:
+            pin = parse_pin(text, can_pull=is_input)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+        if pin.name in used:
+            raise ConfigError(f"{key}: pin {pin.name} is already used by {used[pin.name]}")
+        used[pin.name] = key
+
+    for name in ("x", "y", "z", "extruder"):
+        st: StepperSettings = getattr(s.steppers, name)
+        key = f"steppers.{name}"
+        check(f"{key}.step_pin", st.step_pin, required=True)
+        check(f"{key}.dir_pin", st.dir_pin, required=True)
+        check(f"{key}.enable_pin", st.enable_pin, required=False)
+        check(f"{key}.endstop_pin", st.endstop_pin, required=name != "extruder", is_input=True)
+    for name in ("extruder", "heater_bed"):
+        h: HeaterSettings = getattr(s.heaters, name)
+        check(f"heaters.{name}.heater_pin", h.heater_pin, required=True)
+        check(f"heaters.{name}.sensor_pin", h.sensor_pin, required=True, is_input=True)
+    check("fan.pin", s.fan.pin, required=False)
 
 
 def parse_settings(data: dict[str, Any], source: str = "<string>") -> Settings:

@@ -26,7 +26,7 @@ from printhost import __version__, sdnotify
 from printhost.api.app import create_app
 from printhost.api.auth.secrets import load_jwt_secret
 from printhost.api.auth.tokens import TokenService
-from printhost.config import Settings
+from printhost.config import Settings, with_overrides
 from printhost.ipc.link import ControlLink
 from printhost.store.db import Store
 from printhost.store.files import GCodeFiles
@@ -76,6 +76,7 @@ class Service:
         self.state_dir = prepare_state_dir(settings.state_path())
         self.link = ControlLink(settings)
         self.advertiser: Any = None
+        self.sim_mcu: Any = None
         self._recorded: dict[str, tuple[Any, float]] = {}
 
     async def run(self) -> int:
@@ -93,6 +94,12 @@ class Service:
             log.warning("%d job(s) left unfinished by an earlier run marked interrupted", stale)
         files = GCodeFiles(self.state_dir)
 
+        if s.control.backend == "simulated":
+            # The simulated board comes up first, like a board that is powered with the Pi.
+            from printhost.sim.mcu.launcher import SimMcuProcess
+            self.sim_mcu = SimMcuProcess(s, self.state_dir)
+            await asyncio.to_thread(self.sim_mcu.start)
+            self.link.settings = with_overrides(s, mcu={"serial": str(self.sim_mcu.tty_path)})
         self.link.start(loop)
         app = create_app(s, link=self.link, store=store, tokens=tokens, files=files, jobs=jobs)
         config = uvicorn.Config(app, host=s.server.host, port=s.server.port,
@@ -112,6 +119,8 @@ class Service:
             started = time.monotonic()
             ready.cancel()
             await self.link.stop()
+            if self.sim_mcu is not None:
+                await asyncio.to_thread(self.sim_mcu.stop)
             monitor.cancel()
             await self._record_jobs(jobs)
             if self.advertiser is not None:

@@ -283,6 +283,11 @@ class Heater:
         Raises HeaterFault, with the heater already off, when the reading is outside
         min_temp..max_temp or the heater does not heat as it should.
         """
+        if not getattr(self.hardware, "has_reading", True):
+            # An MCU sensor reports for the first time shortly after configuration;
+            # until then the heater stays off (and an M109 cannot finish).
+            self._write_duty(0.0)
+            return
         try:
             temp_c = float(self.hardware.read_temp_c())
         except Exception as exc:

@@ -36,8 +36,11 @@ def _num(value: float, digits: int) -> float | None:
 
 class Printer:
     def __init__(self, settings: Settings, clock: Any, heaters: HeaterBank,
-                 executor: MotionExecutor, fan: PartFan) -> None:
+                 executor: MotionExecutor, fan: PartFan, hardware: Any = None) -> None:
         self.settings = settings
+        # McuHardware when a (real or simulated) Klipper MCU is attached, else None.
+        self.hardware = hardware
+        self._mcu_fault: str | None = None
         self.clock = clock
         self.heaters = heaters
         self.fan = fan
@@ -66,9 +69,33 @@ class Printer:
 
         return cls(settings, clock, heaters, executor, PartFan(fan_changed))
 
+    @classmethod
+    def on_mcu(cls, settings: Settings, hardware: Any) -> "Printer":
+        """The printer on a connected and configured MCU (`McuHardware`)."""
+        sx, sy, sz = (float(v) for v in settings.simulation.start_position)
+        executor = hardware.executor((sx, sy, sz, 0.0))
+        printer = cls(settings, hardware.clock, hardware.heater_bank(), executor,
+                      PartFan(hardware.fan.set_speed), hardware)
+        hardware.mcu.on_fault = printer._note_mcu_fault
+        return printer
+
+    def _note_mcu_fault(self, reason: str) -> None:
+        # Called from inside mcu.poll(); acted on by tick() right after.
+        if self._mcu_fault is None:
+            self._mcu_fault = reason
+
     # ------------------------------------------------------------------ loop
     def tick(self) -> None:
         """One pass of the control loop: heaters, motion, job."""
+        hw = self.hardware
+        if hw is not None:
+            hw.mcu.poll()
+            if self._mcu_fault is not None and self.error is None:
+                # The job did nothing wrong: it is interrupted and may be restarted by
+                # a person once the board is back; it never resumes by itself.
+                self.shutdown(self._mcu_fault, JobState.INTERRUPTED)
+            if self.error is not None:
+                return
         now = self.clock.now()
         try:
             self.heaters.update(now)
@@ -76,6 +103,8 @@ class Printer:
             self.shutdown(str(exc))
             return
         self.toolhead.update()
+        if hw is not None:
+            hw.sender.flush()
         if self.error is None:
             try:
                 self.jobs.step(now)
@@ -84,22 +113,46 @@ class Printer:
             except HeaterFault as exc:
                 self.shutdown(str(exc))
 
-    def shutdown(self, reason: str) -> None:
-        """Latch an error: heaters off first, then motion and job."""
+    def shutdown(self, reason: str, job_state: JobState = JobState.ERROR) -> None:
+        """Latch an error: heaters off first, then motion and job.
+
+        With an MCU attached it is also told to stop (`emergency_stop`): it switches
+        every output to its safe default, drops queued steps and stays shut down until a
+        firmware restart, so a fault cannot be undone by anything short of a decision.
+        """
+        first = self.error is None
         self.heaters.all_off()
-        if self.error is None:
+        if first:
             log.error("printer shutdown: %s", reason)
             self.error = reason
-        self.jobs.shutdown(reason, self.clock.now())
+        hw = self.hardware
+        if hw is not None and first:
+            hw.mcu.emergency_stop()
+            hw.sender.drop_pending()
+        self.jobs.shutdown(reason, self._safe_now(), job_state)
 
     def stop(self) -> None:
         """Service stop: heaters off, motion stopped, a running job is interrupted."""
         self.heaters.all_off()
         if not self.stopping:
             log.info("stop requested: heaters off, motion stopped")
-        self.jobs.shutdown("printhost was stopped during the print", self.clock.now(),
+            hw = self.hardware
+            if hw is not None and self.jobs.job is not None and not self.toolhead.is_idle():
+                # Steps already on the MCU would keep moving the toolhead with nobody
+                # watching: stop them (the MCU latches until the next start).
+                hw.mcu.emergency_stop()
+                hw.sender.drop_pending()
+        self.jobs.shutdown("printhost was stopped during the print", self._safe_now(),
                            JobState.INTERRUPTED)
         self.stopping = True
+
+    def _safe_now(self) -> float:
+        """The clock, or its last value when the MCU's clock can no longer be read."""
+        try:
+            self._last_now = self.clock.now()
+        except Exception:
+            pass
+        return getattr(self, "_last_now", 0.0)
 
     # ------------------------------------------------------------------ commands
     def handle(self, req: Request) -> Reply:
@@ -150,6 +203,22 @@ class Printer:
                 return "printing"
         return "idle"
 
+    def _mcu_status(self) -> dict[str, Any]:
+        mcu = self.hardware.mcu
+        sender = self.hardware.sender
+        link = mcu.link.stats()
+        return {
+            "connected": mcu.connected,
+            "shutdown_reason": mcu.shutdown_reason,
+            "lost_reason": mcu.lost_reason,
+            "firmware": mcu.dictionary.version,
+            "clock_freq": mcu.clock_freq,
+            "move_count": mcu.move_count,
+            "moves_sent": sender.sent_moves,
+            "step_stream_crc": sender.stream_crc,
+            "link": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in link.items()},
+        }
+
     def get_status(self) -> dict[str, Any]:
         now = self.clock.now()
         live = self.toolhead.live_position()
@@ -175,6 +244,7 @@ class Printer:
                 "extrude_factor": st.extrude_factor,
                 "homed_axes": self.toolhead.homed_axes,
                 "print_time": round(now, 3),
+                **({"mcu": self._mcu_status()} if self.hardware is not None else {}),
             },
             "error": self.error,
         }

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from multiprocessing.connection import Connection
+from typing import Any
 
 from printhost.config import Settings
 from printhost.control.printer import Printer
@@ -89,11 +90,10 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
     from printhost.control.kernels import stepcompress, stepgen
     stepgen.warm_up()
     stepcompress.warm_up()
-    printer = Printer.simulated(settings)
     log.info("step kernels ready in %.2f s", time.monotonic() - started)
+    printer = build_printer(settings)
     status.write(printer.get_status())
-    log.info("control process ready (pid %d, time factor %g)", os.getpid(),
-             settings.simulation.time_factor)
+    log.info("control process ready (pid %d, backend %s)", os.getpid(), settings.control.backend)
     try:
         run_control_loop(printer, server, status, settings.control.status_hz,
                          lambda: stop_requested)
@@ -103,5 +103,50 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
         raise
     finally:
         printer.heaters.all_off()
+        _close_hardware(printer)
         status.close()
         log.info("control process stopped")
+
+
+# How long a stopping control process waits for its last commands (heaters off) to be
+# acknowledged by the MCU before it closes the port.
+FINAL_FLUSH_S = 0.5
+
+
+def build_printer(settings: Settings) -> Any:
+    """The printer on its MCU, or an offline printer that explains what is wrong."""
+    from printhost.control.mcu_hardware import McuHardware
+    from printhost.control.offline import OfflinePrinter
+    from printhost.mcu.mcu import Mcu, McuError
+    port = settings.mcu.serial
+    if not port:
+        return OfflinePrinter("no MCU configured: set [mcu] serial")
+    mcu = Mcu(port, settings.mcu.baud, restart_method=settings.mcu.restart_method)
+    try:
+        hardware = McuHardware(settings, mcu)
+        mcu.connect()
+        try:
+            mcu.configure()
+        except McuError as exc:
+            if settings.mcu.restart_method != "command":
+                raise
+            # Klipper's practice: at start-up, a board that is shut down or holds an
+            # older configuration is restarted automatically; nothing heats yet.
+            log.warning("%s: restarting the firmware", exc)
+            mcu.firmware_restart()
+            mcu.configure()
+        return Printer.on_mcu(settings, hardware)
+    except (McuError, ValueError) as exc:
+        log.error("MCU unavailable: %s", exc)
+        mcu.close()
+        return OfflinePrinter(str(exc))
+
+
+def _close_hardware(printer: Any) -> None:
+    hw = getattr(printer, "hardware", None)
+    if hw is None:
+        return
+    deadline = time.monotonic() + FINAL_FLUSH_S
+    while not hw.mcu.link.idle() and time.monotonic() < deadline and not hw.mcu.link.error:
+        time.sleep(0.005)
+    hw.mcu.close()

@@ -20,7 +20,7 @@ from printhost.config import Settings
 from printhost.control.kernels.steppers import (COREXY_A, COREXY_B, StepperModel,
                                                 models_from_settings)
 from printhost.control.motion import PlannedMove, Vec4
-from printhost.control.stepstream import StepperChannel, StepStream
+from printhost.control.stepstream import StepCommands, StepperChannel, StepStream
 from printhost.sim.motion import SimulatedMotionExecutor, _Clock
 
 # The simulated MCU's clock: step times are compressed against it as they will be sent.
@@ -57,13 +57,17 @@ class _ExecutedSteps:
 class StepFollowingExecutor(SimulatedMotionExecutor):
     def __init__(self, clock: _Clock, settings: Settings, lead_time_s: float = 0.1,
                  start_position: Vec4 = (0.0, 0.0, 0.0, 0.0),
-                 on_move_started: Callable[[float, PlannedMove], None] | None = None) -> None:
+                 on_move_started: Callable[[float, PlannedMove], None] | None = None,
+                 *, clock_freq: float = SIM_CLOCK_FREQ, oids: dict[str, int] | None = None,
+                 on_commands: Callable[[StepCommands], None] | None = None) -> None:
         super().__init__(clock, lead_time_s, start_position, on_move_started)
         self._models: dict[str, StepperModel] = models_from_settings(settings)
         names = list(self._models)
-        self._stream = StepStream(self._models, {n: i for i, n in enumerate(names)},
-                                  SIM_CLOCK_FREQ, settings.mcu.max_stepper_error,
+        self._stream = StepStream(self._models, oids or {n: i for i, n in enumerate(names)},
+                                  clock_freq, settings.mcu.max_stepper_error,
                                   self._position, clock.now())
+        # Where the compressed commands go (the MCU's step sender); None keeps them local.
+        self.on_commands = on_commands
         self._executed = {ch.name: _ExecutedSteps(ch.position) for ch in self._stream.channels}
         self._stream.step_tap = self._on_steps
         self._generated_until = clock.now()
@@ -87,6 +91,8 @@ class StepFollowingExecutor(SimulatedMotionExecutor):
             commands = self._stream.generate(until)
             self.queue_steps += int(np.count_nonzero(commands.kind == 0)) if len(commands) else 0
             self._generated_until = until
+            if self.on_commands is not None and len(commands):
+                self.on_commands(commands)
 
     def abort(self) -> Vec4:
         """Keep every move whose steps were already generated (sent, on a real MCU), drop

@@ -138,12 +138,14 @@ class Service:
             return ""
 
     def control_pid(self) -> int:
-        """The control process is the supervisor's only child running multiprocessing's
-        spawn entry point (not its resource tracker).
+        """The control process is the supervisor's child running multiprocessing's spawn
+        entry point that is neither its resource tracker nor the simulated MCU.
 
         Read from /proc rather than `ps`, whose argument column is cut to the terminal
         width and so can hide the word that tells the two children apart."""
         assert self.proc is not None
+        sim_pid_file = self.state_dir / "sim-mcu" / "pid"
+        sim_pid = int(sim_pid_file.read_text()) if sim_pid_file.exists() else -1
         pids = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -154,7 +156,8 @@ class Service:
             except OSError:
                 continue
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == self.proc.pid and "multiprocessing.spawn" in args:
+            if (ppid == self.proc.pid and "multiprocessing.spawn" in args
+                    and int(entry.name) != sim_pid):
                 pids.append(int(entry.name))
         assert len(pids) == 1, pids
         return pids[0]

@@ -1,0 +1,131 @@
+"""The printer's hardware on a Klipper MCU: heaters, fan and steppers as MCU objects.
+
+`McuHardware` registers every object with the `Mcu` before it connects (their config
+commands need the firmware's dictionary, so they are built during `configure()`), and
+afterwards gives the control process what `Printer` expects: a heater bank whose
+readings come from the MCU's ADC reports and whose outputs are MCU PWM pins with a
+`max_duration`, a part fan, and a motion executor whose steps go to the MCU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from printhost.config import HeaterSettings, Settings
+from printhost.control.heaters import (BED_CHECK_GAIN_TIME_S, EXTRUDER_CHECK_GAIN_TIME_S,
+                                       Heater, HeaterBank)
+from printhost.mcu.analog import McuAnalogIn
+from printhost.mcu.mcu import Mcu, McuClock
+from printhost.mcu.outputs import HEATER_MAX_DURATION_S, McuPwmOutput
+from printhost.mcu.pins import parse_pin
+from printhost.mcu.steppers import McuStepper, StepSender
+from printhost.sensors.adc import AdcTemperatureSensor
+from printhost.sensors.thermistor import sensor as make_sensor
+
+log = logging.getLogger(__name__)
+
+# A heater's value is renewed at least this often (well inside its max_duration).
+HEATER_REFRESH_S = 0.75 * HEATER_MAX_DURATION_S * 0.5
+# Motion is committed to the MCU this far ahead: at least LEAD_PRINT_S of print time and
+# LEAD_WALL_S of host time (the simulated MCU's clock runs faster than the wall clock).
+LEAD_PRINT_S = 0.25
+LEAD_WALL_S = 0.15
+# The MCU shuts down when a reading stays this far outside min_temp..max_temp (its own
+# check, which works even when the host is gone); the host checks the exact limits.
+ADC_RANGE_MARGIN_C = 5.0
+
+
+class McuHeaterHardware:
+    """A heater's thermistor (MCU ADC) and output (MCU soft PWM with max_duration)."""
+
+    def __init__(self, mcu: Mcu, name: str, settings: HeaterSettings) -> None:
+        self.mcu = mcu
+        self.name = name
+        self.sensor = AdcTemperatureSensor(make_sensor(settings.sensor_type),
+                                           settings.pullup_resistor)
+        lo, hi = self.sensor.fraction_range(settings.min_temp - ADC_RANGE_MARGIN_C,
+                                            settings.max_temp + ADC_RANGE_MARGIN_C)
+        self.adc = McuAnalogIn(mcu, parse_pin(settings.sensor_pin, can_pull=True),
+                               self._on_reading, min_fraction=lo, max_fraction=hi)
+        self.output = McuPwmOutput(mcu, parse_pin(settings.heater_pin),
+                                   settings.pwm_cycle_time, HEATER_MAX_DURATION_S)
+        self._temp_c = math.nan
+        self._reading_s = -math.inf
+        self._sent_duty = 0.0
+        self._sent_s = -math.inf
+        self._sent_reading_s = -math.inf
+
+    def _on_reading(self, fraction: float, print_time: float) -> None:
+        self._temp_c = self.sensor.temp_c(fraction)
+        self._reading_s = print_time
+
+    @property
+    def has_reading(self) -> bool:
+        return self.adc.reports > 0
+
+    def read_temp_c(self) -> float:
+        return self._temp_c
+
+    def set_duty(self, duty: float) -> None:
+        """Send a new value with each new reading, at once when switching off, and at
+        least every HEATER_REFRESH_S while on; never on every control tick."""
+        if not self.mcu.connected:
+            return
+        now = self.mcu.print_time()
+        off_now = duty == 0.0 and self._sent_duty != 0.0
+        fresh = self._reading_s > self._sent_reading_s
+        stale = duty != 0.0 and now - self._sent_s >= HEATER_REFRESH_S
+        if not (off_now or fresh or stale):
+            return
+        self.output.set(now, duty)
+        self._sent_duty = duty
+        self._sent_s = now
+        self._sent_reading_s = self._reading_s
+
+
+class McuFan:
+    def __init__(self, mcu: Mcu, pin: str, cycle_time_s: float) -> None:
+        self.mcu = mcu
+        self.output = McuPwmOutput(mcu, parse_pin(pin), cycle_time_s) if pin else None
+
+    def set_speed(self, speed: float) -> None:
+        if self.output is not None and self.mcu.connected:
+            self.output.set(self.mcu.print_time(), speed)
+
+
+class McuHardware:
+    """Everything the printer drives through one MCU."""
+
+    def __init__(self, settings: Settings, mcu: Mcu) -> None:
+        self.settings = settings
+        self.mcu = mcu
+        self.clock = McuClock(mcu)
+        self.heater_hw = {
+            "extruder": McuHeaterHardware(mcu, "extruder", settings.heaters.extruder),
+            "heater_bed": McuHeaterHardware(mcu, "heater_bed", settings.heaters.heater_bed),
+        }
+        self.fan = McuFan(mcu, settings.fan.pin, settings.fan.cycle_time)
+        self.steppers: dict[str, McuStepper] = {}
+        for name in ("x", "y", "z", "extruder"):
+            st = getattr(settings.steppers, name)
+            self.steppers[name] = McuStepper(
+                mcu, name, parse_pin(st.step_pin), parse_pin(st.dir_pin),
+                parse_pin(st.enable_pin) if st.enable_pin else None)
+        self.sender = StepSender(mcu, list(self.steppers.values()))
+
+    def heater_bank(self) -> HeaterBank:
+        gains = {"extruder": EXTRUDER_CHECK_GAIN_TIME_S, "heater_bed": BED_CHECK_GAIN_TIME_S}
+        return HeaterBank(Heater(name, getattr(self.settings.heaters, name), hw,
+                                 check_gain_time_s=gains[name])
+                          for name, hw in self.heater_hw.items())
+
+    def executor(self, start_position: tuple[float, float, float, float]):
+        # Imported here: the compiled kernels load after the cache directory is chosen.
+        from printhost.sim.stepper_motion import StepFollowingExecutor
+        lead = max(LEAD_PRINT_S, self.mcu.wall_to_print_s(LEAD_WALL_S))
+        return StepFollowingExecutor(
+            self.clock, self.settings, lead_time_s=lead, start_position=start_position,
+            clock_freq=self.mcu.clock_freq,
+            oids={name: st.oid for name, st in self.steppers.items()},
+            on_commands=self.sender.queue)

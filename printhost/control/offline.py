@@ -1,0 +1,41 @@
+"""The printer when its MCU cannot be used at start-up.
+
+The control process still runs, publishes status and answers the API, so a user sees
+*why* nothing works ("cannot open /dev/ttyACM0", "holds a different configuration")
+instead of a service that does not start. Nothing here can heat or move: there is no
+hardware behind it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from printhost.control.heaters import HeaterBank
+from printhost.ipc.channel import Command, ErrorKind, Reply, Request
+
+
+class OfflinePrinter:
+    def __init__(self, reason: str) -> None:
+        self.error = reason
+        self.stopping = False
+        self.heaters = HeaterBank()
+
+    def tick(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def handle(self, req: Request) -> Reply:
+        if req.command == Command.PING:
+            return Reply(req.id, True, {"pid": os.getpid()})
+        if req.command == Command.SHUTDOWN:
+            self.stop()
+            return Reply(req.id, True, {})
+        if req.command == Command.PRINT:
+            return Reply(req.id, False, {}, ErrorKind.NOT_READY, f"Printer not ready: {self.error}")
+        return Reply(req.id, False, {}, ErrorKind.CONFLICT, "No job")
+
+    def get_status(self) -> dict[str, Any]:
+        return {"state": "error", "job": None, "printer": None, "error": self.error}

@@ -1,0 +1,398 @@
+"""One Klipper MCU as the control process sees it: connection, configuration, clock.
+
+`Mcu.connect()` runs once, before the control loop starts, and may block: it opens the
+serial link, downloads the data dictionary with `identify`, synchronises the clocks and
+loads (or checks) the configuration of the printer objects that registered with it.
+From then on the control loop calls `poll()` every tick; it never blocks, dispatches the
+MCU's responses to the objects that asked for them, keeps the clock estimate fresh, and
+notices a shutdown of the MCU or a lost link.
+
+Every message is encoded from the dictionary the firmware itself sent, and the formats
+printhost relies on are checked against it before anything is configured: only the two
+bootstrap messages (`identify`, `identify_response`) have ids fixed in our code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from printhost.mcu.clocksync import ClockJump, ClockSync
+from printhost.mcu.codec import MessageCodec
+from printhost.mcu.dictionary import DataDictionary
+from printhost.mcu.errors import LinkError, ProtocolError
+from printhost.mcu.link import SerialLink
+
+log = logging.getLogger(__name__)
+
+# The dictionary is downloaded in pieces of this many bytes (what fits a block easily).
+IDENTIFY_CHUNK = 40
+# Period of clock queries once running. Slightly off a round second, so the queries do
+# not beat against other once-a-second activity on the MCU.
+CLOCK_QUERY_PERIOD_S = 0.9839
+# Clock samples taken at connect time before anything is scheduled.
+CONNECT_CLOCK_SAMPLES = 8
+# With no progress on the link for this long the MCU is considered lost. Clock queries
+# keep traffic going about once a second, so silence this long is never normal.
+LOST_TIMEOUT_S = 4.0
+# Commands scheduled on the MCU clock are placed at least this far ahead of the
+# estimated MCU time, in host (wall) seconds, so transmission latency and a slow control
+# loop tick never make them arrive late.
+MIN_SCHEDULE_WALL_S = 0.05
+
+
+class McuError(Exception):
+    """The MCU cannot be used: the message says why and what to do."""
+
+
+ResponseHandler = Callable[[dict[str, Any], float], None]
+
+
+class Mcu:
+    def __init__(self, port: str, baud: int = 250000, *, name: str = "mcu",
+                 time_source: Callable[[], float] = time.monotonic,
+                 restart_method: str = "command") -> None:
+        self.name = name
+        self.port = port
+        self.baud = baud
+        self.restart_method = restart_method
+        self._time = time_source
+        self.link = SerialLink(port, baud, time_source=time_source)
+        self.codec = MessageCodec()
+        self.dictionary = DataDictionary()
+        self.clock_freq = 0.0
+        self.clocksync: ClockSync | None = None
+        self.move_count = 0
+        self.shutdown_reason: str | None = None
+        self.lost_reason: str | None = None
+        self.on_fault: Callable[[str], None] | None = None
+        self._handlers: dict[tuple[str, int | None], ResponseHandler] = {}
+        self._oid_count = 0
+        self._config_cmds: list[tuple[str, dict[str, Any]]] = []
+        self._config_builders: list[Callable[[], None]] = []
+        self._init_cmds: list[Callable[[], None]] = []
+        self._clock_sent_s: float | None = None
+        self._next_clock_query_s = 0.0
+        self._last_clock64 = 0
+        self.config_crc = 0
+        self.reused_config = False
+        self.configured = False
+
+    @property
+    def connected(self) -> bool:
+        """Configured, not shut down and not lost: commands sent now will act."""
+        return self.configured and self.shutdown_reason is None and self.lost_reason is None
+
+    # ------------------------------------------------------------------ objects
+    def create_oid(self) -> int:
+        oid = self._oid_count
+        self._oid_count += 1
+        return oid
+
+    def register_config(self, builder: Callable[[], None]) -> None:
+        """`builder()` runs when the dictionary is known (pin names, clock rate) and adds
+        the object's config commands with `add_config_cmd`."""
+        self._config_builders.append(builder)
+
+    def add_config_cmd(self, name: str, **params: Any) -> None:
+        """A command of the configuration (sent once, before finalize_config)."""
+        self._config_cmds.append((name, params))
+
+    def add_init_step(self, step: Callable[[], None]) -> None:
+        """Something to do once the MCU is configured and the clock is known (start
+        sampling an ADC, say); also run after a host restart that reused the config."""
+        self._init_cmds.append(step)
+
+    def register_response(self, name: str, handler: ResponseHandler,
+                          oid: int | None = None) -> None:
+        """Call `handler(params, receive_time)` for each `name` response (of one oid)."""
+        self._handlers[(name, oid)] = handler
+
+    def check_format(self, msgformat: str) -> None:
+        """Refuse to run against firmware whose command differs from what we encode."""
+        try:
+            self.dictionary.lookup_format(msgformat)
+        except ProtocolError as exc:
+            raise McuError(f"{self.name}: firmware does not support {msgformat.split()[0]!r} "
+                           f"as printhost needs it ({exc}); is it Klipper firmware?") from None
+
+    # ------------------------------------------------------------------ connect
+    def connect(self, timeout_s: float = 15.0) -> None:
+        """Open the link, download the dictionary and synchronise the clocks (blocking)."""
+        deadline = self._time() + timeout_s
+        try:
+            self.link.open()
+        except LinkError as exc:
+            raise McuError(f"{self.name}: cannot open {self.port}: {exc}") from None
+        raw = bytearray()
+        while True:
+            params = self._request("identify", {"offset": len(raw), "count": IDENTIFY_CHUNK},
+                                   "identify_response", deadline,
+                                   match=lambda p, n=len(raw): p["offset"] == n)
+            data = bytes(params["data"])
+            if not data:
+                break
+            raw += data
+        try:
+            self.dictionary = DataDictionary(zlib.decompress(bytes(raw)))
+        except (zlib.error, ProtocolError) as exc:
+            raise McuError(f"{self.name}: unreadable data dictionary ({exc})") from None
+        self.codec = MessageCodec(self.dictionary)
+        self.clock_freq = self.dictionary.constant_float("CLOCK_FREQ")
+        self.link.set_receive_window(self.dictionary.constant_int("RECEIVE_WINDOW", 192))
+        for fmt in ("get_uptime", "get_clock", "get_config", "allocate_oids count=%c",
+                    "finalize_config crc=%u", "emergency_stop"):
+            if " " in fmt:
+                self.check_format(fmt)
+            elif not self.dictionary.has(fmt):
+                raise McuError(f"{self.name}: firmware lacks the {fmt!r} command")
+        log.info("%s: %s (%s), clock %.0f Hz, dictionary %d bytes", self.name,
+                 self.dictionary.version, self.dictionary.app or "?", self.clock_freq, len(raw))
+        self._sync_clock(deadline)
+
+    def _sync_clock(self, deadline: float) -> None:
+        sent = self._time()
+        up = self._request("get_uptime", {}, "uptime", deadline)
+        clock64 = (int(up["high"]) << 32) | int(up["clock"])
+        sync = ClockSync(self.clock_freq)
+        sync.add_sample(int(up["clock"]), sent, self._time())
+        for _ in range(CONNECT_CLOCK_SAMPLES):
+            sent = self._time()
+            reply = self._request("get_clock", {}, "clock", deadline)
+            sync.add_sample(int(reply["clock"]), sent, self._time())
+            time.sleep(0.005)
+        self.clocksync = sync
+        self._last_clock64 = clock64
+        self._next_clock_query_s = self._time() + CLOCK_QUERY_PERIOD_S
+
+    def configure(self, timeout_s: float = 10.0) -> None:
+        """Load the registered objects' configuration, or verify the one the MCU holds."""
+        deadline = self._time() + timeout_s
+        self._config_cmds.clear()
+        for builder in self._config_builders:
+            builder()
+        lines = [self.codec.format_text(name, params) for name, params in self._config_cmds]
+        self.config_crc = zlib.crc32("\n".join(lines).encode()) & 0xFFFFFFFF
+        state = self._request("get_config", {}, "config", deadline)
+        if state["is_shutdown"]:
+            reason = self.shutdown_reason or "shut down before printhost connected"
+            raise McuError(f"{self.name} is shut down ({reason}); a firmware restart is needed")
+        if state["is_config"]:
+            if int(state["crc"]) != self.config_crc:
+                raise McuError(f"{self.name} holds a different configuration (CRC "
+                               f"{int(state['crc']):08x}, ours {self.config_crc:08x}); "
+                               f"a firmware restart is needed")
+            self.reused_config = True
+            log.info("%s: configuration already loaded (CRC %08x)", self.name, self.config_crc)
+        else:
+            self.send("allocate_oids", count=self._oid_count)
+            for name, params in self._config_cmds:
+                self.send(name, **params)
+            self.send("finalize_config", crc=self.config_crc)
+            state = self._request("get_config", {}, "config", deadline)
+            if not state["is_config"] or int(state["crc"]) != self.config_crc:
+                reason = self.shutdown_reason or "it did not accept the configuration"
+                raise McuError(f"{self.name}: configuration failed: {reason}")
+            log.info("%s: configured %d objects (CRC %08x)", self.name, self._oid_count,
+                     self.config_crc)
+        self.move_count = int(state["move_count"])
+        self.configured = True
+        for step in self._init_cmds:
+            step()
+
+    def firmware_restart(self, timeout_s: float = 10.0) -> None:
+        """Reboot the board with its `reset` command and reconnect (blocking).
+
+        Used at start-up when the MCU is shut down or holds another configuration, and
+        on a user's request after a fault; never in the middle of a print.
+        """
+        if self.restart_method != "command" or not self.dictionary.has("reset"):
+            raise McuError(f"{self.name}: cannot restart the firmware by command; "
+                           f"power-cycle the board")
+        log.warning("%s: restarting the firmware", self.name)
+        self.send("reset")
+        deadline = self._time() + 1.0
+        while not self.link.idle() and self._time() < deadline:
+            time.sleep(0.01)
+        self.link.close()
+        self.configured = False
+        time.sleep(0.2)
+        self.link = SerialLink(self.port, self.baud, time_source=self._time)
+        self.shutdown_reason = None
+        self.lost_reason = None
+        self.codec = MessageCodec()
+        self.dictionary = DataDictionary()
+        end = self._time() + timeout_s
+        while True:
+            try:
+                self.connect(max(1.0, end - self._time()))
+                return
+            except McuError:
+                self.link.close()
+                if self._time() > end:
+                    raise
+                self.link = SerialLink(self.port, self.baud, time_source=self._time)
+                time.sleep(0.5)
+
+    def _request(self, name: str, params: dict[str, Any], response: str, deadline: float,
+                 match: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+        """Send a command and wait for its response (connect and configure only)."""
+        got: list[dict[str, Any]] = []
+
+        def handler(p: dict[str, Any], _t: float) -> None:
+            if match is None or match(p):
+                got.append(p)
+
+        previous = self._handlers.get((response, None))
+        self._handlers[(response, None)] = handler
+        try:
+            self.send(name, **params)
+            resend_at = self._time() + 1.0
+            while not got:
+                self.poll_messages()
+                if self.link.error:
+                    raise McuError(f"{self.name}: {self.link.error}")
+                now = self._time()
+                if now > deadline:
+                    raise McuError(f"{self.name}: no answer to {name} from {self.port} "
+                                   f"(is a Klipper MCU connected?)")
+                if now > resend_at:
+                    self.send(name, **params)
+                    resend_at = now + 1.0
+                time.sleep(0.002)
+            return got[0]
+        finally:
+            if previous is None:
+                self._handlers.pop((response, None), None)
+            else:
+                self._handlers[(response, None)] = previous
+
+    # ------------------------------------------------------------------ running
+    def send(self, name: str, **params: Any) -> None:
+        self.link.send(self.codec.encode(name, **params))
+
+    def send_encoded(self, messages: bytes | list[bytes]) -> None:
+        self.link.send(messages)
+
+    def poll_messages(self) -> None:
+        """Dispatch everything received so far; never blocks."""
+        for received_s, payload in self.link.poll():
+            try:
+                messages = self.codec.decode(payload)
+            except ProtocolError as exc:
+                # Before identify finishes, the board's periodic messages (stats) cannot
+                # be decoded yet; afterwards an undecodable block is worth a warning.
+                level = logging.WARNING if self.clock_freq else logging.DEBUG
+                log.log(level, "%s: undecodable message block (%s)", self.name, exc)
+                continue
+            for name, params in messages:
+                self._dispatch(name, params, received_s)
+
+    def _dispatch(self, name: str, params: dict[str, Any], received_s: float) -> None:
+        if name in ("shutdown", "is_shutdown"):
+            self._on_shutdown(str(params.get("static_string_id", "?")))
+            return
+        if name == "clock" and self._clock_sent_s is not None and self.clocksync is not None:
+            try:
+                self.clocksync.add_sample(int(params["clock"]), self._clock_sent_s, received_s)
+            except ClockJump as exc:
+                self._fault(f"{self.name} restarted or its clock jumped ({exc})")
+            self._clock_sent_s = None
+        handler = self._handlers.get((name, params.get("oid"))) or self._handlers.get((name, None))
+        if handler is not None:
+            handler(params, received_s)
+        elif name == "#output":
+            log.info("%s says: %s", self.name, params.get("#msg"))
+
+    def poll(self) -> None:
+        """One control-loop tick: responses, clock queries and link health."""
+        self.poll_messages()
+        now = self._time()
+        if self.lost_reason is None:
+            if self.link.error:
+                self._fault(f"lost communication with {self.name}: {self.link.error}")
+            elif now - self.link.last_progress_s > LOST_TIMEOUT_S:
+                self._fault(f"lost communication with {self.name} (no answer for "
+                            f"{now - self.link.last_progress_s:.1f} s)")
+        if now >= self._next_clock_query_s and self.lost_reason is None:
+            if self._clock_sent_s is None or now - self._clock_sent_s > 2 * CLOCK_QUERY_PERIOD_S:
+                self._clock_sent_s = now
+                self.send("get_clock")
+            self._next_clock_query_s = now + CLOCK_QUERY_PERIOD_S
+
+    def _on_shutdown(self, reason: str) -> None:
+        if self.shutdown_reason is None:
+            self.shutdown_reason = reason
+            log.error("%s shut down: %s", self.name, reason)
+            if self.on_fault is not None:
+                self.on_fault(f"MCU shutdown: {reason}")
+
+    def _fault(self, reason: str) -> None:
+        if self.lost_reason is None:
+            self.lost_reason = reason
+            log.error("%s", reason)
+            if self.on_fault is not None:
+                self.on_fault(reason)
+
+    def emergency_stop(self) -> None:
+        """M112 and every host-side fault: the MCU stops everything and latches."""
+        try:
+            self.send("emergency_stop")
+        except Exception:
+            log.exception("%s: could not send emergency_stop", self.name)
+
+    def close(self) -> None:
+        self.link.close()
+
+    # ------------------------------------------------------------------ time
+    def _sync(self) -> ClockSync:
+        if self.clocksync is None:
+            raise McuError(f"{self.name}: not connected")
+        return self.clocksync
+
+    def print_time(self, host_s: float | None = None) -> float:
+        """Estimated MCU print time (MCU clock / CLOCK_FREQ) at a host time (now)."""
+        return self._sync().print_time_at(self._time() if host_s is None else host_s)
+
+    def clock_of(self, print_time_s: float) -> int:
+        return self._sync().clock_of(print_time_s)
+
+    def print_time_of_clock32(self, clock32: int) -> float:
+        sync = self._sync()
+        return sync.print_time_of(sync.extend(clock32))
+
+    def wall_to_print_s(self, wall_s: float) -> float:
+        """Print seconds that pass on the MCU in `wall_s` host seconds (differs from 1:1
+        on the simulated MCU, whose clock runs at the simulation's time factor)."""
+        return wall_s * self._sync().freq_hz / self.clock_freq
+
+    def earliest_schedule_time(self) -> float:
+        """The soonest print time a command may be scheduled for and still arrive early."""
+        return self.print_time() + max(0.005, self.wall_to_print_s(MIN_SCHEDULE_WALL_S))
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.link.stats())
+        if self.clocksync is not None:
+            out["freq_hz"] = self.clocksync.freq_hz
+        out["move_count"] = self.move_count
+        return out
+
+
+class McuClock:
+    """The printer's clock when an MCU is attached: print time is the MCU's time.
+
+    Moves and heater commands are scheduled in print time, so the clock the control
+    process reads must be the MCU's (as estimated by clock sync), not the host's.
+    """
+
+    def __init__(self, mcu: Mcu) -> None:
+        self.mcu = mcu
+
+    def now(self) -> float:
+        return self.mcu.print_time()
+
+    def wall_seconds(self, sim_seconds: float) -> float:
+        return sim_seconds / max(1e-9, self.mcu.wall_to_print_s(1.0))

@@ -1,0 +1,255 @@
+"""The simulated Klipper MCU as its own OS process, behind a pseudo-terminal.
+
+The supervisor starts it before the control process, which then opens the pty's slave
+side through pyserial exactly as it would open a board's /dev/ttyACM0. Being a separate
+process matters: like a real board, it keeps running (and keeps enforcing its heaters'
+`max_duration`) when the control process is killed or frozen.
+
+Its clock is the host's monotonic clock scaled by the simulation's time factor, so a
+20x simulation runs a 72 MHz MCU clock 20x faster and the host's clock sync sees that.
+
+A small control socket (JSON lines, Linux abstract namespace, name written next to the
+pty link) lets tests and `printhost sim` inspect the MCU (step positions, outputs,
+temperatures) and inject faults: line corruption and drops, delays, a hung link, an
+unplugged cable, a reset, and hardware faults of the board.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import tty
+from pathlib import Path
+from typing import Any
+
+from printhost.config import Settings
+from printhost.mcu.codec import MessageCodec
+from printhost.mcu.errors import ProtocolError
+from printhost.mcu.digest import step_stream_crc
+from printhost.mcu.sim_dictionary import SIM_CLOCK_FREQ, SIM_CONFIG, sim_dictionary
+from printhost.sim.mcu.board import SimBoard
+from printhost.sim.mcu.firmware import SimFirmware
+from printhost.sim.mcu.wire import McuWire, WireFaults
+
+log = logging.getLogger("printhost.sim_mcu")
+
+# The loop never sleeps longer than this, so timers and the control socket stay prompt.
+MAX_SLEEP_S = 0.002
+
+
+class SimMcu:
+    """Wire + firmware + board, stepped by `run_once()`."""
+
+    def __init__(self, settings: Settings, master_fd: int,
+                 time_source=time.monotonic) -> None:
+        self.settings = settings
+        self._time = time_source
+        self.time_factor = settings.simulation.time_factor
+        self._t0 = time_source()
+        self.codec = MessageCodec(sim_dictionary(), mcu_form=True)
+        self.faults = WireFaults()
+        self.wire = McuWire(master_fd, receive_window=int(SIM_CONFIG["RECEIVE_WINDOW"]),
+                            faults=self.faults, time_source=time_source)
+        self.board = SimBoard(settings, SIM_CLOCK_FREQ, int(SIM_CONFIG["ADC_MAX"]))
+        self.firmware = SimFirmware(self.board, self._send)
+        self.unplugged = False
+        self.frozen = False
+        self.commands = 0
+        # CRC of every step command handled, in order (compare with the host's).
+        self.step_stream_crc = 0
+        self.step_commands = 0
+
+    def clock(self) -> int:
+        return int((self._time() - self._t0) * self.time_factor * SIM_CLOCK_FREQ)
+
+    def _send(self, name: str, params: dict[str, Any]) -> None:
+        self.wire.send(self.codec.encode(name, **params))
+
+    def run_once(self) -> None:
+        if self.frozen:
+            return
+        if self.unplugged:
+            # The board keeps running on its own supply: its timers (max_duration of the
+            # heaters among them) still act.
+            self.firmware.advance(self.clock())
+            return
+        for payload in self.wire.read_available():
+            now = self.clock()
+            try:
+                messages = self.codec.decode(payload)
+            except ProtocolError as exc:
+                log.warning("undecodable command block: %s", exc)
+                self.firmware.handle("emergency_stop", {}, now)
+                continue
+            for name, params in messages:
+                self.commands += 1
+                if name == "queue_step":
+                    self.step_commands += 1
+                    self.step_stream_crc = step_stream_crc(
+                        self.step_stream_crc, name, params["oid"], params["interval"],
+                        params["count"], params["add"])
+                elif name == "set_next_step_dir":
+                    self.step_stream_crc = step_stream_crc(self.step_stream_crc, name,
+                                                           params["oid"], params["dir"])
+                self.firmware.handle(name, params, now)
+        self.firmware.advance(self.clock())
+        self.wire.flush()
+
+    def sleep_s(self) -> float:
+        nxt = self.firmware.next_event_clock()
+        wake = self.wire.next_wakeup()
+        delay = MAX_SLEEP_S
+        if nxt is not None:
+            delay = min(delay, max(0.0, (nxt - self.clock()) / (SIM_CLOCK_FREQ * self.time_factor)))
+        if wake is not None:
+            delay = min(delay, max(0.0, wake - self._time()))
+        return delay
+
+    # ------------------------------------------------------------------ control
+    def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One control-socket request; see docs/mcu.md for the commands."""
+        cmd = request.get("cmd")
+        clock = self.clock()
+        if cmd == "state":
+            fw = self.firmware.snapshot(clock)
+            positions = self.firmware.stepper_positions(clock)
+            return {"ok": True, "clock": clock, "firmware": fw, "board": self.board.snapshot(),
+                    "toolhead": list(self.board.toolhead(positions)),
+                    "wire": self._wire_stats(), "commands": self.commands,
+                    "step_commands": self.step_commands,
+                    "step_stream_crc": self.step_stream_crc,
+                    "unplugged": self.unplugged, "frozen": self.frozen}
+        if cmd == "link":
+            for key in ("corrupt_rate", "drop_rate", "delay_s"):
+                if key in request:
+                    setattr(self.faults, key, float(request[key]))
+            if "hung" in request:
+                self.faults.hung = bool(request["hung"])
+            return {"ok": True}
+        if cmd == "unplug":
+            self.unplugged = True
+            self.wire.unplug()
+            return {"ok": True}
+        if cmd == "reset":
+            self.board.rebooted(self.firmware.stepper_positions(clock))
+            self.firmware.reboot()
+            self.wire.reset()
+            return {"ok": True}
+        if cmd == "freeze":
+            # The firmware stops dead (a crashed MCU without a watchdog): nothing runs.
+            self.frozen = bool(request.get("on", True))
+            return {"ok": True}
+        if cmd == "board":
+            faults = self.board.faults
+            kind = str(request.get("fault", ""))
+            heater = str(request.get("heater", ""))
+            target = getattr(faults, kind, None)
+            if not isinstance(target, set) or heater not in self.board.heaters:
+                return {"ok": False, "error": "unknown fault or heater"}
+            (target.add if request.get("on", True) else target.discard)(heater)
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def _wire_stats(self) -> dict[str, Any]:
+        stats = getattr(self.wire, "stats", None)
+        return stats() if callable(stats) else {}
+
+
+class _ControlServer:
+    """JSON lines over a Linux abstract-namespace socket (no path-length limits)."""
+
+    def __init__(self, name: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind("\0" + name)
+        self.sock.listen(4)
+        self.sock.setblocking(False)
+        self.clients: dict[socket.socket, bytearray] = {}
+
+    def fds(self) -> list[socket.socket]:
+        return [self.sock, *self.clients]
+
+    def service(self, readable: list, handler) -> None:
+        for s in readable:
+            if s is self.sock:
+                try:
+                    conn, _ = self.sock.accept()
+                    conn.setblocking(True)
+                    conn.settimeout(1.0)
+                    self.clients[conn] = bytearray()
+                except OSError:
+                    pass
+                continue
+            if s not in self.clients:
+                continue
+            try:
+                data = s.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                self.clients.pop(s, None)
+                s.close()
+                continue
+            buf = self.clients[s]
+            buf += data
+            while b"\n" in buf:
+                line, _, rest = bytes(buf).partition(b"\n")
+                buf[:] = rest
+                try:
+                    reply = handler(json.loads(line))
+                except Exception as exc:  # a bad request must not stop the MCU
+                    reply = {"ok": False, "error": str(exc)}
+                try:
+                    s.sendall(json.dumps(reply).encode() + b"\n")
+                except OSError:
+                    pass
+
+
+def control_socket_name(state_dir: Path) -> str:
+    return f"printhost-sim-mcu-{os.getpid()}-{abs(hash(str(state_dir))) % 10**8}"
+
+
+def sim_mcu_main(settings: Settings, tty_link: str, control_name: str) -> None:
+    """Process entry point: make the pty, publish its path, serve until SIGTERM."""
+    logging.basicConfig(level=settings.server.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s sim-mcu %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = False
+
+    def on_term(signum, frame) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    # Keeping our own handle on the slave side means the pty survives the host closing
+    # and reopening it (a restarted control process), as a USB device would.
+    link = Path(tty_link)
+    tmp = link.with_name(link.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.ttyname(slave), tmp)
+    os.replace(tmp, link)
+    server = _ControlServer(control_name)
+    mcu = SimMcu(settings, master)
+    log.info("simulated MCU on %s (clock %d Hz x %g)", os.ttyname(slave), SIM_CLOCK_FREQ,
+             mcu.time_factor)
+    try:
+        while not stop:
+            fds: list[Any] = server.fds()
+            if not mcu.unplugged:
+                fds.append(mcu.wire.fileno())
+            try:
+                readable, _, _ = select.select(fds, [], [], mcu.sleep_s())
+            except (OSError, ValueError):
+                readable = []
+            mcu.run_once()
+            server.service([r for r in readable if not isinstance(r, int)], mcu.control)
+    finally:
+        link.unlink(missing_ok=True)
+        log.info("simulated MCU stopped")
