@@ -41,7 +41,7 @@ LOST_TIMEOUT_S = 4.0
 # Commands scheduled on the MCU clock are placed at least this far ahead of the
 # estimated MCU time, in host (wall) seconds, so transmission latency and a slow control
 # loop tick never make them arrive late.
-MIN_SCHEDULE_WALL_S = 0.05
+MIN_SCHEDULE_WALL_S = 0.25
 
 
 class McuError(Exception):
@@ -294,6 +294,10 @@ class Mcu:
     def _dispatch(self, name: str, params: dict[str, Any], received_s: float) -> None:
         if name in ("shutdown", "is_shutdown"):
             self._on_shutdown(str(params.get("static_string_id", "?")))
+            return
+        if name == "starting" and self.configured:
+            # Sent by the firmware as it boots: the board restarted under us.
+            self._fault(f"{self.name} restarted (it reported starting)")
             return
         if name == "clock" and self._clock_sent_s is not None and self.clocksync is not None:
             try:

@@ -131,6 +131,11 @@ SIM_SHUTDOWN_REASONS: tuple[str, ...] = (
     "update_digital_out not valid with active queue",
     "Missed scheduling of next hard pwm event",
     "Scheduled pwm event will exceed max_duration",
+    # Pin checks of the board support code (a pin the chip cannot use that way).
+    "Not an output pin",
+    "Not a valid input pin",
+    "Not a valid ADC pin",
+    "Not a valid PWM pin",
 )
 _STATIC_STRING_FIRST_ID = 2
 

@@ -3,6 +3,8 @@ pty, and what the MCU executed is compared with what the host planned."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from printhost.sim.mcu.client import SimMcuClient
@@ -79,7 +81,15 @@ def test_print_on_simulated_mcu_steppers_follow_the_plan(service_factory, api_fo
     step_xy = 40.0 / 3200
     assert x == pytest.approx(px, abs=step_xy) and y == pytest.approx(py, abs=step_xy)
     assert z == pytest.approx(pz, abs=8.0 / 3200)
-    # The fan and heaters were switched off by the program through MCU PWM pins.
-    heaters = state["board"]["heaters"]
-    assert heaters["extruder"]["duty"] == 0.0 and heaters["heater_bed"]["duty"] == 0.0
-    assert state["board"]["fan"] == 0.0
+    # The fan and heaters were switched off by the program through MCU PWM pins (each
+    # change is scheduled a quarter second of host time ahead on the MCU clock).
+    deadline = time.monotonic() + 5.0
+    while True:
+        board_state = board.state()["board"]
+        heaters = board_state["heaters"]
+        if (heaters["extruder"]["duty"] == 0.0 and heaters["heater_bed"]["duty"] == 0.0
+                and board_state["fan"] == 0.0):
+            break
+        assert time.monotonic() < deadline, board_state
+        time.sleep(0.05)
+    assert board_state["outputs"]["PC8"] == 0.0 and board_state["outputs"]["PC9"] == 0.0

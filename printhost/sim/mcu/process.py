@@ -57,7 +57,9 @@ class SimMcu:
         self.wire = McuWire(master_fd, receive_window=int(SIM_CONFIG["RECEIVE_WINDOW"]),
                             faults=self.faults, time_source=time_source)
         self.board = SimBoard(settings, SIM_CLOCK_FREQ, int(SIM_CONFIG["ADC_MAX"]))
-        self.firmware = SimFirmware(self.board, self._send)
+        # A `reset` command reboots the chip: its receiver starts over before it says
+        # "starting", as the real firmware's does.
+        self.firmware = SimFirmware(self.board, self._send, on_reboot=self.wire.reset)
         self.unplugged = False
         self.frozen = False
         self.commands = 0
@@ -85,9 +87,12 @@ class SimMcu:
                 messages = self.codec.decode(payload)
             except ProtocolError as exc:
                 log.warning("undecodable command block: %s", exc)
-                self.firmware.handle("emergency_stop", {}, now)
+                self.firmware.force_shutdown("Command parser error")
                 continue
+            was_shutdown = self.firmware.is_shutdown
             for name, params in messages:
+                if self.firmware.is_shutdown and not was_shutdown:
+                    break  # the firmware drops the rest of a block that shut it down
                 self.commands += 1
                 if name == "queue_step":
                     self.step_commands += 1
@@ -137,9 +142,10 @@ class SimMcu:
             self.wire.unplug()
             return {"ok": True}
         if cmd == "reset":
+            # A spontaneous reboot (brown-out, watchdog): pins fall back to off, the
+            # receiver starts over, then the firmware announces itself.
             self.board.rebooted(self.firmware.stepper_positions(clock))
             self.firmware.reboot()
-            self.wire.reset()
             return {"ok": True}
         if cmd == "freeze":
             # The firmware stops dead (a crashed MCU without a watchdog): nothing runs.

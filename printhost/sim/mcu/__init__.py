@@ -1,0 +1,1 @@
+"""The simulated Klipper MCU: its firmware logic, its board and its end of the serial line."""
