@@ -311,7 +311,7 @@ class HeaterSettings:
     heater_pin: str = _field("PC8", doc="MCU pin switching the heater (soft PWM)")
     sensor_pin: str = _field("PA0", doc="MCU ADC pin of the thermistor")
     sensor_type: str = _field("EPCOS 100K B57560G104F",
-                              doc="thermistor type (a preset name; see docs/heaters.md)")
+                              doc="sensor type: a preset name from docs/devices.md")
     pullup_resistor: float = _field(4700.0, min=1.0, max=10000000.0,
                                     doc="pull-up resistor of the thermistor divider, ohm")
     pwm_cycle_time: float = _field(0.1, min=0.001, max=1.0,
@@ -510,8 +510,13 @@ def _check_pins(s: Settings) -> None:
         check(f"{key}.dir_pin", st.dir_pin, required=True)
         check(f"{key}.enable_pin", st.enable_pin, required=False)
         check(f"{key}.endstop_pin", st.endstop_pin, required=name != "extruder", is_input=True)
+    from printhost.sensors.thermistor import sensor
     for name in ("extruder", "heater_bed"):
         h: HeaterSettings = getattr(s.heaters, name)
+        try:
+            sensor(h.sensor_type)
+        except ValueError as exc:
+            raise ConfigError(f"heaters.{name}.sensor_type: {exc}") from None
         check(f"heaters.{name}.heater_pin", h.heater_pin, required=True)
         check(f"heaters.{name}.sensor_pin", h.sensor_pin, required=True, is_input=True)
     check("fan.pin", s.fan.pin, required=False)

@@ -148,15 +148,19 @@ class Toolhead:
     def update(self) -> None:
         """Advance the executor; release held moves if it is about to run out of work."""
         self._executor.update()
+        horizon = self._executor.now() + getattr(self._executor, "lead_time_s", 0.0)
         if (self._planner.queued_moves
-                and self._executor.queue_end_time() - self._executor.now() < _STARVATION_S):
+                and self._executor.queue_end_time() - horizon < _STARVATION_S):
             self._planner.flush()
 
     # ------------------------------------------------------------------ state
 
     def buffered_time(self) -> float:
         """Print time still ahead: scheduled motion plus a bound on the planner's queue."""
-        ahead = max(0.0, self._executor.queue_end_time() - self._executor.now())
+        # Motion inside the executor's commit horizon (its lead time) is already on its
+        # way to the MCU and cannot be added to; only what lies beyond it buffers.
+        horizon = self._executor.now() + getattr(self._executor, "lead_time_s", 0.0)
+        ahead = max(0.0, self._executor.queue_end_time() - horizon)
         return ahead + self._planner.queued_time_estimate()
 
     def is_idle(self) -> bool:

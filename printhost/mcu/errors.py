@@ -24,3 +24,16 @@ class UnknownMessageError(ProtocolError):
     def __init__(self, message: str, msgid: int | None = None) -> None:
         super().__init__(message)
         self.msgid = msgid
+
+
+class LinkError(Exception):
+    """The serial link to an MCU could not be set up (no such port, busy, no permission).
+
+    Separate from `ProtocolError` because nothing is wrong with any bytes: the device
+    itself is missing or unusable, which the caller reports to the user rather than
+    treating as a bug. Failures after the link is up are reported through
+    `SerialLink.error`, never raised, since they happen on the link's own thread.
+    """
+
+
+__all__.append("LinkError")

@@ -83,3 +83,28 @@ def test_failing_batch_is_reported_not_timed(tmp_path):
     assert "line 2" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "bench-motion.json").exists()
+
+
+def test_link_report_has_every_figure(tmp_path):
+    # A tiny count keeps this quick; the numbers themselves are not judged.
+    out = tmp_path / "link.json"
+    env = {k: v for k, v in os.environ.items() if k != "PRINTHOST_CONFIG"}
+    env["VIRTUAL_ENV"] = sys.prefix
+    proc = subprocess.run([str(BENCH), "link", "--count", "150", "--json", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "link" and report["commands"] == 150
+    labels = [s["label"] for s in report["scenarios"]]
+    assert labels == ["clean", "corrupt 1%", "corrupt 5%", "drop 1%", "drop 5%"]
+    for scenario in report["scenarios"]:
+        for key in ("commands_per_s", "payload_bytes_per_s", "blocks", "wall_s"):
+            assert positive_number(scenario[key]), key
+        assert isinstance(scenario["retransmits"], int) and scenario["retransmits"] >= 0
+        assert scenario["mcu"]["blocks_accepted"] >= scenario["blocks"]
+        assert label_line(proc.stdout, scenario["label"])
+    assert not (tmp_path / "bench-link.json").exists()
+
+
+def label_line(table: str, label: str) -> bool:
+    return any(line.strip().startswith(label) for line in table.splitlines())
