@@ -287,16 +287,29 @@ class GCodeInterpreter:
             raise CommandError("dwell time must not be negative")
         self.toolhead.dwell(seconds)
 
-    def _home(self, cmd: GCodeCommand) -> None:
+    def _home(self, cmd: GCodeCommand) -> Wait | None:
         axes = "".join(a.lower() for a in "XYZ" if a in cmd.params)
-        self.toolhead.home(axes)
-        # Homing resets the G-code offsets of the homed axes (as G28 does everywhere).
-        off = list(self.state.offset)
-        for i, a in enumerate("xyz"):
-            if not axes or a in axes:
-                off[i] = 0.0
-        self.state = replace(self.state, offset=(off[0], off[1], off[2], off[3]))
-        self.sync_from_toolhead()
+        pending = self.toolhead.home(axes)
+
+        def homed() -> None:
+            # Homing resets the G-code offsets of the homed axes (as G28 does everywhere).
+            off = list(self.state.offset)
+            for i, a in enumerate("xyz"):
+                if not axes or a in axes:
+                    off[i] = 0.0
+            self.state = replace(self.state, offset=(off[0], off[1], off[2], off[3]))
+            self.sync_from_toolhead()
+
+        if pending is None:
+            homed()
+            return None
+
+        def wait() -> bool:
+            if not pending():
+                return False
+            homed()
+            return True
+        return wait
 
     # G90/G91 change only the XYZ mode; E is relative when either mode is relative,
     # so "M83" followed by "G90" (as many slicers emit) keeps relative extrusion.

@@ -210,7 +210,11 @@ class JobRunner:
 
     def _feed(self, job: PrintJob, now: float) -> None:
         if self._wait is not None:
-            if not self._wait():
+            try:
+                if not self._wait():
+                    return
+            except GCodeError as exc:  # a wait that failed (homing found no endstop)
+                self._fail(job, f"{job.file}: line {job.line}: {exc}", now)
                 return
             self._wait = None
             if job.waiting_since is not None:

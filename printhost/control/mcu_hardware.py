@@ -16,7 +16,8 @@ from printhost.config import HeaterSettings, Settings
 from printhost.control.heaters import (BED_CHECK_GAIN_TIME_S, EXTRUDER_CHECK_GAIN_TIME_S,
                                        Heater, HeaterBank)
 from printhost.mcu.analog import McuAnalogIn
-from printhost.mcu.mcu import Mcu, McuClock
+from printhost.mcu.endstops import McuEndstop
+from printhost.mcu.mcu import MAX_SCHEDULE_AHEAD_S, Mcu, McuClock
 from printhost.mcu.outputs import HEATER_MAX_DURATION_S, McuPwmOutput
 from printhost.mcu.pins import parse_pin
 from printhost.mcu.steppers import McuStepper, StepSender
@@ -30,7 +31,7 @@ HEATER_REFRESH_S = 0.75 * HEATER_MAX_DURATION_S * 0.5
 # Motion is committed to the MCU this far ahead: at least LEAD_PRINT_S of print time and
 # LEAD_WALL_S of host time (the simulated MCU's clock runs faster than the wall clock).
 LEAD_PRINT_S = 0.25
-LEAD_WALL_S = 0.3
+LEAD_WALL_S = 0.5
 # The MCU shuts down when a reading stays this far outside min_temp..max_temp (its own
 # check, which works even when the host is gone); the host checks the exact limits.
 ADC_RANGE_MARGIN_C = 5.0
@@ -113,6 +114,22 @@ class McuHardware:
                 mcu, name, parse_pin(st.step_pin), parse_pin(st.dir_pin),
                 parse_pin(st.enable_pin) if st.enable_pin else None)
         self.sender = StepSender(mcu, list(self.steppers.values()))
+        # Each axis endstop stops the motors that move that axis (both on CoreXY X/Y).
+        self.endstops: dict[str, McuEndstop] = {}
+        for axis in ("x", "y", "z"):
+            pin = getattr(settings.steppers, axis).endstop_pin
+            if not pin:
+                continue
+            motors = ([self.steppers["x"], self.steppers["y"]]
+                      if settings.printer.kinematics == "corexy" and axis in "xy"
+                      else [self.steppers[axis]])
+            self.endstops[axis] = McuEndstop(mcu, parse_pin(pin, can_pull=True), motors)
+
+    def restart_step_clocks(self) -> None:
+        """After steppers were stopped by a trigger the firmware needs a new step-clock
+        base before their next move; every stepper is idle here, so all restart at 0."""
+        for stepper in self.steppers.values():
+            self.mcu.send("reset_step_clock", oid=stepper.oid, clock=0)
 
     def heater_bank(self) -> HeaterBank:
         gains = {"extruder": EXTRUDER_CHECK_GAIN_TIME_S, "heater_bed": BED_CHECK_GAIN_TIME_S}
@@ -123,7 +140,8 @@ class McuHardware:
     def executor(self, start_position: tuple[float, float, float, float]):
         # Imported here: the compiled kernels load after the cache directory is chosen.
         from printhost.sim.stepper_motion import StepFollowingExecutor
-        lead = max(LEAD_PRINT_S, self.mcu.wall_to_print_s(LEAD_WALL_S))
+        lead = min(MAX_SCHEDULE_AHEAD_S,
+                   max(LEAD_PRINT_S, self.mcu.wall_to_print_s(LEAD_WALL_S)))
         return StepFollowingExecutor(
             self.clock, self.settings, lead_time_s=lead, start_position=start_position,
             clock_freq=self.mcu.clock_freq,

@@ -77,6 +77,9 @@ class Printer:
         printer = cls(settings, hardware.clock, hardware.heater_bank(), executor,
                       PartFan(hardware.fan.set_speed), hardware)
         hardware.mcu.on_fault = printer._note_mcu_fault
+        if hardware.endstops:
+            from printhost.control.homing import McuHoming
+            printer.toolhead.homing_driver = McuHoming(settings, hardware, printer.toolhead)
         return printer
 
     def _note_mcu_fault(self, reason: str) -> None:

@@ -9,6 +9,7 @@ with like, and a G92 can never make the toolhead believe it is somewhere it is n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from printhost.config import AxisSettings, ExtruderSettings, PrinterSettings
@@ -41,6 +42,8 @@ class Toolhead:
         self._planner = LookaheadPlanner(printer, executor.schedule, extruder=extruder)
         self.commanded_position: Vec4 = tuple(executor.position())  # type: ignore[assignment]
         self._homed: set[str] = set()
+        # Set when an MCU does the homing (McuHoming); None homes by plain moves.
+        self.homing_driver: Any = None
         self._accel = printer.max_accel
 
     @property
@@ -98,8 +101,15 @@ class Toolhead:
             raise MoveError(str(exc)) from None
         self.commanded_position = target
 
-    def home(self, axes: str = "") -> None:
+    @property
+    def executor(self) -> MotionExecutor:
+        return self._executor
+
+    def home(self, axes: str = "") -> Callable[[], bool] | None:
         """Home the given axes ("" means all), in X, Y, Z order.
+
+        With an MCU attached (`homing_driver` set) homing runs against the endstops
+        and takes time: the returned wait is polled until it reports done. Otherwise:
 
         In the simulator an endstop triggers exactly at `position_endstop`, so homing
         is a plain move there at the axis' homing speed, ending at a standstill as a
@@ -111,6 +121,8 @@ class Toolhead:
         unknown = sorted(set(wanted) - set(_AXES))
         if unknown:
             raise MoveError(f"cannot home unknown axis: {''.join(unknown).upper()}")
+        if self.homing_driver is not None:
+            return self.homing_driver.start(wanted)
         # Homing starts from a standstill, as on a printer, never blended into the
         # move before it.
         self._planner.flush()
@@ -126,6 +138,23 @@ class Toolhead:
             self._planner.flush()
             self.commanded_position = target_t
             self._homed.add(axis)
+        return None
+
+    def homing_move(self, target: Vec4, speed_mm_s: float) -> None:
+        """A move towards an endstop: no range checks (the position is not known yet),
+        never blended with anything, and expected to be cut short by the endstop."""
+        self._planner.flush()
+        self._planner.add_move(self.commanded_position, target, speed_mm_s, self._accel)
+        self._planner.flush()
+        self.commanded_position = target
+
+    def rebase(self, position: Vec4, homed_axis: str) -> None:
+        """The MCU stopped the motors at an endstop: forget the rest of the motion and
+        take `position` as where the toolhead is."""
+        self._planner.clear()
+        self._executor.rebase(position)
+        self.commanded_position = position
+        self._homed.add(homed_axis)
 
     def motors_off(self) -> None:
         """Release the motors (M84/M18): queued motion still runs, then every axis is unhomed.

@@ -42,6 +42,10 @@ LOST_TIMEOUT_S = 4.0
 # estimated MCU time, in host (wall) seconds, so transmission latency and a slow control
 # loop tick never make them arrive late.
 MIN_SCHEDULE_WALL_S = 0.25
+# ...but never more than this far ahead in print time: the firmware reads 32-bit clock
+# values as lying within 2**31 ticks of now (29.8 s at 72 MHz), and a fast simulation
+# would otherwise turn a host-time margin into a clock value it reads as the past.
+MAX_SCHEDULE_AHEAD_S = 5.0
 
 
 class McuError(Exception):
@@ -297,13 +301,13 @@ class Mcu:
             return
         if name == "starting" and self.configured:
             # Sent by the firmware as it boots: the board restarted under us.
-            self._fault(f"{self.name} restarted (it reported starting)")
+            self._fault(f"MCU {self.name} restarted on its own (it reported starting)")
             return
         if name == "clock" and self._clock_sent_s is not None and self.clocksync is not None:
             try:
                 self.clocksync.add_sample(int(params["clock"]), self._clock_sent_s, received_s)
             except ClockJump as exc:
-                self._fault(f"{self.name} restarted or its clock jumped ({exc})")
+                self._fault(f"MCU {self.name} restarted or its clock jumped ({exc})")
             self._clock_sent_s = None
         handler = self._handlers.get((name, params.get("oid"))) or self._handlers.get((name, None))
         if handler is not None:
@@ -374,8 +378,14 @@ class Mcu:
         return wall_s * self._sync().freq_hz / self.clock_freq
 
     def earliest_schedule_time(self) -> float:
-        """The soonest print time a command may be scheduled for and still arrive early."""
-        return self.print_time() + max(0.005, self.wall_to_print_s(MIN_SCHEDULE_WALL_S))
+        """The soonest print time a command may be scheduled for and still arrive early.
+
+        The margin grows with the link's retransmission timeout, so a noisy line (where a
+        block may need several retransmissions) gets more room, not a "Timer too close"
+        shutdown of the MCU."""
+        wall = min(2.0, max(MIN_SCHEDULE_WALL_S, 4.0 * self.link.rto_s))
+        ahead = min(MAX_SCHEDULE_AHEAD_S, max(0.005, self.wall_to_print_s(wall)))
+        return self.print_time() + ahead
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.link.stats())

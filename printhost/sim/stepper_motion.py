@@ -63,8 +63,10 @@ class StepFollowingExecutor(SimulatedMotionExecutor):
         super().__init__(clock, lead_time_s, start_position, on_move_started)
         self._models: dict[str, StepperModel] = models_from_settings(settings)
         names = list(self._models)
-        self._stream = StepStream(self._models, oids or {n: i for i, n in enumerate(names)},
-                                  clock_freq, settings.mcu.max_stepper_error,
+        self._oids = oids or {n: i for i, n in enumerate(names)}
+        self._clock_freq = clock_freq
+        self._max_error = settings.mcu.max_stepper_error
+        self._stream = StepStream(self._models, self._oids, clock_freq, self._max_error,
                                   self._position, clock.now())
         # Where the compressed commands go (the MCU's step sender); None keeps them local.
         self.on_commands = on_commands
@@ -114,6 +116,23 @@ class StepFollowingExecutor(SimulatedMotionExecutor):
         # durations in its own order, so compare with a margin well below any step.
         self._stream.truncate(max(self._end_time, committed) - TRUNCATE_MARGIN_S)
         return end_position
+
+    def rebase(self, position: Vec4) -> None:
+        """Forget all motion and restart the step stream at `position`, now.
+
+        Used after the MCU stopped the steppers at an endstop: the steps it discarded
+        must not be counted, and the steppers' step clocks restart from zero (the
+        caller sends the matching `reset_step_clock`)."""
+        now = self._clock.now()
+        self._moves.clear()
+        self._front_announced = False
+        self._end_time = now
+        self._position = tuple(float(c) for c in position)  # type: ignore[assignment]
+        self._stream = StepStream(self._models, self._oids, self._clock_freq, self._max_error,
+                                  self._position, now)
+        self._stream.step_tap = self._on_steps
+        self._executed = {ch.name: _ExecutedSteps(ch.position) for ch in self._stream.channels}
+        self._generated_until = now
 
     def stepper_positions(self) -> dict[str, int]:
         self.update()

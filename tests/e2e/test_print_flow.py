@@ -35,7 +35,7 @@ def test_print_pause_resume_cancel(service_factory, api_for):
     assert r.json()["result"] == "ok"
 
     # Heating (M190/M109 in the start G-code) takes simulated minutes; then it prints.
-    st = api.wait_for(lambda s: s["state"] == "printing" and s["printer"]["hotend_temp"] > 200
+    st = api.wait_for(lambda s: s["state"] == "printing" and (s["printer"]["hotend_temp"] or 0) > 200
                       and s["job"]["filament_used_mm"] > 20.0, timeout_s=120, what="extrusion")
     assert st["job"]["id"] == job_id and st["job"]["file"] == "cube.gcode"
     assert st["printer"]["homed_axes"] == "xyz"
