@@ -93,6 +93,8 @@ class Printer:
         hw = self.hardware
         if hw is not None:
             hw.mcu.poll()
+            if self.stopping:
+                return  # the MCU's answer to our own stop is not a fault
             if self._mcu_fault is not None and self.error is None:
                 # The job did nothing wrong: it is interrupted and may be restarted by
                 # a person once the board is back; it never resumes by itself.
@@ -136,14 +138,16 @@ class Printer:
 
     def stop(self) -> None:
         """Service stop: heaters off, motion stopped, a running job is interrupted."""
+        heating = any(h.target_c > 0.0 or h.duty > 0.0 for h in self.heaters)
         self.heaters.all_off()
         if not self.stopping:
             log.info("stop requested: heaters off, motion stopped")
             hw = self.hardware
-            if hw is not None and self.jobs.job is not None and not self.toolhead.is_idle():
-                # Steps already on the MCU would keep moving the toolhead with nobody
-                # watching: stop them (the MCU latches until the next start).
-                hw.mcu.emergency_stop()
+            if hw is not None and hw.mcu.connected and (heating or not self.toolhead.is_idle()):
+                # Heater changes are scheduled ahead and steps already on the MCU would
+                # keep moving the toolhead with nobody watching: stop everything on the
+                # MCU at once (it latches; the next start restarts the firmware).
+                hw.mcu.emergency_stop(expected=True)
                 hw.sender.drop_pending()
         self.jobs.shutdown("printhost was stopped during the print", self._safe_now(),
                            JobState.INTERRUPTED)

@@ -84,6 +84,7 @@ class Mcu:
         self.config_crc = 0
         self.reused_config = False
         self.configured = False
+        self._stop_expected = False
 
     @property
     def connected(self) -> bool:
@@ -334,7 +335,9 @@ class Mcu:
     def _on_shutdown(self, reason: str) -> None:
         if self.shutdown_reason is None:
             self.shutdown_reason = reason
-            log.error("%s shut down: %s", self.name, reason)
+            level = (logging.INFO if self._stop_expected and reason == "Command request"
+                     else logging.ERROR)
+            log.log(level, "%s shut down: %s", self.name, reason)
             if self.on_fault is not None:
                 self.on_fault(f"MCU shutdown: {reason}")
 
@@ -345,8 +348,12 @@ class Mcu:
             if self.on_fault is not None:
                 self.on_fault(reason)
 
-    def emergency_stop(self) -> None:
-        """M112 and every host-side fault: the MCU stops everything and latches."""
+    def emergency_stop(self, expected: bool = False) -> None:
+        """M112 and every host-side fault: the MCU stops everything and latches.
+
+        `expected` marks a deliberate stop (the service stopping), whose shutdown report
+        is then logged as information rather than as an error."""
+        self._stop_expected = expected
         try:
             self.send("emergency_stop")
         except Exception:

@@ -25,6 +25,9 @@ from printhost.mcu.pins import PinSpec
 
 # Width of the step pulse the drivers need (2 us suits the common TMC and A4988 drivers).
 STEP_PULSE_S = 0.000002
+# A pool slot is counted as free only this long after the firmware frees it (after the
+# previous move's last pulse): the host's clock estimate is good to well under this.
+POOL_GUARD_S = 0.002
 
 
 class McuStepper:
@@ -96,7 +99,7 @@ class StepSender:
         if not self._pending:
             return
         mcu = self.mcu
-        est_clock = mcu.clock_of(mcu.print_time())
+        est_clock = mcu.clock_of(mcu.print_time() - POOL_GUARD_S)
         capacity = max(1, mcu.move_count)
         out: list[bytes] = []
         encode = mcu.codec.encode

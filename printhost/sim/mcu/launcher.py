@@ -37,7 +37,6 @@ class SimMcuProcess:
                                    args=(self.settings, str(self.tty_path), self.control_name),
                                    daemon=True)
         self.process.start()
-        (self.dir / "control").write_text(self.control_name + "\n")
         (self.dir / "pid").write_text(f"{self.process.pid}\n")
         deadline = time.monotonic() + timeout_s
         while not self.tty_path.exists():
@@ -47,6 +46,8 @@ class SimMcuProcess:
             if time.monotonic() > deadline:
                 raise RuntimeError("simulated MCU did not start")
             time.sleep(0.01)
+        # Published once the board answers (its socket listens before the pty exists).
+        (self.dir / "control").write_text(self.control_name + "\n")
         log.info("simulated MCU running (pid %d, %s)", self.process.pid,
                  os.path.realpath(self.tty_path))
 

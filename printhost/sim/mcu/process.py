@@ -47,7 +47,7 @@ class SimMcu:
     """Wire + firmware + board, stepped by `run_once()`."""
 
     def __init__(self, settings: Settings, master_fd: int,
-                 time_source=time.monotonic) -> None:
+                 time_source=time.monotonic, move_count: int | None = None) -> None:
         self.settings = settings
         self._time = time_source
         self.time_factor = settings.simulation.time_factor
@@ -59,7 +59,8 @@ class SimMcu:
         self.board = SimBoard(settings, SIM_CLOCK_FREQ, int(SIM_CONFIG["ADC_MAX"]))
         # A `reset` command reboots the chip: its receiver starts over before it says
         # "starting", as the real firmware's does.
-        self.firmware = SimFirmware(self.board, self._send, on_reboot=self.wire.reset)
+        extra = {} if move_count is None else {"move_count": move_count}
+        self.firmware = SimFirmware(self.board, self._send, on_reboot=self.wire.reset, **extra)
         self.unplugged = False
         self.frozen = False
         self.commands = 0
@@ -232,6 +233,9 @@ def sim_mcu_main(settings: Settings, tty_link: str, control_name: str) -> None:
         stop = True
 
     signal.signal(signal.SIGTERM, on_term)
+    # The control socket is listening before the pty appears, so whoever sees the pty
+    # can steer the board at once.
+    server = _ControlServer(control_name)
     master, slave = os.openpty()
     tty.setraw(slave)
     # Keeping our own handle on the slave side means the pty survives the host closing
@@ -240,9 +244,8 @@ def sim_mcu_main(settings: Settings, tty_link: str, control_name: str) -> None:
     tmp = link.with_name(link.name + ".tmp")
     tmp.unlink(missing_ok=True)
     os.symlink(os.ttyname(slave), tmp)
-    os.replace(tmp, link)
-    server = _ControlServer(control_name)
     mcu = SimMcu(settings, master)
+    os.replace(tmp, link)
     log.info("simulated MCU on %s (clock %d Hz x %g)", os.ttyname(slave), SIM_CLOCK_FREQ,
              mcu.time_factor)
     try:

@@ -1,0 +1,242 @@
+"""The host's MCU layer against the simulated firmware on a real pty.
+
+The simulated MCU (wire + firmware + board) runs in a thread of the test process, and
+the host opens the pty's other end through pyserial, as it opens a board.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import tty
+
+import numpy as np
+import pytest
+
+from printhost.config import parse_settings
+from printhost.control.stepstream import QUEUE_STEP, SET_NEXT_STEP_DIR, StepCommands
+from printhost.mcu.mcu import Mcu, McuError
+from printhost.mcu.outputs import McuPwmOutput
+from printhost.mcu.pins import PinSpec, parse_pin
+from printhost.mcu.steppers import McuStepper, StepSender
+from printhost.sim.mcu.process import SimMcu
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("PC8", PinSpec("PC8")),
+    ("!PB12", PinSpec("PB12", invert=True)),
+    ("^PC0", PinSpec("PC0", pullup=1)),
+    ("~!PA1", PinSpec("PA1", invert=True, pullup=-1)),
+    (" PA0 ", PinSpec("PA0")),
+])
+def test_pin_syntax(text, expected):
+    pin = parse_pin(text, can_pull=True)
+    assert pin == expected
+    assert parse_pin(str(pin), can_pull=True) == pin
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "not a pin name"), ("P C8", "not a pin name"), ("!!PC8", "repeats"),
+    ("^~PC0", "both a pull-up and a pull-down"), ("8PC", "not a pin name"),
+])
+def test_bad_pins_are_named(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_pin(text, can_pull=True)
+
+
+def test_pull_up_only_on_inputs():
+    with pytest.raises(ValueError, match="only applies to inputs"):
+        parse_pin("^PC8")
+
+
+class Board:
+    """A simulated MCU serviced by a thread, on a fresh pty."""
+
+    def __init__(self, move_count: int | None = None, time_factor: float = 1.0) -> None:
+        self.settings = parse_settings({"simulation": {"time_factor": time_factor}})
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.path = os.ttyname(self.slave)
+        self.sim = SimMcu(self.settings, self.master, move_count=move_count)
+        self.lock = threading.Lock()
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            with self.lock:
+                self.sim.run_once()
+            time.sleep(0.0005)
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(2)
+        os.close(self.slave)
+
+
+@pytest.fixture
+def board():
+    b = Board()
+    yield b
+    b.close()
+
+
+def configured_mcu(path: str, objects=("heater",), restart_method: str = "command") -> Mcu:
+    mcu = Mcu(path, restart_method=restart_method)
+    if "heater" in objects:
+        McuPwmOutput(mcu, parse_pin("PC8"), 0.1, 3.0)
+    if "fan" in objects:
+        McuPwmOutput(mcu, parse_pin("PC6"), 0.01)
+    mcu.connect(5.0)
+    mcu.configure(5.0)
+    return mcu
+
+
+def test_connect_identifies_and_configures(board):
+    mcu = configured_mcu(board.path)
+    try:
+        assert mcu.connected and not mcu.reused_config
+        assert mcu.clock_freq == 72_000_000
+        assert mcu.move_count > 0
+        assert mcu.dictionary.version == "printhost-sim-0.1.0"
+        with board.lock:
+            snap = board.sim.firmware.snapshot(board.sim.clock())
+        assert snap["is_config"] and snap["config_crc"] == mcu.config_crc
+        # The clock estimate tracks the board's clock (time factor 1: 72 MHz per second).
+        assert mcu.clocksync.freq_hz == pytest.approx(72e6, rel=0.01)
+        with board.lock:
+            true_pt = board.sim.clock() / 72e6
+            estimate = mcu.print_time()
+        assert estimate == pytest.approx(true_pt, abs=0.005)
+    finally:
+        mcu.close()
+
+
+def test_a_second_host_reuses_a_matching_config(board):
+    configured_mcu(board.path).close()
+    again = configured_mcu(board.path)
+    try:
+        assert again.reused_config and again.connected
+    finally:
+        again.close()
+
+
+def test_a_different_config_needs_a_restart(board):
+    configured_mcu(board.path).close()
+    other = Mcu(board.path, restart_method="none")
+    McuPwmOutput(other, parse_pin("PC8"), 0.1, 3.0)
+    McuPwmOutput(other, parse_pin("PC6"), 0.01)
+    other.connect(5.0)
+    with pytest.raises(McuError, match="holds a different configuration"):
+        other.configure(5.0)
+    other.close()
+    # With restart by command the board is rebooted and takes the new configuration.
+    third = Mcu(board.path, restart_method="command")
+    McuPwmOutput(third, parse_pin("PC8"), 0.1, 3.0)
+    McuPwmOutput(third, parse_pin("PC6"), 0.01)
+    third.connect(5.0)
+    with pytest.raises(McuError):
+        third.configure(5.0)
+    third.firmware_restart(10.0)
+    third.configure(5.0)
+    try:
+        assert third.connected and not third.reused_config
+    finally:
+        third.close()
+
+
+def test_missing_device_is_a_clear_error(tmp_path):
+    mcu = Mcu(str(tmp_path / "no-such-tty"))
+    with pytest.raises(McuError, match="cannot open"):
+        mcu.connect(1.0)
+    mcu.close()
+
+
+def test_silent_device_is_a_clear_error():
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    mcu = Mcu(os.ttyname(slave))
+    try:
+        with pytest.raises(McuError, match="no answer"):
+            mcu.connect(1.0)
+    finally:
+        mcu.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_emergency_stop_reports_the_reason_from_the_dictionary(board):
+    mcu = configured_mcu(board.path)
+    faults: list[str] = []
+    mcu.on_fault = faults.append
+    try:
+        mcu.emergency_stop()
+        deadline = time.monotonic() + 5
+        while mcu.shutdown_reason is None and time.monotonic() < deadline:
+            mcu.poll()
+            time.sleep(0.005)
+        assert mcu.shutdown_reason == "Command request"
+        assert faults == ["MCU shutdown: Command request"]
+        assert not mcu.connected
+    finally:
+        mcu.close()
+
+
+def test_step_sender_never_overflows_the_move_pool():
+    """With a pool of 8 moves and 200 moves to run, the sender must hold moves back
+    until slots free up; the firmware shuts down on an overflow."""
+    b = Board(move_count=8)
+    mcu = Mcu(b.path)
+    stepper = McuStepper(mcu, "x", parse_pin("PB13"), parse_pin("PB12"))
+    try:
+        mcu.connect(5.0)
+        mcu.configure(5.0)
+        sender = StepSender(mcu, [stepper])
+        n = 200
+        start = mcu.clock_of(mcu.earliest_schedule_time() + 0.1)
+        interval = 72_000  # 1 ms per step
+        # A direction row, one far step (counted from step clock 0, as after
+        # reset_step_clock), then n - 1 moves of 10 steps each.
+        rows = n + 1
+        kind = np.full(rows, QUEUE_STEP, np.int8)
+        kind[0] = SET_NEXT_STEP_DIR
+        clocks = np.empty(rows, np.int64)
+        clocks[0] = clocks[1] = start
+        clocks[2:] = start + interval + np.arange(n - 1) * 10 * interval
+        intervals = np.full(rows, interval, np.uint32)
+        intervals[0] = 0
+        intervals[1] = start
+        counts = np.full(rows, 10, np.uint16)
+        counts[0] = 0
+        counts[1] = 1
+        direction = np.zeros(rows, np.int8)
+        direction[0] = 1
+        cmds = StepCommands(clocks, kind, np.full(rows, stepper.oid, np.int64), intervals,
+                            counts, np.zeros(rows, np.int16), direction)
+        total_steps = 1 + 10 * (n - 1)
+        sender.queue(cmds)
+        deadline = time.monotonic() + 10
+        max_queued = 0
+        while sender.backlog and time.monotonic() < deadline:
+            mcu.poll()
+            sender.flush()
+            with b.lock:
+                max_queued = max(max_queued, b.sim.firmware.queued_moves())
+            time.sleep(0.002)
+        assert sender.backlog == 0 and sender.sent_moves == n
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            with b.lock:
+                snap = b.sim.firmware.snapshot(b.sim.clock())
+            if snap["positions"].get("PB13") == total_steps or snap["shutdown"]:
+                break
+            time.sleep(0.01)
+        assert not snap["shutdown"], snap["reason"]
+        assert snap["positions"]["PB13"] == total_steps
+        assert max_queued <= 8
+        assert b.sim.step_stream_crc == sender.stream_crc
+    finally:
+        mcu.close()
+        b.close()
