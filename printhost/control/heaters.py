@@ -162,6 +162,10 @@ class _HeatingCheck:
     stops rising in time, or once it sags below the band while holding, the integral
     quickly exceeds max_error and the heater is declared faulty. A thermistor that
     fell off the block or a dead heater both look like this.
+
+    Only a gain renews the window. A target changed during an approach does not:
+    otherwise a job that keeps changing the target every few seconds would keep a dead
+    heater from ever being found.
     """
 
     def __init__(self, check_gain_time_s: float) -> None:
@@ -187,20 +191,20 @@ class _HeatingCheck:
             return None
 
         self.error_c_s += (target_c - VERIFY_HYSTERESIS_C - temp_c) * dt_s
-        if target_changed:
-            # A new target restarts the approach: the heater gets a fresh window.
-            self._new_goal(now_s, temp_c)
-            self.approaching = True
-        elif self.approaching:
-            if temp_c >= self.goal_c:
-                self.error_c_s = 0.0
+        if not self.approaching:
+            if target_changed:
+                # A new target starts an approach: the heater gets a fresh window.
                 self._new_goal(now_s, temp_c)
-            elif now_s >= self.goal_deadline_s:
-                self.approaching = False
-        elif self.error_c_s >= VERIFY_MAX_ERROR_C_S:
-            return (f"not heating at expected rate: {temp_c:.1f} C with target "
-                    f"{target_c:.1f} C (no {VERIFY_HEATING_GAIN_C:.0f} C rise within "
-                    f"{self.check_gain_time_s:.0f} s, or could not hold the target)")
+                self.approaching = True
+            elif self.error_c_s >= VERIFY_MAX_ERROR_C_S:
+                return (f"not heating at expected rate: {temp_c:.1f} C with target "
+                        f"{target_c:.1f} C (no {VERIFY_HEATING_GAIN_C:.0f} C rise within "
+                        f"{self.check_gain_time_s:.0f} s, or could not hold the target)")
+        elif temp_c >= self.goal_c:
+            self.error_c_s = 0.0
+            self._new_goal(now_s, temp_c)
+        elif now_s >= self.goal_deadline_s:
+            self.approaching = False
         return None
 
     def _new_goal(self, now_s: float, temp_c: float) -> None:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import sys
 import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from printhost.childproc import setup_child
 from printhost.config import Settings
 from printhost.control.printer import Printer
 from printhost.ipc.channel import CommandServer
@@ -67,16 +66,7 @@ def run_control_loop(printer: Printer, server: CommandServer, status: StatusBloc
 
 def control_main(settings: Settings, conn: Connection, status_name: str) -> None:
     """Target of the spawned control process."""
-    logging.basicConfig(level=settings.server.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s control %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stop_requested = False
-
-    def on_term(signum, frame) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    signal.signal(signal.SIGTERM, on_term)
+    stop_requested = setup_child(settings, "control")
     if settings.control.backend != "simulated":
         _try_realtime()
     status = StatusBlock.attach(status_name)
@@ -96,7 +86,7 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
     log.info("control process ready (pid %d, backend %s)", os.getpid(), settings.control.backend)
     try:
         run_control_loop(printer, server, status, settings.control.status_hz,
-                         lambda: stop_requested)
+                         stop_requested)
     except BaseException:
         log.exception("control loop crashed")
         printer.heaters.all_off()

@@ -20,14 +20,13 @@ import json
 import logging
 import os
 import select
-import signal
 import socket
-import sys
 import time
 import tty
 from pathlib import Path
 from typing import Any
 
+from printhost.childproc import setup_child
 from printhost.config import Settings
 from printhost.mcu.codec import MessageCodec
 from printhost.mcu.errors import ProtocolError
@@ -217,22 +216,9 @@ class _ControlServer:
                     pass
 
 
-def control_socket_name(state_dir: Path) -> str:
-    return f"printhost-sim-mcu-{os.getpid()}-{abs(hash(str(state_dir))) % 10**8}"
-
-
 def sim_mcu_main(settings: Settings, tty_link: str, control_name: str) -> None:
     """Process entry point: make the pty, publish its path, serve until SIGTERM."""
-    logging.basicConfig(level=settings.server.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s sim-mcu %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stop = False
-
-    def on_term(signum, frame) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_term)
+    stop_requested = setup_child(settings, "sim-mcu")
     # The control socket is listening before the pty appears, so whoever sees the pty
     # can steer the board at once.
     server = _ControlServer(control_name)
@@ -249,7 +235,7 @@ def sim_mcu_main(settings: Settings, tty_link: str, control_name: str) -> None:
     log.info("simulated MCU on %s (clock %d Hz x %g)", os.ttyname(slave), SIM_CLOCK_FREQ,
              mcu.time_factor)
     try:
-        while not stop:
+        while not stop_requested():
             fds: list[Any] = server.fds()
             if not mcu.unplugged:
                 fds.append(mcu.wire.fileno())

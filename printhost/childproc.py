@@ -1,0 +1,38 @@
+"""What every child process of the supervisor does first: logging and signals.
+
+Children log to stderr with their own tag (the journal keeps them apart), ignore
+SIGINT (a Ctrl-C in a terminal reaches the whole process group; the supervisor
+coordinates the stop) and treat SIGTERM as a request to stop, which their main loop
+polls through the returned flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from printhost.config import Settings
+
+
+class StopFlag:
+    """Set by SIGTERM; read by the child's main loop."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def setup_child(settings: Settings, tag: str) -> StopFlag:
+    logging.basicConfig(level=settings.server.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s {tag} %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    flag = StopFlag()
+
+    def on_term(signum, frame) -> None:
+        flag.requested = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    return flag
