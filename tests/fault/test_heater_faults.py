@@ -8,9 +8,10 @@ reason, job). Reaction times are measured on the board's own clock, which is the
 time the host schedules against; at time factor 1 that is also wall time.
 
 The faults that the heaters' check catches only after its check time (rows 2 and 3) run
-at a high time factor, so a 60 s check of the bed costs 3 s; the bounds of one or two
-seconds (rows 1 and 4) run in real time, where the host's loop, the serial link and the
-status path all take their real share of the reaction.
+at a high time factor, so a 60 s check of the bed costs 3 s. The bounds of one or two
+seconds (rows 1 and 4) run in real time, or at twice real time where a heat-up comes
+first, so that the host's loop, the serial link and the status path take at least their
+real share of the reaction.
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ HEAT = "M140 S60\nM104 S200\nG4 P600000\n"
 # The firmware's shutdown reason for the host's emergency_stop: seeing it proves the
 # host's own check acted, not the board's last-resort range check ("ADC out of range").
 HOST_STOP = "Command request"
-# Rows 2 and 3 run this much faster than real time.
+# Rows 2 and 3 run this much faster than real time (the hotend's row 2 at half that).
 FAST = 20.0
+# A little more than the board's thermistor sampling period (0.3 s): waiting this long
+# lets at least one reading of a repaired sensor reach the host.
+SAMPLE_PERIOD_S = 0.35
 # Board polls this far apart (wall): at FAST that is a resolution of about 0.1 s.
 POLL_S = 0.003
 
@@ -154,79 +158,93 @@ def _report(what: str, **times: float) -> None:
 # --------------------------------------------------------------------------- row 1
 
 
-@pytest.mark.parametrize("heater", HEATERS)
-@pytest.mark.parametrize("fault", ["thermistor_open", "thermistor_short"])
-def test_thermistor_at_its_rail_shuts_down_within_2s(service_factory, api_for, user_store,
-                                                     tmp_path, fault, heater):
-    """Row 1: an open or shorted thermistor (ADC at its rail) while heating at full power:
-    heater PWM 0 at the board and a latched shutdown within 2 s; repairing the sensor
-    does not bring heat back."""
-    svc = _service(service_factory, user_store, time_factor=1.0).start()
-    api = api_for(svc)
+def _break_thermistor(svc, api, tmp_path: Path, fault: str, heater: str) -> None:
+    """Heat, break the thermistor at full power, and check the latched shutdown and its
+    reaction time (board and API, each within 2 s)."""
     board, job_id = _heat(svc, api, tmp_path, heater)
+    # Heater updates follow the readings, so right after one the next sample is due at
+    # once; a little later the fault waits for almost a whole sampling period, the slow
+    # case.
+    time.sleep(0.1)
     before = board.state()
     board.request(cmd="board", fault=fault, heater=heater, on=True)
     wall0 = time.monotonic()
     off, off_wall = _watch(board, _shut_down, 5.0, "heaters off")
     api.wait_for(lambda s: s["state"] == "error", timeout_s=5.0, what="error state")
-    api_wall = time.monotonic()
+    api_s = time.monotonic() - wall0
     sim_s, wall_s = _sim_s(off) - _sim_s(before), off_wall - wall0
-    _report(f"row1 {fault} {heater}", board_s=sim_s, wall_s=wall_s, api_s=api_wall - wall0)
+    _report(f"row1 {fault} {heater}", board_s=sim_s, wall_s=wall_s, api_s=api_s)
     assert sim_s <= 2.0 and wall_s <= 2.0, (sim_s, wall_s)
-    assert api_wall - wall0 <= 2.0, api_wall - wall0
+    assert api_s <= 2.0, api_s
     # An NTC reads infinitely cold when open and infinitely hot when shorted.
-    _assert_heater_shutdown(api, board, heater, r"temperature sensor returned -?inf", job_id)
+    reading = "-inf" if fault == "thermistor_open" else "inf"
+    _assert_heater_shutdown(api, board, heater, rf"temperature sensor returned {reading}$",
+                            job_id)
     board.request(cmd="board", fault=fault, heater=heater, on=False)
-    _assert_stays_down(api, board, tmp_path, wait_s=1.0)
+    _assert_stays_down(api, board, tmp_path, wait_s=SAMPLE_PERIOD_S)
 
 
-def test_only_a_restart_heats_again(service_factory, api_for, user_store, tmp_path):
-    """Row 1, the way back: after a thermistor fault the service must be restarted
-    (which restarts the board's firmware) before anything heats again."""
+@pytest.mark.parametrize("heater", HEATERS)
+def test_open_or_shorted_thermistor_shuts_down_within_2s(service_factory, api_for, user_store,
+                                                         tmp_path, heater):
+    """Row 1: an open, then (after a restart) a shorted thermistor, ADC at its rail, while
+    heating at full power: heater PWM 0 at the board and a latched shutdown within 2 s.
+    Time and a repaired sensor do not bring heat back; only restarting the service (which
+    brings the board up afresh) does."""
     svc = _service(service_factory, user_store, time_factor=1.0).start()
     api = api_for(svc)
-    board, job_id = _heat(svc, api, tmp_path, "extruder")
-    board.request(cmd="board", fault="thermistor_open", heater="extruder", on=True)
-    _watch(board, _shut_down, 5.0, "heaters off")
-    _assert_heater_shutdown(api, board, "extruder", r"temperature sensor returned -inf", job_id)
-    board.request(cmd="board", fault="thermistor_open", heater="extruder", on=False)
-    _assert_stays_down(api, board, tmp_path, wait_s=0.5)
+    _break_thermistor(svc, api, tmp_path, "thermistor_open", heater)
 
     assert svc.stop() <= 10.0
     svc.start()
-    api.wait_for(lambda s: s["state"] == "idle" and s["printer"]["hotend_temp"] is not None,
-                 timeout_s=20.0, what="idle after restart")
-    new_job = _print(api, "again.gcode")
-    assert new_job != job_id
-    board = SimMcuClient(svc.state_dir)
-    state, _ = _watch(board, lambda s: _duties(s)["extruder"] > 0.5, 10.0, "heating again")
-    assert not state["firmware"]["shutdown"], state["firmware"]
-    st = api.status()
-    assert st["state"] == "printing" and st["error"] is None, st
+    api.wait_for(lambda s: s["state"] == "idle" and s["error"] is None, timeout_s=20.0,
+                 what="idle after the restart")
+    _break_thermistor(svc, api, tmp_path, "thermistor_short", heater)
 
 
 # --------------------------------------------------------------------------- rows 2, 3
 
 NOT_HEATING = r"not heating at expected rate"
+# Injected once the thermistor shows the heat-up: the heating check has seen it gain its
+# 2 C at least once, so its window is running from a recent gain, not from the target.
+RISEN_C = 3.0
 
 
-@pytest.mark.parametrize("heater", HEATERS)
-def test_loose_thermistor_shuts_down_within_check_time(service_factory, api_for, user_store,
-                                                       tmp_path, heater):
-    """Row 2: the thermistor falls out of the block while the heater runs at full power
-    and reads room temperature from then on: "not heating at expected rate" within the
-    heater's check time + 2 s of print time."""
-    check_s = CHECK_GAIN_TIME_S[heater]
-    svc = _service(service_factory, user_store, time_factor=FAST).start()
-    api = api_for(svc)
+def _heat_until_risen(svc, api, tmp_path: Path, heater: str) -> tuple[SimMcuClient, str]:
     board, job_id = _heat(svc, api, tmp_path, heater)
+    start_c = board.state()["board"]["heaters"][heater]["sensor"]
+    _watch(board, lambda s: s["board"]["heaters"][heater]["sensor"] >= start_c + RISEN_C,
+           100.0 / FAST + 5.0, "heat-up under way")
+    return board, job_id
+
+
+# The hotend's reaction comes closest to its bound (within about 2.5 s of print time):
+# at half of FAST that slack is a quarter of a second of wall time, which a busy machine
+# does not eat up by stalling one of the processes.
+@pytest.mark.parametrize("heater,factor", [("extruder", FAST / 2), ("heater_bed", FAST)])
+def test_loose_thermistor_shuts_down_within_check_time(service_factory, api_for, user_store,
+                                                       tmp_path, heater, factor):
+    """Row 2: the thermistor falls out of the block during a heat-up, the heater at full
+    power, and reads room temperature from then on: "not heating at expected rate" within
+    the heater's check time + 2 s of print time."""
+    check_s = CHECK_GAIN_TIME_S[heater]
+    svc = _service(service_factory, user_store, time_factor=factor).start()
+    api = api_for(svc)
+    board, job_id = _heat_until_risen(svc, api, tmp_path, heater)
     before = board.state()
+    assert _duties(before)[heater] >= 0.99, before["board"]
     board.request(cmd="board", fault="thermistor_loose", heater=heater, on=True)
-    off, _ = _watch(board, _shut_down, (check_s + 10.0) / FAST + 5.0, "heaters off")
+    off, _ = _watch(board, _shut_down, (check_s + 10.0) / factor + 5.0, "heaters off")
     sim_s = _sim_s(off) - _sim_s(before)
     _report(f"row2 thermistor_loose {heater}", board_s=sim_s)
     assert sim_s <= check_s + 2.0, sim_s
     _assert_heater_shutdown(api, board, heater, NOT_HEATING, job_id)
+
+
+# Heat both, then raise both targets a little every 8 s of print time for two minutes.
+RETARGET = ("M140 S60\nM104 S200\n"
+            + "".join(f"G4 P8000\nM140 S{61 + i}\nM104 S{201 + i}\n" for i in range(15))
+            + "G4 P600000\n")
 
 
 @pytest.mark.parametrize("heater", HEATERS)
@@ -234,64 +252,40 @@ def test_dead_heater_shuts_down_within_check_time(service_factory, api_for, user
                                                   tmp_path, heater):
     """Row 3: the heater cartridge is dead when a heat-up starts, so the temperature stays
     flat although the heater is driven: "not heating at expected rate" within the check
-    time + 2 s of print time after the heater was switched on."""
+    time + 2 s of print time after the heater pin was switched on.
+
+    The job raises the targets every few seconds meanwhile: a new target during a heat-up
+    must not restart the check's clock, or a stream of them would hide a dead heater."""
     check_s = CHECK_GAIN_TIME_S[heater]
     svc = _service(service_factory, user_store, time_factor=FAST).start()
     api = api_for(svc)
     board = SimMcuClient(svc.state_dir)
     board.request(cmd="board", fault="heater_dead", heater=heater, on=True)
-    _upload(api, tmp_path, "heat.gcode", HEAT)
-    # The heater came on between the last poll that saw it off and the first that saw
-    # it on; counting from the earlier one can only lengthen the measured reaction.
+    _upload(api, tmp_path, "heat.gcode", RETARGET)
+    job_id = _print(api, "heat.gcode")
+    # The pin came on between the last poll that saw it off and the first that saw it
+    # on; counting from the earlier one can only lengthen the measured reaction.
     last_off = [board.state()]
 
     def note(state: dict) -> None:
         if not _duties(state)[heater]:
             last_off[0] = state
 
-    job_id = _print(api, "heat.gcode")
     on, _ = _watch(board, lambda s: _duties(s)[heater] >= 0.99, 10.0, "heater driven",
                    on_sample=note)
-    flat = on["board"]["heaters"][heater]["sensor"]
+    assert not _duties(last_off[0])[heater], last_off[0]["board"]
+    flat_c = on["board"]["heaters"][heater]["sensor"]
     off, _ = _watch(board, _shut_down, (check_s + 10.0) / FAST + 5.0, "heaters off")
     sim_s = _sim_s(off) - _sim_s(last_off[0])
-    _report(f"row3 heater_dead {heater}", board_s=sim_s)
+    st = _assert_heater_shutdown(api, board, heater, NOT_HEATING, job_id)
+    # The job's duration (host clock, from its start) is reported too, not held against
+    # the bound: the host's check counts from its command, which reaches the pin one
+    # scheduling margin later (up to 5 s of print time at this factor), but the job's own
+    # start-up, stretched by the time factor, makes that figure noisy.
+    _report(f"row3 heater_dead {heater}", board_s=sim_s, job_s=st["job"]["total_duration"])
     assert sim_s <= check_s + 2.0, sim_s
     # The fault really was a dead heater: driven, yet the temperature did not move.
-    assert abs(off["board"]["heaters"][heater]["sensor"] - flat) < 0.5, off["board"]
-    _assert_heater_shutdown(api, board, heater, NOT_HEATING, job_id)
-
-
-@pytest.mark.parametrize("heater", HEATERS)
-def test_heater_dying_mid_heat_up_shuts_down_within_check_time(service_factory, api_for,
-                                                               user_store, tmp_path, heater):
-    """Row 3, the cartridge dies in the middle of a heat-up. Its block is hotter than the
-    thermistor, which keeps rising for a few seconds (longer on the slow bed) as that heat
-    reaches it; from the moment the reading stops rising the temperature is flat, and the
-    shutdown must follow within the check time + 2 s."""
-    check_s = CHECK_GAIN_TIME_S[heater]
-    svc = _service(service_factory, user_store, time_factor=FAST).start()
-    api = api_for(svc)
-    board, job_id = _heat(svc, api, tmp_path, heater)
-    # Well into the heat-up, far from the target (the holding band is another check).
-    time.sleep(8.0 / FAST)
-    before = board.state()
-    board.request(cmd="board", fault="heater_dead", heater=heater, on=True)
-    peak = [before]
-
-    def note(state: dict) -> None:
-        if (state["board"]["heaters"][heater]["sensor"]
-                > peak[0]["board"]["heaters"][heater]["sensor"]):
-            peak[0] = state
-
-    off, _ = _watch(board, _shut_down, (check_s + 20.0) / FAST + 5.0, "heaters off",
-                    on_sample=note)
-    from_fault_s = _sim_s(off) - _sim_s(before)
-    from_flat_s = _sim_s(off) - _sim_s(peak[0])
-    _report(f"row3 heater_dead mid-heat {heater}", from_fault_s=from_fault_s,
-            from_flat_s=from_flat_s)
-    assert from_flat_s <= check_s + 2.0, (from_flat_s, from_fault_s)
-    _assert_heater_shutdown(api, board, heater, NOT_HEATING, job_id)
+    assert abs(off["board"]["heaters"][heater]["sensor"] - flat_c) < 0.5, off["board"]
 
 
 # --------------------------------------------------------------------------- row 4
@@ -301,9 +295,13 @@ def test_above_max_temp_shuts_down_within_1s(service_factory, api_for, user_stor
     """Row 4, too hot: a badly tuned controller (pure P, high gain) heats the hotend to
     its max_temp as target and overshoots, because the thermistor lags the block. The
     host checks the exact limit (the board's own check only 5 C beyond): a latched
-    shutdown within 1 s of the thermistor passing max_temp, heaters off."""
-    max_temp = 30.0
-    svc = _service(service_factory, user_store, time_factor=1.0, extra_config=f"""
+    shutdown within 1 s of the thermistor passing max_temp, heaters off.
+
+    At time factor 2 the heat-up takes half the wall time, while the reaction, measured
+    in print time, only gets harder to meet: the host's and the link's delays count
+    double, the board's sampling period stays what it is."""
+    max_temp = 26.0  # a few degrees above the room: a short heat-up
+    svc = _service(service_factory, user_store, time_factor=2.0, extra_config=f"""
 [heaters.extruder]
 max_temp = {max_temp}
 pid_kp = 2550.0
@@ -314,20 +312,27 @@ pid_kd = 0.0
     _upload(api, tmp_path, "hot.gcode", f"M104 S{max_temp:.0f}\nG4 P600000\n")
     job_id = _print(api, "hot.gcode")
     board = SimMcuClient(svc.state_dir)
+    # The last poll that saw the thermistor at or below max_temp: counting from it can
+    # only lengthen the measured reaction.
+    below = [board.state()]
     crossed: list[dict] = []
 
     def note(state: dict) -> None:
-        if not crossed and state["board"]["heaters"]["extruder"]["sensor"] > max_temp:
-            crossed.append(state)
+        if crossed:
+            return
+        if state["board"]["heaters"]["extruder"]["sensor"] > max_temp:
+            crossed.append(below[0])
+        else:
+            below[0] = state
 
-    off, off_wall = _watch(board, lambda s: s["firmware"]["shutdown"], 30.0, "shutdown",
-                           on_sample=note)
+    off, _ = _watch(board, lambda s: s["firmware"]["shutdown"], 30.0, "shutdown",
+                    on_sample=note)
     assert crossed, "shut down before the thermistor reached max_temp"
     assert not any(_duties(off).values()), off["board"]
     sim_s = _sim_s(off) - _sim_s(crossed[0])
     _report("row4 above max_temp", board_s=sim_s)
     assert sim_s <= 1.0, sim_s
-    st = _assert_heater_shutdown(api, board, "extruder", r"above max_temp 30\.0 C", job_id)
+    st = _assert_heater_shutdown(api, board, "extruder", r"above max_temp 26\.0 C", job_id)
     assert st["printer"]["hotend_temp"] > max_temp, st["printer"]
 
 
@@ -342,15 +347,25 @@ min_temp = 25.0
 """).start(wait=False)
     board = SimMcuClient(svc.state_dir)
     deadline = time.monotonic() + 30.0
-    while not (board.dir / "control").exists():
+    while True:  # the board's control socket opens a moment after its name is written
         assert time.monotonic() < deadline and svc.proc.poll() is None, svc.log()
-        time.sleep(0.01)
-    assert not board.state()["firmware"]["is_config"], "configured before it was watched"
+        try:
+            first = board.state()
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            time.sleep(0.01)
+    assert not first["firmware"]["is_config"], "configured before it was watched"
+    # Counted from the last poll before the configuration: a little early, never late.
+    unconfigured = [first]
     configured: list[dict] = []
 
     def note(state: dict) -> None:
-        if not configured and state["firmware"]["is_config"]:
-            configured.append(state)
+        if configured:
+            return
+        if state["firmware"]["is_config"]:
+            configured.append(unconfigured[0])
+        else:
+            unconfigured[0] = state
 
     off, _ = _watch(board, lambda s: s["firmware"]["shutdown"], 30.0, "shutdown",
                     on_sample=note)
