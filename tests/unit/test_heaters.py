@@ -340,6 +340,21 @@ def test_broken_heater_trips_the_heating_check(name, target_c, gain_time_s):
     assert all(h.duty == 0.0 and h.target_c == 0.0 for h in bank)
 
 
+def test_changing_targets_do_not_hide_a_broken_heater():
+    """A job that raises the target every few seconds must not restart the heating
+    window each time: only a real gain does, so a dead heater is still found in time."""
+    clock, bank, heater, hw = simulated("extruder")
+    hw.model.heater_broken = True
+    targets = iter([150.0, 170.0, 190.0, 200.0, 210.0, 220.0, 230.0, 240.0])
+    heater.set_target(next(targets))
+    with pytest.raises(HeaterFault, match="not heating at expected rate"):
+        for _ in range(8):
+            run(clock, bank, 4.0)
+            heater.set_target(next(targets, 240.0))
+        run(clock, bank, EXTRUDER_CHECK_GAIN_TIME_S)
+    assert clock.now() <= EXTRUDER_CHECK_GAIN_TIME_S + 1.0
+
+
 def test_heater_failing_while_holding_trips_the_heating_check():
     clock, bank, heater, hw = simulated("extruder")
     heater.set_target(210.0)
