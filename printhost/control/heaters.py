@@ -1,15 +1,17 @@
 """Heater control as it runs in the control process.
 
-A `Heater` reads its thermistor, computes a duty cycle with a PID controller and
-writes it, and shuts itself down when a reading is out of range or the temperature
-stops following the heater. It only talks to a `HeaterHardware`, so the same code
-drives the simulated printer today and real PWM pins later.
+A `Heater` reads its thermistor, computes a duty cycle with its control law (PID or
+watermark, the compiled kernels of `printhost.control.kernels.heater`) and writes it,
+and shuts itself down when a reading is out of range or the temperature stops
+following the heater. It only talks to a `HeaterHardware`, so the same code drives
+the simulated printer, MCU pins and Pi GPIO.
 
 The PID gains in the configuration are in Klipper's units: Klipper scales its
 configured pid_Kp/pid_Ki/pid_Kd down by 255 (a legacy of 8-bit PWM) before using them
 with temperatures in degrees C, times in seconds and a duty cycle of 0..1. Reading the
 gains the same way lets a user paste the numbers from their printer.cfg or from
-PID_CALIBRATE unchanged.
+PID_CALIBRATE unchanged. The kernels are imported when the first heater is built,
+not with this module: the kernel cache must be configured before they load.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import NoReturn, Protocol
 from printhost.config import HeaterSettings, Settings
 from printhost.sim.thermal import ThermalModel
 
-# Klipper divides its configured PID gains by this before use.
+# Klipper divides its configured PID gains by this before use (the kernels do it).
 KLIPPER_PID_SCALE = 255.0
 # Time constant of the filter on the temperature slope used by the D term; Klipper's
 # default smooth_time. Without it the D term would amplify sensor noise.
@@ -109,50 +111,6 @@ class SimulatedHeaterHardware:
         self._duty = float(duty)
 
 
-class _PID:
-    """Klipper-form PID: positional output, D on the measured temperature.
-
-    Taking the derivative of the measurement rather than of the error means a new
-    target does not kick the output. The integral is kept between 0 and the amount
-    that alone would produce max_power, and is only committed while the output is not
-    saturated, so a long heat-up cannot wind it up into a large overshoot.
-    """
-
-    def __init__(self, settings: HeaterSettings, smooth_s: float) -> None:
-        self.kp = settings.pid_kp / KLIPPER_PID_SCALE
-        self.ki = settings.pid_ki / KLIPPER_PID_SCALE
-        self.kd = settings.pid_kd / KLIPPER_PID_SCALE
-        self.max_power = settings.max_power
-        self.smooth_s = smooth_s
-        self.integral_max = self.max_power / self.ki if self.ki > 0.0 else 0.0
-        self.integral = 0.0
-        self.slope_c_s = 0.0
-        self.last_temp_c: float | None = None
-        self.last_s = 0.0
-
-    def reset_integral(self) -> None:
-        self.integral = 0.0
-
-    def update(self, now_s: float, temp_c: float, target_c: float) -> float:
-        if self.last_temp_c is None:
-            dt_s = 0.0
-        else:
-            dt_s = max(0.0, now_s - self.last_s)
-            raw_slope = (temp_c - self.last_temp_c) / dt_s if dt_s > 0.0 else 0.0
-            weight = min(1.0, dt_s / self.smooth_s) if self.smooth_s > 0.0 else 1.0
-            self.slope_c_s += (raw_slope - self.slope_c_s) * weight
-        self.last_temp_c = temp_c
-        self.last_s = max(self.last_s, now_s)
-
-        error_c = target_c - temp_c
-        integral = min(self.integral_max, max(0.0, self.integral + error_c * dt_s))
-        output = self.kp * error_c + self.ki * integral - self.kd * self.slope_c_s
-        duty = min(self.max_power, max(0.0, output))
-        if duty == output:
-            self.integral = integral
-        return duty
-
-
 class _HeatingCheck:
     """Detects a heater that is not heating (Klipper's verify_heater, re-derived).
 
@@ -213,7 +171,7 @@ class _HeatingCheck:
 
 
 class Heater:
-    """One PID-controlled heater with its safety checks.
+    """One heater (PID or watermark control) with its safety checks.
 
     A fault latches: the heater keeps its duty at 0 and refuses new targets until
     `clear_fault()`, so nothing can quietly re-enable a heater whose sensor or wiring
@@ -229,9 +187,11 @@ class Heater:
         self.settings = settings
         self.hardware = hardware
         self.check_gain_time_s = check_gain_time_s
-        self._smooth_s = smooth_s
-        self._pid = _PID(settings, smooth_s)
+        # Imported here, after the kernel cache is configured; compiles and self-tests.
+        from printhost.control.kernels.heater import make_control
+        self._control = make_control(settings, smooth_s)
         self._check = _HeatingCheck(check_gain_time_s)
+        self._override: float | None = None
         self._target_c = 0.0
         self._temp_c = math.nan
         self._read_s: float | None = None
@@ -251,6 +211,11 @@ class Heater:
     def duty(self) -> float:
         return self._duty
 
+    @property
+    def override(self) -> float | None:
+        """The duty forced by `set_override`, or None while the control law decides."""
+        return self._override
+
     def set_target(self, target_c: float) -> None:
         """Set the target in C; 0 turns the heater off. Out-of-range targets are refused."""
         if not isinstance(target_c, (int, float)) or isinstance(target_c, bool):
@@ -266,27 +231,52 @@ class Heater:
         if target_c > 0.0 and self.fault is not None:
             raise HeaterFault(self.name, f"still shut down after a fault ({self.fault})")
         if target_c == 0.0:
-            self._pid.reset_integral()
+            self._off_state()
         self._target_c = target_c
+
+    def set_override(self, duty: float | None) -> None:
+        """Output `duty` (clamped to 0..max_power) instead of the control law's; None ends it.
+
+        For open-loop tools such as PID autotune's relay test. Every safety check stays
+        active (the heating check watches the target, so the caller sets one). It acts
+        only while the target is above 0 and turning off or a fault ends it, so off
+        always means off. Afterwards the control law restarts from the next reading.
+        """
+        if duty is None:
+            if self._override is not None:
+                self._control.reset()
+            self._override = None
+            return
+        if not isinstance(duty, (int, float)) or isinstance(duty, bool):
+            raise ValueError(f"override duty for {self.name} must be a number, got {duty!r}")
+        duty = float(duty)
+        if not math.isfinite(duty):
+            raise ValueError(f"override duty {duty} for {self.name} is not a finite number")
+        if self.fault is not None:
+            raise HeaterFault(self.name, f"still shut down after a fault ({self.fault})")
+        self._override = min(self.settings.max_power, max(0.0, duty))
 
     def turn_off(self) -> None:
         """Target 0 and duty 0 now, without waiting for the next update."""
         self._target_c = 0.0
-        self._pid.reset_integral()
+        self._off_state()
         self._write_duty(0.0)
 
     def clear_fault(self) -> None:
         """Allow targets again after a fault (the equivalent of a firmware restart)."""
         self.fault = None
-        self._pid = _PID(self.settings, self._smooth_s)
+        self._control.reset()
         self._check = _HeatingCheck(self.check_gain_time_s)
 
     def update(self, now_s: float) -> None:
-        """Read the sensor, run the safety checks and the PID, and write the duty.
+        """Read the sensor, run the safety checks and the control law, write the duty.
 
         Raises HeaterFault, with the heater already off, when the reading is outside
         min_temp..max_temp or the heater does not heat as it should.
         """
+        if not math.isfinite(now_s):
+            # A broken clock leaves the control law and the heating check blind.
+            self._trip(f"control clock returned {now_s}")
         if not getattr(self.hardware, "has_reading", True):
             # An MCU sensor reports for the first time shortly after configuration;
             # until then the heater stays off (and an M109 cannot finish).
@@ -312,7 +302,10 @@ class Heater:
         reason = self._check.check(now_s, temp_c, self._target_c)
         if reason is not None:
             self._trip(reason)
-        duty = self._pid.update(now_s, temp_c, self._target_c)
+        if self._override is not None:
+            duty = self._override
+        else:
+            duty = self._control.update(now_s, temp_c, self._target_c)
         self._write_duty(duty if self._target_c > 0.0 else 0.0)
 
     def wait_reached(self, now_s: float) -> bool:
@@ -341,9 +334,16 @@ class Heater:
         if self.fault is None:
             self.fault = reason
         self._target_c = 0.0
-        self._pid.reset_integral()
+        self._off_state()
         self._write_duty(0.0)
         raise HeaterFault(self.name, reason)
+
+    def _off_state(self) -> None:
+        """Off ends any override and empties the integral, so the next heat-up starts clean."""
+        if self._override is not None:
+            self._override = None
+            self._control.reset()
+        self._control.reset_integral()
 
 
 class HeaterBank:

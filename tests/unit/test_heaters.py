@@ -451,3 +451,135 @@ def test_build_simulated_heaters_uses_the_configured_bodies_and_limits():
         settings.simulation, ambient_c=30.0))
     _, hw = build_simulated_heaters(custom, ManualClock())
     assert hw["extruder"].read_temp_c() == 30.0
+
+
+# ------------------------------------------------------------------ settling (issue 5)
+
+def test_hotend_settles_from_25_to_210_within_2_c_overshoot_and_holds_half_a_degree():
+    """The acceptance test of the calibrated model with the default gains: from a
+    25 C room, overshoot at most 2 C, then within +-0.5 C for five minutes."""
+    settings = Settings()
+    settings = dataclasses.replace(settings, simulation=dataclasses.replace(
+        settings.simulation, ambient_c=25.0))
+    clock = ManualClock()
+    bank, _ = build_simulated_heaters(settings, clock)
+    heater = bank["extruder"]
+    heater.set_target(210.0)
+    temps = [t[0] for t in run(clock, bank, 500.0)]
+    assert temps[0] == pytest.approx(25.0, abs=0.5)
+    assert max(temps) - 210.0 <= 2.0
+    settle_s = TICK_S * (1 + max(i for i, t in enumerate(temps) if abs(t - 210.0) > 0.5))
+    assert settle_s <= 180.0
+    held = temps[round(200.0 / TICK_S):]
+    assert max(abs(t - 210.0) for t in held) <= 0.5
+
+
+# ------------------------------------------------------------------ watermark control
+
+def test_watermark_heater_holds_within_its_band_plus_the_sensor_lag():
+    settings = Settings()
+    bed = dataclasses.replace(settings.heaters.heater_bed, control="watermark", max_delta=1.0)
+    settings = dataclasses.replace(settings, heaters=dataclasses.replace(
+        settings.heaters, heater_bed=bed))
+    clock = ManualClock()
+    bank, _ = build_simulated_heaters(settings, clock)
+    heater = bank["heater_bed"]
+    heater.set_target(60.0)
+    temps = [t[1] for t in run(clock, bank, 900.0)]
+    late = temps[round(500.0 / TICK_S):]
+    assert 58.0 < min(late) and max(late) < 62.0
+    assert max(late) > 60.5 and min(late) < 59.5     # it really switches
+    assert heater.duty in (0.0, 1.0)
+
+
+def test_watermark_output_is_max_power_or_nothing():
+    hw = FakeHardware(100.0)
+    heater = Heater("extruder", HeaterSettings(control="watermark", max_power=0.7), hw)
+    heater.set_target(200.0)
+    heater.update(0.0)
+    assert hw.duty == 0.7
+    hw.temp_c = 202.0
+    heater.update(1.0)
+    assert hw.duty == 0.0
+
+
+# ------------------------------------------------------------------ override
+
+def test_override_replaces_the_control_output_clamped_to_max_power():
+    hw = FakeHardware(100.0)
+    heater = Heater("extruder", HeaterSettings(max_power=0.8), hw)
+    heater.set_target(200.0)
+    heater.set_override(0.3)
+    heater.update(0.0)
+    assert hw.duty == 0.3 and heater.override == 0.3
+    heater.set_override(5.0)
+    heater.update(0.1)
+    assert hw.duty == 0.8
+    heater.set_override(-1.0)
+    heater.update(0.2)
+    assert hw.duty == 0.0
+    heater.set_override(None)
+    heater.update(0.3)
+    assert hw.duty == 0.8 and heater.override is None       # the PID again, far below target
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, "1", True])
+def test_override_refuses_non_numbers(bad):
+    heater = Heater("extruder", HeaterSettings(), FakeHardware())
+    with pytest.raises(ValueError):
+        heater.set_override(bad)
+    assert heater.override is None
+
+
+def test_override_acts_only_while_a_target_is_set_and_ends_on_turn_off():
+    hw = FakeHardware(100.0)
+    heater = Heater("extruder", HeaterSettings(), hw)
+    heater.set_override(1.0)
+    heater.update(0.0)
+    assert hw.duty == 0.0                                     # no target: off
+    heater.set_target(150.0)
+    heater.update(0.1)
+    assert hw.duty == 1.0
+    heater.turn_off()
+    assert hw.duty == 0.0 and heater.override is None
+    heater.set_target(150.0)
+    heater.set_override(1.0)
+    heater.set_target(0.0)
+    assert heater.override is None
+
+
+@pytest.mark.parametrize("reading,words", [(500.0, "above max_temp"),
+                                           (-100.0, "below min_temp"),
+                                           (math.nan, "returned nan")])
+def test_override_keeps_every_range_check(reading, words):
+    hw = FakeHardware(100.0)
+    heater = Heater("extruder", HeaterSettings(), hw)
+    heater.set_target(200.0)
+    heater.set_override(1.0)
+    heater.update(0.0)
+    hw.temp_c = reading
+    with pytest.raises(HeaterFault, match=words):
+        heater.update(0.1)
+    assert hw.duty == 0.0 and heater.override is None
+    with pytest.raises(HeaterFault, match="still shut down"):
+        heater.set_override(0.5)
+
+
+def test_override_keeps_the_heating_check():
+    clock, bank, heater, hw = simulated("extruder")
+    hw.model.heater_broken = True
+    heater.set_target(210.0)
+    heater.set_override(1.0)
+    with pytest.raises(HeaterFault, match="not heating at expected rate"):
+        run(clock, bank, EXTRUDER_CHECK_GAIN_TIME_S + 5.0)
+    assert hw.duty == 0.0 and heater.override is None
+
+
+def test_a_broken_clock_trips_the_heater_before_any_kernel_runs():
+    hw = FakeHardware(100.0)
+    heater = Heater("extruder", HeaterSettings(), hw)
+    heater.set_target(200.0)
+    heater.update(0.0)
+    with pytest.raises(HeaterFault, match="control clock returned nan"):
+        heater.update(math.nan)
+    assert hw.duty == 0.0

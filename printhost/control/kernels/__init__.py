@@ -16,6 +16,7 @@ submodules keep that work in numba-compiled functions over plain numpy arrays:
 - `plan`: `printhost batch`'s compiled planner (interpreter, toolhead and
   lookahead for a whole file), with `plan_ops`, `plan_kernel` and
   `plan_lookahead`.
+- `heater`: the heaters' PID and watermark control laws, with their references.
 - `reference`: slow, plain-Python statements of the same contracts, which the
   tests hold the compiled kernels to.
 
@@ -45,6 +46,7 @@ _KERNEL_MODULES = ("printhost.control.kernels.stepgen", "printhost.control.kerne
                    "printhost.control.kernels.stepcompress",
                    "printhost.control.kernels.plan_kernel",
                    "printhost.control.kernels.plan_lookahead", "printhost.control.kernels.trapq",
+                   "printhost.control.kernels.heater",
                    "printhost.control.gcode_bulk", "printhost.mcu.fastencode")
 
 
