@@ -299,15 +299,20 @@ class FirmwareRetractionSettings:
 
 @dataclass(frozen=True)
 class HeaterSettings:
-    """One heater: limits and PID gains (Klipper's [extruder]/[heater_bed] control keys)."""
+    """One heater: limits, control law and PID gains (Klipper's [extruder]/[heater_bed] keys)."""
     min_temp: float = _field(0.0, min=-273.0, max=1000.0,
                              doc="a reading below this is a sensor fault: shutdown")
     max_temp: float = _field(280.0, min=0.0, max=1000.0,
                              doc="a reading above this is a fault: shutdown; targets above are refused")
     max_power: float = _field(1.0, min=0.01, max=1.0, doc="largest heater duty cycle")
-    pid_kp: float = _field(22.0, min=0.0, max=10000.0, doc="PID proportional gain (Klipper units)")
-    pid_ki: float = _field(1.1, min=0.0, max=10000.0, doc="PID integral gain (Klipper units)")
-    pid_kd: float = _field(110.0, min=0.0, max=100000.0, doc="PID derivative gain (Klipper units)")
+    control: str = _field("pid", choices=("pid", "watermark"),
+                          doc="control law: pid, or watermark (bang-bang within +-max_delta)")
+    pid_kp: float = _field(25.0, min=0.0, max=10000.0, doc="PID proportional gain (Klipper units)")
+    pid_ki: float = _field(1.0, min=0.0, max=10000.0, doc="PID integral gain (Klipper units)")
+    pid_kd: float = _field(115.0, min=0.0, max=100000.0, doc="PID derivative gain (Klipper units)")
+    max_delta: float = _field(2.0, min=0.0, max=100.0,
+                              doc="watermark control: heater on below target - max_delta, "
+                                  "off above target + max_delta, C")
     heater_pin: str = _field("PC8", doc="MCU pin switching the heater (soft PWM)")
     sensor_pin: str = _field("PA0", doc="MCU ADC pin of the thermistor")
     sensor_type: str = _field("EPCOS 100K B57560G104F",
