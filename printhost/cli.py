@@ -8,6 +8,7 @@
     printhost user passwd NAME | delete NAME | revoke NAME | list
     printhost batch PRINTER_CONFIG FILE.gcode -o OUT [--dictionary klipper.dict] [--summary FILE]
     printhost discover [--timeout S]
+    printhost pid-tune HEATER TEMP [--config FILE] [--write]
 
 Passwords are read from a prompt, or from standard input when it is not a terminal;
 never from the command line, where other users could read them in the process list.
@@ -156,6 +157,73 @@ def cmd_discover(args: argparse.Namespace) -> int:
     return 0 if found else 1
 
 
+PID_TUNE_STEP_S = 0.1
+PID_TUNE_HELP = (
+    "Tune the PID gains of a heater by relay oscillation on the simulated printer, in this "
+    "process and on a simulated clock (it takes seconds, not minutes), and print the "
+    "gains in Klipper units with the lines for the config. A real printer is tuned "
+    "through the API of its running service: POST /api/v1/heaters/HEATER/pid_tune with "
+    "{\"target\": TEMP} as an admin, then POST /api/v1/heaters/HEATER/pid_tune/save.")
+
+
+def cmd_pid_tune(args: argparse.Namespace) -> int:
+    from printhost.control.autotune import AutotuneSession, write_pid_to_config
+    from printhost.control.heaters import (BED_CHECK_GAIN_TIME_S, EXTRUDER_CHECK_GAIN_TIME_S,
+                                           Heater, HeaterFault, SimulatedHeaterHardware)
+    from printhost.sim.clock import ManualClock
+    from printhost.sim.thermal import ThermalModel
+
+    settings = _load(args)
+    if settings.control.backend != "simulated":
+        print("printhost: this config drives a real board; tune it through the running "
+              f"service: POST /api/v1/heaters/{args.heater}/pid_tune (admin)", file=sys.stderr)
+        return 2
+    bodies = {"extruder": (settings.simulation.hotend, EXTRUDER_CHECK_GAIN_TIME_S),
+              "heater_bed": (settings.simulation.bed, BED_CHECK_GAIN_TIME_S)}
+    if args.heater not in bodies:
+        raise ValueError(f"unknown heater {args.heater!r}: extruder or heater_bed")
+    config_path = _find_config(getattr(args, "config", None))
+    if args.write and not config_path:
+        raise ValueError("--write needs a config file (--config FILE)")
+    body, gain_time_s = bodies[args.heater]
+    clock = ManualClock()
+    hardware = SimulatedHeaterHardware(ThermalModel(body, settings.simulation.ambient_c), clock)
+    heater = Heater(args.heater, getattr(settings.heaters, args.heater), hardware,
+                    check_gain_time_s=gain_time_s)
+    session = AutotuneSession(heater, args.temp)
+    try:
+        while session.running:
+            now = clock.advance(PID_TUNE_STEP_S)
+            heater.update(now)
+            session.tick(now)
+    except HeaterFault as exc:
+        session.abort(str(exc))
+    status = session.get_status()
+    result = status["result"]
+    if status["state"] != "done" or result is None:
+        print(f"printhost: PID tune failed: {status['error']}", file=sys.stderr)
+        return 1
+    print(f"PID tune of {args.heater} at {args.temp:g} C on the simulated printer: "
+          f"Ku {result['ku']:.4f}, Tu {result['tu']:.2f} s, {result['cycles']} cycles "
+          f"({status['elapsed']:.0f} simulated s)")
+    print(f"Kp {result['pid_kp']:.3f}  Ki {result['pid_ki']:.3f}  Kd {result['pid_kd']:.3f}"
+          "  (Klipper units)")
+    print(f"\n[heaters.{args.heater}]")
+    for key in ("pid_kp", "pid_ki", "pid_kd"):
+        print(f"{key} = {result[key]:.3f}")
+    if args.write:
+        assert config_path is not None
+        from printhost.control.autotune import ConfigWriteError
+        try:
+            write_pid_to_config(config_path, args.heater,
+                                {k: result[k] for k in ("pid_kp", "pid_ki", "pid_kd")})
+        except ConfigWriteError as exc:
+            print(f"printhost: {config_path} not changed: {exc}", file=sys.stderr)
+            return 2
+        print(f"\nwritten to {config_path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 def _add_state_options(p: argparse.ArgumentParser) -> None:
@@ -213,6 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encode against this firmware data dictionary (default: the simulated MCU's)")
     p.add_argument("--summary", metavar="FILE", help="write the JSON summary here (default: stdout)")
     p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("pid-tune", help="tune a heater's PID gains on the simulated printer",
+                       description=PID_TUNE_HELP)
+    p.add_argument("heater", metavar="HEATER", help="extruder or heater_bed")
+    p.add_argument("temp", metavar="TEMP", type=float, help="target temperature, C")
+    p.add_argument("--config", metavar="FILE", help="TOML config (default: as for serve)")
+    p.add_argument("--write", action="store_true",
+                   help="also write the gains into the config file's heater table")
+    p.set_defaults(func=cmd_pid_tune)
 
     p = sub.add_parser("discover", help="find printhost instances on the LAN (mDNS)")
     p.add_argument("--timeout", type=float, default=3.0)

@@ -18,13 +18,13 @@ from printhost.api.endpoint import Endpoint
 from printhost.api.errors import EXCEPTION_HANDLERS
 from printhost.api.middleware import BodyLimitMiddleware, ErrorBoundaryMiddleware
 from printhost.api.openapi import build_openapi
-from printhost.api.routes import auth, files, meta, printer
+from printhost.api.routes import auth, files, heaters, meta, printer
 from printhost.config import Settings
 from printhost.store.db import Store
 from printhost.store.files import GCodeFiles
 from printhost.store.jobs import JobHistory
 
-ROUTE_MODULES = (meta, auth, printer, files)
+ROUTE_MODULES = (meta, auth, printer, files, heaters)
 
 
 def all_endpoints() -> list[Endpoint]:

@@ -201,6 +201,48 @@ JOB = Schema("Job", {
     "error": Field("string", "Why the job stopped, for state error", nullable=True),
 }, "The current or most recent print job", additional=True)
 
+PID_TUNE_RESULT = Schema("PidTuneResult", {
+    "pid_kp": Field("number", "Proportional gain, Klipper units (as in the config)"),
+    "pid_ki": Field("number", "Integral gain, Klipper units"),
+    "pid_kd": Field("number", "Derivative gain, Klipper units"),
+    "ku": Field("number", "Ultimate gain Ku = 4*P/(pi*a), heater duty per C"),
+    "tu": Field("number", "Ultimate period Tu, s"),
+    "amplitude": Field("number", "Mean oscillation amplitude a (first harmonic), C"),
+    "cycles": Field("integer", "Oscillation cycles averaged (the first one is discarded)"),
+    "spread": Field("number", "(max - min) / mean of the per-cycle Ku estimates"),
+}, "Gains from a relay autotune (Ziegler-Nichols: Kp = 0.6 Ku, Ti = Tu/2, Td = Tu/8)")
+
+PID_TUNE = Schema("PidTune", {
+    "heater": Field("string", "Heater being tuned"),
+    "target": Field("number", "Tune target, C; null when no tune has run", nullable=True),
+    "state": Field("string", "idle (no tune since the service started), running, done, "
+                   "failed or cancelled",
+                   enum=("idle", "running", "done", "failed", "cancelled")),
+    "progress": Field("number", "Share of the measured cycles completed, 0..1",
+                      minimum=0, maximum=1),
+    "cycles": Field("integer", "Measured cycles completed"),
+    "cycles_needed": Field("integer", "Measured cycles the result averages"),
+    "elapsed": Field("number", "Seconds since the tune started, on the printer's clock"),
+    "result": Field("object", "The gains once state is done", nullable=True,
+                    ref=PID_TUNE_RESULT),
+    "error": Field("string", "Why the tune failed or was cancelled", nullable=True),
+}, "A PID tune: progress while running, gains when done", additional=True)
+
+PID_TUNE_REQUEST = Schema("PidTuneRequest", {
+    "target": Field("number", "Temperature to tune at, C: above the heater's min_temp and "
+                    "at most its max_temp"),
+})
+
+PID_TUNE_SAVED = Schema("PidTuneSaved", {
+    "result": Field("string", "Always \"ok\"", enum=("ok",)),
+    "heater": Field("string", "Heater whose gains were written"),
+    "pid_kp": Field("number", "Written proportional gain"),
+    "pid_ki": Field("number", "Written integral gain"),
+    "pid_kd": Field("number", "Written derivative gain"),
+    "restart_required": Field("boolean", "Always true: the running heaters keep their "
+                              "gains until the service restarts"),
+})
+
 PRINTER = Schema("Printer", {
     "position": Field("array", "Commanded toolhead position [x, y, z] in mm: where the "
                       "toolhead goes once the queued moves have run", items=Field("number")),
@@ -220,6 +262,8 @@ PRINTER = Schema("Printer", {
     "extrude_factor": Field("number", "M221 factor (1.0 = 100 %)"),
     "homed_axes": Field("string", "Homed axes, e.g. \"xyz\""),
     "print_time": Field("number", "Seconds on the control process's print clock"),
+    "autotune": Field("object", "The latest PID tune since the control process started; "
+                      "null if none", required=False, nullable=True, ref=PID_TUNE),
 }, "Live printer state", additional=True)
 
 STATUS = Schema("Status", {
@@ -274,4 +318,5 @@ HEALTH = Schema("Health", {
 })
 
 ALL_SCHEMAS = [ERROR, EMPTY, RESULT_OK, LOGIN_REQUEST, LOGIN_RESPONSE, AUTH_CHECK, JOB, PRINTER,
-               STATUS, PRINT_REQUEST, PRINT_RESPONSE, FILE_INFO, FILE_LIST, JOB_RECORD, JOB_LIST, HEALTH]
+               STATUS, PRINT_REQUEST, PRINT_RESPONSE, FILE_INFO, FILE_LIST, JOB_RECORD, JOB_LIST, HEALTH,
+               PID_TUNE_RESULT, PID_TUNE, PID_TUNE_REQUEST, PID_TUNE_SAVED]

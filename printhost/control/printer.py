@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 from printhost.config import Settings
+from printhost.control.autotune import AutotuneSession
 from printhost.control.gcode import GCodeError
 from printhost.control.heaters import HeaterBank, HeaterFault, build_simulated_heaters
 from printhost.control.interpreter import GCodeInterpreter, PartFan
@@ -52,6 +53,8 @@ class Printer:
                               settings.extruder.min_extrude_temp)
         self.error: str | None = None
         self.stopping = False
+        # The latest PID tune (running or finished), shown in status until the next one.
+        self.autotune: AutotuneSession | None = None
 
     @classmethod
     def simulated(cls, settings: Settings, clock: Any | None = None) -> "Printer":
@@ -107,6 +110,8 @@ class Printer:
         except HeaterFault as exc:
             self.shutdown(str(exc))
             return
+        if self.autotune is not None and self.autotune.running:
+            self.autotune.tick(now)
         self.toolhead.update()
         if hw is not None:
             hw.sender.flush()
@@ -126,6 +131,7 @@ class Printer:
         firmware restart, so a fault cannot be undone by anything short of a decision.
         """
         first = self.error is None
+        self._end_autotune(reason)
         self.heaters.all_off()
         if first:
             log.error("printer shutdown: %s", reason)
@@ -139,6 +145,7 @@ class Printer:
     def stop(self) -> None:
         """Service stop: heaters off, motion stopped, a running job is interrupted."""
         heating = any(h.target_c > 0.0 or h.duty > 0.0 for h in self.heaters)
+        self._end_autotune("printhost was stopped during the PID tune")
         self.heaters.all_off()
         if not self.stopping:
             log.info("stop requested: heaters off, motion stopped")
@@ -152,6 +159,30 @@ class Printer:
         self.jobs.shutdown("printhost was stopped during the print", self._safe_now(),
                            JobState.INTERRUPTED)
         self.stopping = True
+
+    def _end_autotune(self, reason: str) -> None:
+        """Fail a running tune; never lets a broken override keep heaters from going off."""
+        if self.autotune is not None and self.autotune.running:
+            try:
+                self.autotune.abort(reason)
+            except Exception:
+                log.exception("ending the PID tune failed")
+
+    def _start_autotune(self, req: Request) -> Reply:
+        """Refusals: 503 after a fault, 409 while a job or another tune runs."""
+        if self.error is not None:
+            return Reply(req.id, False, {}, ErrorKind.NOT_READY, f"Printer not ready: {self.error}")
+        name = str(req.args.get("heater", ""))
+        if name not in self.heaters:
+            return Reply(req.id, False, {}, ErrorKind.NOT_FOUND, f"Unknown heater: {name}")
+        if self.jobs.active:
+            return Reply(req.id, False, {}, ErrorKind.CONFLICT,
+                         "A job is in progress; PID tuning needs an idle printer")
+        if self.autotune is not None and self.autotune.running:
+            return Reply(req.id, False, {}, ErrorKind.CONFLICT, "A PID tune is already running")
+        self.autotune = AutotuneSession(self.heaters[name], req.args.get("target"))
+        log.info("PID tune of %s at %.1f C started", name, self.autotune.target_c)
+        return Reply(req.id, True, self.autotune.get_status())
 
     def _safe_now(self) -> float:
         """The clock, or its last value when the MCU's clock can no longer be read."""
@@ -170,10 +201,14 @@ class Printer:
             if req.command == Command.SHUTDOWN:
                 self.stop()
                 return Reply(req.id, True, {})
+            if req.command == Command.PID_TUNE:
+                return self._start_autotune(req)
             if req.command == Command.PRINT:
                 if self.error is not None:
                     return Reply(req.id, False, {}, ErrorKind.NOT_READY,
                                  f"Printer not ready: {self.error}")
+                if self.autotune is not None and self.autotune.running:
+                    return Reply(req.id, False, {}, ErrorKind.CONFLICT, "A PID tune is running")
                 args = req.args
                 try:
                     job = self.jobs.start(str(args["job_id"]), str(args["file"]),
@@ -188,7 +223,11 @@ class Printer:
                     return Reply(req.id, False, {}, ErrorKind.CONFLICT, "Job not paused")
                 self.jobs.resume(now)
             elif req.command == Command.CANCEL:
-                self.jobs.cancel(now)
+                if self.autotune is not None and self.autotune.running:
+                    self.autotune.cancel()
+                    log.info("PID tune cancelled")
+                else:
+                    self.jobs.cancel(now)
             return Reply(req.id, True, {})
         except JobConflict as exc:
             return Reply(req.id, False, {}, ErrorKind.CONFLICT, str(exc))
@@ -251,6 +290,7 @@ class Printer:
                 "extrude_factor": st.extrude_factor,
                 "homed_axes": self.toolhead.homed_axes,
                 "print_time": round(now, 3),
+                "autotune": self.autotune.get_status() if self.autotune is not None else None,
                 **({"mcu": self._mcu_status()} if self.hardware is not None else {}),
             },
             "error": self.error,

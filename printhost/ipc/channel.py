@@ -27,7 +27,8 @@ class Command(str, enum.Enum):
     PRINT = "print"          # args: job_id, file (display name), path (absolute)
     PAUSE = "pause"
     RESUME = "resume"
-    CANCEL = "cancel"
+    CANCEL = "cancel"        # also stops a running PID tune
+    PID_TUNE = "pid_tune"    # args: heater (name), target (C); relay autotune on that heater
     SHUTDOWN = "shutdown"    # heaters off, motion stopped, then exit
     PING = "ping"
 
