@@ -13,6 +13,8 @@ The work is split by concern:
 * `options`: one section's values, read with Klipper's own checks;
 * `converter`, `convert`, `steppers`, `heaters`: the mapping of sections and keys onto
   printhost's settings, each value checked against printhost's limits;
+* `pins`: every MCU pin at once (Klipper's pin syntax, one key per pin, what stands
+  in for a pin that cannot be imported);
 * `render`: the commented TOML;
 * `importer`: the whole import, validated with `parse_settings`;
 * `command`: `printhost config import-klipper`.

@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 
 from printhost.config import SHAPER_TYPES
-from printhost.klipper_import.converter import MCU_LINK_REASON, NO_COUNTERPART, Converter, tidy
+from printhost.klipper_import.converter import NO_COUNTERPART, Converter, tidy
 from printhost.klipper_import.errors import KlipperImportError
 from printhost.klipper_import.heaters import extruder, heater
 from printhost.klipper_import.options import KlipperSection, OptionProblem
+from printhost.klipper_import.pins import assign_pins
 from printhost.klipper_import.reader import KlipperConfig
 from printhost.klipper_import.render import toml_value
 from printhost.klipper_import.steppers import stepper_axis
@@ -38,12 +39,12 @@ _SECTION_REASONS = {
     "gcode_macro": "printhost has no G-code macros",
     "delayed_gcode": "printhost has no G-code macros",
     "mcu": "printhost drives a single MCU",
-    "fan": "fans arrive with the MCU link",
-    "heater_fan": "fans arrive with the MCU link",
-    "controller_fan": "fans arrive with the MCU link",
-    "fan_generic": "fans arrive with the MCU link",
-    "temperature_fan": "fans arrive with the MCU link",
-    "temperature_sensor": "extra sensors arrive with the MCU link",
+    "heater_fan": "printhost drives only the part-cooling [fan]",
+    "controller_fan": "printhost drives only the part-cooling [fan]",
+    "fan_generic": "printhost drives only the part-cooling [fan]",
+    "temperature_fan": "printhost drives only the part-cooling [fan]",
+    "temperature_sensor": "printhost reads only the sensors of its two heaters",
+    "thermistor": "printhost reads only its own sensor presets",
     "verify_heater": "printhost applies Klipper's default heater checks",
     "virtual_sdcard": "printhost stores and runs uploaded files itself",
     "extruder_stepper": "printhost drives one extruder",
@@ -54,7 +55,8 @@ def _section_reason(name: str) -> str:
     words = name.split()
     base = words[0] if words else name
     if base.startswith("tmc"):
-        reason: str | None = "stepper driver setup arrives with the MCU link"
+        reason: str | None = ("printhost does not set up stepper drivers over UART or SPI; "
+                              "its steppers use step, dir and enable pins only")
     elif re.fullmatch(r"extruder\d+", base):
         reason = "printhost drives one extruder"
     elif re.fullmatch(r"stepper_[xyz]\d+", base):
@@ -82,13 +84,20 @@ def convert(cfg: KlipperConfig) -> Converter:
     heater(conv, conv.section("heater_bed"), "heater_bed")
     input_shaper(conv)
     mcu(conv)
+    fan(conv)
     gcode_arcs(conv)
     firmware_retraction(conv)
+    assign_pins(conv)
     for name in cfg.sections:
         if name not in conv.handled:
             reason = _section_reason(name)
-            if name in conv.probe_sections_used:
+            offset, pin = name in conv.probe_sections_used, name in conv.probe_pins_used
+            if offset and pin:
+                reason += "; its z_offset and pin were used as the Z endstop position and pin"
+            elif offset:
                 reason += "; its z_offset was used as the Z endstop position"
+            elif pin:
+                reason += "; its pin was used as the Z endstop pin"
             conv.skip(name, f"[{name}]: {reason}")
     return conv
 
@@ -197,13 +206,57 @@ def input_shaper(conv: Converter) -> None:
                          "damping_ratio_z": z_reason})
 
 
+# Klipper's restart methods, and what printhost does instead of the ones it lacks.
+_RESTART_METHODS = ("arduino", "cheetah", "command", "rpi_usb")
+
+
 def mcu(conv: Converter) -> None:
     sec = conv.section("mcu")
     if not sec.present:
         return
+    if sec.has("serial"):
+        serial = sec.text("serial")
+        conv.put("mcu.serial", serial, sec.label("serial"), serial, sec.source("serial"))
+    elif not sec.has("canbus_uuid"):
+        conv.skip(sec, "[mcu] serial: required by Klipper but missing; "
+                       + conv.default_note("mcu.serial"))
+    if sec.has("baud") or sec.has("serial"):
+        conv.copy(sec, "baud", "mcu.baud", default=250000, integer=True, minval=2400)
+    restart_method(conv, sec)
     if sec.has("max_stepper_error"):
         conv.copy(sec, "max_stepper_error", "mcu.max_stepper_error", minval=0.0)
-    conv.leftovers(sec, default_reason=MCU_LINK_REASON)
+    can = ("printhost reaches the MCU over a serial device only (no CAN bus), not imported"
+           if not sec.has("serial") else "printhost uses the serial device, not imported")
+    conv.leftovers(sec, {"canbus_uuid": can, "canbus_interface": can})
+
+
+def restart_method(conv: Converter, sec: KlipperSection) -> None:
+    if not sec.has("restart_method"):
+        return
+    method = sec.text("restart_method")
+    label, default = sec.label("restart_method"), conv.default_note("mcu.restart_method")
+    if method == "command":
+        conv.put("mcu.restart_method", method, label, method, sec.source("restart_method"))
+    elif method in _RESTART_METHODS:
+        conv.skip(sec, f"{label} = {method}: not supported (printhost restarts the firmware "
+                       "with its reset command, or with none asks for a power cycle; it "
+                       f"cannot reset the board the {method} way); {default}")
+    else:
+        conv.skip(sec, f"{label} = {method}: invalid (Klipper accepts "
+                       f"{', '.join(_RESTART_METHODS)}); {default}")
+
+
+def fan(conv: Converter) -> None:
+    sec = conv.section("fan")
+    if not sec.present:
+        conv.put("fan.pin", "", "[fan]", None,
+                 "no [fan] in the Klipper config: no part-cooling fan")
+        conv.notes.append("[fan]: not in the Klipper config, so there is no part-cooling "
+                          "fan; fan.pin is left empty, so printhost drives no fan pin")
+        return
+    conv.want_pin(sec, "pin", "fan.pin")
+    conv.copy(sec, "cycle_time", "fan.cycle_time", default=0.010, above=0.0)
+    conv.leftovers(sec)
 
 
 def gcode_arcs(conv: Converter) -> None:

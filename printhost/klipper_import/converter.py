@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from dataclasses import dataclass
 from typing import Any
 
 from printhost.config import Settings, describe
@@ -18,14 +19,29 @@ from printhost.klipper_import.options import KlipperSection, OptionProblem
 from printhost.klipper_import.reader import KlipperConfig
 from printhost.klipper_import.render import Entry, toml_value
 
-__all__ = ["Converter", "MCU_LINK_REASON", "NO_COUNTERPART", "PIN_REASON", "SENSOR_REASON",
+__all__ = ["Converter", "NO_COUNTERPART", "PULSE_REASON", "SENSOR_REASON", "PinRequest",
            "field_problem", "tidy"]
 
 # The reasons given for keys printhost leaves out, shared by every section's mapping.
-PIN_REASON = "pins are configured with the MCU link, not imported"
-SENSOR_REASON = "pins and sensors are configured with the MCU link, not imported"
-MCU_LINK_REASON = "the MCU link is not configured yet, not imported"
+SENSOR_REASON = "printhost's thermistor reading has no such setting, not imported"
+PULSE_REASON = ("printhost sends the same step pulse duration for every stepper (2 us), "
+                "not imported")
 NO_COUNTERPART = "printhost has no such setting, not imported"
+
+
+@dataclass(frozen=True)
+class PinRequest:
+    """What the Klipper config says for one printhost pin key.
+
+    `raw` is the Klipper value (None when there is none); `problem` says why there is
+    none, or why `raw` cannot be used (None: not set in the section).
+    """
+
+    section: str
+    label: str              # "[stepper_x] step_pin"
+    raw: str | None
+    comment: str
+    problem: str | None = None
 
 
 class Converter:
@@ -39,6 +55,16 @@ class Converter:
         self.defaults = {key: value for key, value, _ in describe()}
         self.handled: set[str] = set()
         self.probe_sections_used: set[str] = set()
+        self.pin_requests: dict[str, PinRequest] = {}
+        self.probe_pins_used: set[str] = set()
+
+    def want_pin(self, sec: KlipperSection, key: str, target: str, *,
+                 problem: str | None = None) -> None:
+        """Feed the Klipper pin `key` (set or not) to the printhost pin key `target`;
+        `pins.assign_pins` decides all pins together once every section is read."""
+        raw = sec.raw(key)
+        self.pin_requests[target] = PinRequest(sec.name, sec.label(key), raw,
+                                               sec.source(key), problem)
 
     def section(self, name: str) -> KlipperSection:
         self.handled.add(name)

@@ -3,17 +3,19 @@
 Step geometry is shared with the extruder's stepper. Old configs describe it with the
 legacy `step_distance` (and sometimes keep microsteps in a TMC driver section); those
 are converted to `rotation_distance` the way Klipper did, keeping the step size exact.
-An axis that homes on a probe takes its endstop position from the probe's z_offset.
+An axis that homes on a probe takes its endstop position from the probe's z_offset,
+and its endstop pin from a probe that needs no deploying. The pins themselves are
+decided together with all others by `pins`.
 """
 
 from __future__ import annotations
 
-from printhost.klipper_import.converter import (MCU_LINK_REASON, NO_COUNTERPART, PIN_REASON,
-                                                Converter, field_problem, tidy)
+from printhost.klipper_import.converter import (NO_COUNTERPART, PULSE_REASON, Converter,
+                                                PinRequest, field_problem, tidy)
 from printhost.klipper_import.options import KlipperSection, OptionProblem, parse_gear_ratio
 from printhost.klipper_import.render import toml_value
 
-__all__ = ["LEGACY_MICROSTEPS", "step_geometry", "stepper_axis"]
+__all__ = ["LEGACY_MICROSTEPS", "step_geometry", "stepper_axis", "stepper_pins"]
 
 # Microsteps assumed for a legacy `step_distance` stepper that does not say.
 LEGACY_MICROSTEPS = 16
@@ -23,8 +25,12 @@ _STEPPER_KEYS_NOT_CONVERTED = {
     "homing_retract_speed": NO_COUNTERPART,
     "second_homing_speed": NO_COUNTERPART,
     "homing_positive_dir": NO_COUNTERPART,
-    "step_pulse_duration": MCU_LINK_REASON,
+    "step_pulse_duration": PULSE_REASON,
 }
+
+# Probes whose virtual endstop is a plain input that triggers without being deployed:
+# Klipper's probe:z_virtual_endstop reads their `pin` like an endstop switch.
+_PLAIN_PROBES = ("probe", "smart_effector")
 
 
 def stepper_axis(conv: Converter, axis: str, report_missing: bool) -> None:
@@ -42,11 +48,54 @@ def stepper_axis(conv: Converter, axis: str, report_missing: bool) -> None:
     high = sec.peek("position_max", conv.defaults[f"{table}.position_max"])
     endstop(conv, sec, axis, low, high)
     conv.copy(sec, "homing_speed", f"{table}.homing_speed", default=5.0, above=0.0)
-    reasons = dict(_STEPPER_KEYS_NOT_CONVERTED)
-    for key in sec.options:
-        if key.endswith("_pin"):
-            reasons[key] = PIN_REASON
-    conv.leftovers(sec, reasons)
+    stepper_pins(conv, sec, f"steppers.{axis}")
+    if _homes_on_probe(sec):
+        probe_pin(conv, sec, f"steppers.{axis}.endstop_pin")
+    else:
+        conv.want_pin(sec, "endstop_pin", f"steppers.{axis}.endstop_pin")
+    conv.leftovers(sec, _STEPPER_KEYS_NOT_CONVERTED)
+
+
+def stepper_pins(conv: Converter, sec: KlipperSection, table: str) -> None:
+    """step_pin, dir_pin and enable_pin (decided with all other pins by `pins`)."""
+    for key in ("step_pin", "dir_pin", "enable_pin"):
+        conv.want_pin(sec, key, f"{table}.{key}")
+
+
+def _homes_on_probe(sec: KlipperSection) -> bool:
+    pin = sec.options.get("endstop_pin")
+    return pin is not None and pin.value.lstrip("^~! ").startswith("probe:")
+
+
+def _probe_sections(conv: Converter) -> list[str]:
+    return [n for n in conv.cfg.sections
+            if (n.split() or [""])[0] in ("probe", "bltouch", "smart_effector")
+            or n.startswith("probe_eddy_current ")]
+
+
+def probe_pin(conv: Converter, sec: KlipperSection, target: str) -> None:
+    """The endstop pin of an axis that homes on the probe (probe:z_virtual_endstop)."""
+    raw = sec.raw("endstop_pin")
+    names = _probe_sections(conv)
+    base = (names[0].split() or [""])[0] if names else ""
+    if base in _PLAIN_PROBES and "pin" in conv.cfg.sections[names[0]]:
+        probe = KlipperSection(names[0], conv.cfg.sections[names[0]])
+        conv.want_pin(probe, "pin", target)
+        conv.probe_pins_used.add(names[0])
+        conv.notes.append(f"{sec.label('endstop_pin')} = {raw}: printhost does not probe; "
+                          f"the axis homes on {probe.label('pin')} = {probe.raw('pin')} as on "
+                          "an endstop switch, the input Klipper's virtual endstop reads")
+        return
+    if not names:
+        why = f"homes on a probe ({raw}) but no probe section was found"
+    elif base == "bltouch":
+        why = (f"homes on the BLTouch ({raw}), which only triggers once its control_pin has "
+               "deployed it; printhost does not probe, so the axis needs an endstop switch")
+    else:
+        why = (f"homes on the [{names[0]}] probe ({raw}); printhost does not probe, so the "
+               "axis needs an endstop switch")
+    conv.pin_requests[target] = PinRequest(sec.name, sec.label("endstop_pin"), None,
+                                           sec.source("endstop_pin"), why)
 
 
 def step_geometry(conv: Converter, sec: KlipperSection, table: str) -> None:
@@ -182,9 +231,7 @@ def endstop(conv: Converter, sec: KlipperSection, axis: str, low: float, high: f
 
 def probe_endstop(conv: Converter, sec: KlipperSection, target: str, low: float,
                   high: float) -> None:
-    names = [n for n in conv.cfg.sections
-             if (n.split() or [""])[0] in ("probe", "bltouch", "smart_effector")
-             or n.startswith("probe_eddy_current ")]
+    names = _probe_sections(conv)
     if not names:
         conv.skip(sec, f"{sec.label('position_endstop')}: the axis homes on a probe but no "
                        f"probe section was found; {conv.default_note(target)}")

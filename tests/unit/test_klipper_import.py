@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import printhost
-from printhost.config import ConfigError, load_settings, parse_settings
+from printhost.config import ConfigError, HeaterSettings, load_settings, parse_settings
 from printhost.klipper_import import (
     ImportResult,
     KlipperImportError,
@@ -30,7 +30,8 @@ SAVE_HEADER = ("#*# <---------------------- SAVE_CONFIG ---------------------->\
                "#*# DO NOT EDIT THIS BLOCK OR BELOW. The contents are auto-generated.\n"
                "#*#\n")
 
-# A complete, small cartesian config; tests append or replace sections.
+# A complete, small cartesian config; tests append or replace sections. Its pins are
+# printhost's default ones, so the defaults kept for absent sections never collide.
 MINIMAL = """\
 [printer]
 kinematics: cartesian
@@ -38,18 +39,30 @@ max_velocity: 300
 max_accel: 3000
 
 [stepper_x]
+step_pin: PB13
+dir_pin: !PB12
+enable_pin: !PB14
+endstop_pin: ^PC0
 microsteps: 16
 rotation_distance: 40
 position_endstop: 0
 position_max: 235
 
 [stepper_y]
+step_pin: PB10
+dir_pin: !PB2
+enable_pin: !PB11
+endstop_pin: ^PC1
 microsteps: 16
 rotation_distance: 40
 position_endstop: 0
 position_max: 235
 
 [stepper_z]
+step_pin: PB0
+dir_pin: PC5
+enable_pin: !PB1
+endstop_pin: ^PC2
 microsteps: 16
 rotation_distance: 8
 position_endstop: 0
@@ -135,11 +148,21 @@ def test_printer_cfg_axes(printer):
 
 def test_printer_cfg_steppers(printer):
     steppers = values(printer)["steppers"]
-    for axis, rotation in (("x", 40.0), ("y", 40.0), ("z", 8.0)):
-        assert steppers[axis] == {"rotation_distance": rotation, "microsteps": 16,
-                                  "full_steps_per_rotation": 200, "gear_ratio": 1.0}
+    geometry = {"microsteps": 16, "full_steps_per_rotation": 200, "gear_ratio": 1.0}
+    # All four steppers share the enable pin !PC3; printhost gives it to X only.
+    assert steppers["x"] == {"rotation_distance": 40.0, **geometry, "step_pin": "PC2",
+                             "dir_pin": "!PB9", "enable_pin": "!PC3", "endstop_pin": "^PA5"}
+    assert steppers["y"] == {"rotation_distance": 40.0, **geometry, "step_pin": "PB8",
+                             "dir_pin": "PB7", "enable_pin": "", "endstop_pin": "^PA6"}
+    # Z homes on the BLTouch; printhost's default ^PC2 is X's step pin, so another
+    # unused default input holds the place.
+    assert steppers["z"] == {"rotation_distance": 8.0, **geometry, "step_pin": "PB6",
+                             "dir_pin": "!PB5", "enable_pin": "", "endstop_pin": "^PC0"}
     assert steppers["extruder"] == {"rotation_distance": 22.452, "microsteps": 16,
-                                    "full_steps_per_rotation": 200, "gear_ratio": 5.0}
+                                    "full_steps_per_rotation": 200, "gear_ratio": 5.0,
+                                    "step_pin": "PB4", "dir_pin": "PB3", "enable_pin": ""}
+    assert printer.settings.fan.pin == "PA0"            # [fan] from extras.cfg
+    assert values(printer)["fan"] == {"pin": "PA0", "cycle_time": 0.01}
 
 
 def test_printer_cfg_extruder(printer):
@@ -159,10 +182,16 @@ def test_printer_cfg_extruder(printer):
 
 def test_printer_cfg_heaters_take_the_saved_pid_gains(printer):
     heaters = values(printer)["heaters"]
+    sensor = {"sensor_type": "EPCOS 100K B57560G104F", "pullup_resistor": 4700.0,
+              "pwm_cycle_time": 0.1}
     assert heaters["extruder"] == {"min_temp": 0.0, "max_temp": 270.0, "max_power": 1.0,
-                                   "pid_kp": 26.213, "pid_ki": 1.304, "pid_kd": 131.721}
+                                   "control": "pid", "pid_kp": 26.213, "pid_ki": 1.304,
+                                   "pid_kd": 131.721, "heater_pin": "PA1", "sensor_pin": "PC5",
+                                   **sensor}
     assert heaters["heater_bed"] == {"min_temp": 0.0, "max_temp": 110.0, "max_power": 1.0,
-                                     "pid_kp": 72.412, "pid_ki": 1.113, "pid_kd": 1177.581}
+                                     "control": "pid", "pid_kp": 72.412, "pid_ki": 1.113,
+                                     "pid_kd": 1177.581, "heater_pin": "PA2",
+                                     "sensor_pin": "PC4", **sensor}
 
 
 def test_printer_cfg_input_shaper_from_the_saved_block(printer):
@@ -177,38 +206,40 @@ def test_printer_cfg_arcs_and_retraction_from_sections_and_include(printer):
     assert v["gcode"] == {"arc_resolution": 0.5}            # from extras.cfg
     assert v["firmware_retraction"] == {"retract_length": 0.8, "retract_speed": 35.0,
                                         "unretract_extra_length": 0.0, "unretract_speed": 30.0}
-    assert "mcu" not in v                                   # no max_stepper_error given
+    assert v["mcu"] == {"serial": "/dev/serial/by-id/usb-1a86_USB_Serial-if00-port0",
+                        "baud": 250000, "restart_method": "command"}   # no max_stepper_error
 
 
 def test_printer_cfg_every_unconverted_item_is_named(printer):
-    pins = "pins are configured with the MCU link, not imported"
-    sensors = "pins and sensors are configured with the MCU link, not imported"
-    link = "the MCU link is not configured yet, not imported"
+    shared = ("pin PC3 is already used by steppers.x.enable_pin ([stepper_x] enable_pin); "
+              "printhost gives each pin to one key")
     expected = [
         "[bltouch]: section not supported (printhost does not probe); "
         "its z_offset was used as the Z endstop position",
         "[safe_z_home]: section not supported (printhost homes each axis at its own "
         "endstop position)",
         "[bed_mesh]: section not supported (printhost has no bed mesh compensation)",
-        "[fan]: section not supported (fans arrive with the MCU link)",
-        "[heater_fan hotend_fan]: section not supported (fans arrive with the MCU link)",
-        "[temperature_sensor host]: section not supported (extra sensors arrive with the "
-        "MCU link)",
+        "[heater_fan hotend_fan]: section not supported (printhost drives only the "
+        "part-cooling [fan])",
+        "[temperature_sensor host]: section not supported (printhost reads only the sensors "
+        "of its two heaters)",
         "[virtual_sdcard]: section not supported (printhost stores and runs uploaded "
         "files itself)",
         "[pause_resume]: section not supported",
         "[gcode_macro PRINT_START]: section not supported (printhost has no G-code macros)",
         "[gcode_macro PRINT_END]: section not supported (printhost has no G-code macros)",
-        f"[mcu] serial: {link}",
-        f"[mcu] restart_method: {link}",
-        *[f"[stepper_{a}] {k}: {pins}" for a in "xy"
-          for k in ("step_pin", "dir_pin", "enable_pin", "endstop_pin")],
-        *[f"[stepper_z] {k}: {pins}" for k in ("step_pin", "dir_pin", "enable_pin",
-                                               "endstop_pin")],
+        f"[stepper_y] enable_pin = !PC3: {shared}; steppers.y.enable_pin is left empty "
+        "(no enable pin), so the shared pin is switched with steppers.x.enable_pin",
         "[stepper_z] second_homing_speed: printhost has no such setting, not imported",
-        *[f"[extruder] {k}: {sensors}" for k in ("step_pin", "dir_pin", "enable_pin",
-                                                 "heater_pin", "sensor_type", "sensor_pin")],
-        *[f"[heater_bed] {k}: {sensors}" for k in ("heater_pin", "sensor_type", "sensor_pin")],
+        f"[stepper_z] enable_pin = !PC3: {shared}; steppers.z.enable_pin is left empty "
+        "(no enable pin), so the shared pin is switched with steppers.x.enable_pin",
+        "[stepper_z] endstop_pin: homes on the BLTouch (probe:z_virtual_endstop), which only "
+        "triggers once its control_pin has deployed it; printhost does not probe, so the axis "
+        "needs an endstop switch; printhost's default \"^PC2\" is already used by "
+        "steppers.x.step_pin ([stepper_x] step_pin), so the unused \"^PC0\" holds its place: "
+        "set the right pin before connecting a board",
+        f"[extruder] enable_pin = !PC3: {shared}; steppers.extruder.enable_pin is left empty "
+        "(no enable pin), so the shared pin is switched with steppers.x.enable_pin",
         "[bed_mesh default]: section not supported (printhost has no bed mesh compensation)",
     ]
     assert printer.unconverted == expected
@@ -241,10 +272,15 @@ def test_corexy_legacy_step_distance(corexy):
     # step_distance x full steps x microsteps; microsteps from the TMC section, as
     # configs of that time kept them there.
     assert steppers["x"] == {"rotation_distance": 40.0, "microsteps": 16,
-                             "full_steps_per_rotation": 200, "gear_ratio": 1.0}
-    assert steppers["y"] == steppers["x"]
+                             "full_steps_per_rotation": 200, "gear_ratio": 1.0,
+                             "step_pin": "PE2", "dir_pin": "!PE3", "enable_pin": "!PD4",
+                             "endstop_pin": "PA14"}
+    assert steppers["y"] == {**steppers["x"], "step_pin": "PF12", "dir_pin": "!PF11",
+                             "enable_pin": "!PB3", "endstop_pin": "PA15"}
     assert steppers["z"] == {"rotation_distance": 8.0, "microsteps": 32,
-                             "full_steps_per_rotation": 200, "gear_ratio": 1.0}
+                             "full_steps_per_rotation": 200, "gear_ratio": 1.0,
+                             "step_pin": "PD7", "dir_pin": "PD6", "enable_pin": "!PF10",
+                             "endstop_pin": "PB1"}
     assert steppers["extruder"]["rotation_distance"] == 7.7088
     settings = corexy.settings
     assert settings.steppers.x.step_distance_mm == pytest.approx(0.0125)
@@ -277,50 +313,56 @@ def test_corexy_klipper_defaults_where_printhost_differs(corexy):
 
 def test_corexy_heaters_mcu_and_shaper(corexy):
     v = values(corexy)
-    assert v["heaters"]["extruder"] == {"min_temp": 0.0, "max_temp": 290.0, "max_power": 1.0,
-                                        "pid_kp": 28.79, "pid_ki": 1.7, "pid_kd": 121.89}
-    # A watermark bed keeps printhost's PID gains, and says so.
-    assert v["heaters"]["heater_bed"] == {"min_temp": 0.0, "max_temp": 120.0, "max_power": 1.0}
-    assert v["mcu"] == {"max_stepper_error": 0.00002}
+    assert v["heaters"]["extruder"] == {
+        "min_temp": 0.0, "max_temp": 290.0, "max_power": 1.0, "control": "pid",
+        "pid_kp": 28.79, "pid_ki": 1.7, "pid_kd": 121.89, "heater_pin": "PB15",
+        "sensor_pin": "PC1", "sensor_type": "ATC Semitec 104GT-2", "pullup_resistor": 4700.0,
+        "pwm_cycle_time": 0.1}
+    # A watermark bed; its sensor type is not one of printhost's, so neither it nor its
+    # pin is imported (printhost's defaults stay, and the report says so).
+    assert v["heaters"]["heater_bed"] == {"min_temp": 0.0, "max_temp": 120.0, "max_power": 1.0,
+                                          "control": "watermark", "max_delta": 1.0,
+                                          "heater_pin": "PA3", "pwm_cycle_time": 0.1}
+    assert v["mcu"] == {"max_stepper_error": 0.00002, "serial": "/dev/ttyAMA0",
+                        "baud": 250000, "restart_method": "command"}
+    assert v["fan"] == {"pin": ""}                  # no [fan]: no part-cooling fan
+    assert steppers_extruder_pins(v) == {"step_pin": "PC13", "dir_pin": "!PC14",
+                                         "enable_pin": "!PC15"}
     assert v["input_shaper"]["shaper_type_x"] == v["input_shaper"]["shaper_type_y"] == "ei"
     assert v["input_shaper"]["shaper_freq_x"] == 61.2
     assert v["input_shaper"]["shaper_freq_y"] == 44.8
 
 
+def steppers_extruder_pins(v: dict) -> dict:
+    return {k: v["steppers"]["extruder"][k] for k in ("step_pin", "dir_pin", "enable_pin")}
+
+
 def test_corexy_every_unconverted_item_is_named(corexy):
-    pins = "pins are configured with the MCU link, not imported"
-    sensors = "pins and sensors are configured with the MCU link, not imported"
-    link = "the MCU link is not configured yet, not imported"
     none = "printhost has no such setting, not imported"
-    tmc = "section not supported (stepper driver setup arrives with the MCU link)"
-    expected = [
-        f"[mcu] serial: {link}", f"[mcu] baud: {link}", f"[mcu] restart_method: {link}",
-    ]
+    tmc = ("section not supported (printhost does not set up stepper drivers over UART or "
+           "SPI; its steppers use step, dir and enable pins only)")
+    expected = []
     for axis in "xy":
-        expected += [f"[stepper_{axis}] {k}: {pins}"
-                     for k in ("step_pin", "dir_pin", "enable_pin", "endstop_pin")]
         expected += [f"[stepper_{axis}] homing_retract_dist: {none}",
                      f"[stepper_{axis}] homing_positive_dir: {none}",
                      f"[tmc2209 stepper_{axis}]: {tmc}"]
-    expected += [f"[stepper_z] {k}: {pins}"
-                 for k in ("step_pin", "dir_pin", "enable_pin", "endstop_pin")]
-    expected += [f"[extruder] {k}: {sensors}" for k in ("step_pin", "dir_pin", "enable_pin",
-                                                        "heater_pin", "sensor_type",
-                                                        "sensor_pin")]
     expected += [
         "[extruder] smooth_time: printhost always smooths over 1 s (Klipper's default); "
         "2.0 s is not imported",
         f"[tmc2209 extruder]: {tmc}",
-        "[heater_bed] control = watermark: not supported (printhost heaters are "
-        "PID-controlled); printhost's default PID gains are used",
-        *[f"[heater_bed] {k}: {sensors}" for k in ("heater_pin", "sensor_type", "sensor_pin")],
-        "[heater_bed] max_delta: only used by watermark control, not imported",
+        "[heater_bed] sensor_type = NTC 100K beta 3950: printhost has no such sensor (its "
+        "presets: \"EPCOS 100K B57560G104F\", \"ATC Semitec 104GT-2\", \"Generic 3950\", "
+        "\"NTC 100K MGB18-104F39050L32\", \"PT1000\"); printhost's default "
+        "\"Generic 3950\" is used",
+        "[heater_bed] sensor_pin = PC0: belongs to sensor_type NTC 100K beta 3950, which "
+        "printhost cannot read; printhost's default \"PC3\" is used",
         "[verify_heater extruder]: section not supported (printhost applies Klipper's "
         "default heater checks)",
         "[idle_timeout]: section not supported",
     ]
     assert corexy.unconverted == expected
     assert any(n.startswith("[gcode_arcs]: not in the Klipper config") for n in corexy.notes)
+    assert any(n.startswith("[fan]: not in the Klipper config") for n in corexy.notes)
 
 
 # =========================================================================== output
@@ -714,7 +756,7 @@ def test_values_printhost_rejects_only_together_drop_their_table(tmp_path):
     assert one_problem(result, "[extruder] pid_kp").startswith(
         "[extruder] pid_kp: dropped with the rest of [heaters.extruder] because printhost "
         "rejects the combination (heaters.extruder.max_temp: must be greater than min_temp)")
-    assert result.settings.heaters.extruder.pid_kp == 22.0
+    assert result.settings.heaters.extruder.pid_kp == HeaterSettings().pid_kp
 
 
 def test_required_keys(tmp_path):
@@ -774,7 +816,7 @@ def test_stepper_details(tmp_path):
     assert one_problem(result, "[stepper_z] homing_retract_dist").endswith(
         "printhost has no such setting, not imported")
     assert one_problem(result, "[stepper_z] step_pulse_duration").endswith(
-        "the MCU link is not configured yet, not imported")
+        "printhost sends the same step pulse duration for every stepper (2 us), not imported")
 
 
 def test_position_checks_follow_klipper(tmp_path):
@@ -794,7 +836,9 @@ def test_legacy_step_distance_without_microsteps(tmp_path):
                                                "step_distance: 0.0025\ngear_ratio: 3:1"))
     assert values(result)["steppers"]["z"] == {"rotation_distance": 8.0, "microsteps": 16,
                                                "full_steps_per_rotation": 200,
-                                               "gear_ratio": 1.0}
+                                               "gear_ratio": 1.0, "step_pin": "PB0",
+                                               "dir_pin": "PC5", "enable_pin": "!PB1",
+                                               "endstop_pin": "^PC2"}
     assert result.unconverted == []
     assert any("assuming 16 microsteps" in n for n in result.notes)
     assert any(n.startswith("[stepper_z] gear_ratio: ignored") for n in result.notes)
@@ -823,8 +867,13 @@ def test_probe_endstop(tmp_path):
                               "position_max: 250")
     result = convert(tmp_path, z_probe + "[probe]\npin: PA1\nz_offset: 0.85\n")
     assert values(result)["printer"]["axes"]["z"]["position_endstop"] == 0.85
-    assert "[probe]: section not supported (printhost does not probe); its z_offset was used " \
-           "as the Z endstop position" in result.unconverted
+    assert "[probe]: section not supported (printhost does not probe); its z_offset and pin " \
+           "were used as the Z endstop position and pin" in result.unconverted
+    # A plain probe triggers without deploying: Klipper's virtual endstop reads its pin.
+    assert values(result)["steppers"]["z"]["endstop_pin"] == "PA1"
+    assert any(n.startswith("[stepper_z] endstop_pin = probe:z_virtual_endstop: printhost "
+                            "does not probe; the axis homes on [probe] pin = PA1")
+               for n in result.notes)
 
     result = convert(tmp_path, z_probe.replace("position_min: -2",
                                                "position_min: -2\nposition_endstop: 3"))
@@ -842,12 +891,22 @@ def test_probe_endstop(tmp_path):
 
 # =========================================================================== extruder, heaters
 
-EXTRUDER = """
-[extruder]
+EXTRUDER_STEPPER = """\
+step_pin: PB3
+dir_pin: !PB4
+enable_pin: !PD2
 microsteps: 16
 rotation_distance: 33.5
+"""
+
+EXTRUDER = """
+[extruder]
+""" + EXTRUDER_STEPPER + """\
 nozzle_diameter: 0.6
 filament_diameter: 1.75
+heater_pin: PC8
+sensor_type: EPCOS 100K B57560G104F
+sensor_pin: PA0
 min_temp: 0
 max_temp: 300
 control: pid
@@ -878,9 +937,14 @@ def test_extruder_all_keys(tmp_path):
                              "pressure_advance_smooth_time": 0.02, "min_extrude_temp": 190.0}
     assert v["printer"]["max_extrude_only_velocity"] == 60.0
     assert v["printer"]["max_extrude_only_accel"] == 800.0
-    assert v["heaters"]["extruder"] == {"min_temp": 0.0, "max_temp": 300.0, "max_power": 0.8,
-                                        "pid_kp": 20.0, "pid_ki": 1.0, "pid_kd": 100.0}
+    assert v["heaters"]["extruder"] == {
+        "min_temp": 0.0, "max_temp": 300.0, "max_power": 0.8, "control": "pid",
+        "pid_kp": 20.0, "pid_ki": 1.0, "pid_kd": 100.0, "heater_pin": "PC8",
+        "sensor_pin": "PA0", "sensor_type": "EPCOS 100K B57560G104F",
+        "pullup_resistor": 4700.0, "pwm_cycle_time": 0.1}
     assert v["steppers"]["extruder"]["rotation_distance"] == 33.5
+    assert steppers_extruder_pins(v) == {"step_pin": "PB3", "dir_pin": "!PB4",
+                                         "enable_pin": "!PD2"}
     assert result.unconverted == [
         "[extruder] smooth_time: printhost always smooths over 1 s (Klipper's default); "
         "the same value",
@@ -909,29 +973,46 @@ def test_extruder_bad_values(tmp_path, line, message):
 
 
 def test_extruder_without_a_stepper(tmp_path):
-    result = convert(tmp_path, MINIMAL + EXTRUDER.replace("microsteps: 16\nrotation_distance: "
-                                                          "33.5\n", ""))
+    result = convert(tmp_path, MINIMAL + EXTRUDER.replace(EXTRUDER_STEPPER, ""))
     assert "extruder" not in values(result)["steppers"]
     assert any(n.startswith("[extruder]: has no stepper in Klipper") for n in result.notes)
 
 
 def test_heater_control(tmp_path):
+    defaults = HeaterSettings()
     result = convert(tmp_path, MINIMAL + EXTRUDER.replace("control: pid", "control: watermark")
-                     + "max_delta: 2\n")
+                     + "max_delta: 3.5\n")
+    heater = values(result)["heaters"]["extruder"]
+    assert heater["control"] == "watermark" and heater["max_delta"] == 3.5
+    assert not {"pid_kp", "pid_ki", "pid_kd"} & set(heater)
+    assert result.settings.heaters.extruder.pid_kp == defaults.pid_kp
     assert result.unconverted == [
-        "[extruder] control = watermark: not supported (printhost heaters are PID-controlled); "
-        "printhost's default PID gains are used",
-        *[f"[extruder] pid_{k}: not used with control = watermark, not imported"
-          for k in ("kp", "ki", "kd")],
-        "[extruder] max_delta: only used by watermark control, not imported",
-    ]
+        f"[extruder] pid_{k}: not used with control = watermark, not imported"
+        for k in ("kp", "ki", "kd")]
+    # Klipper's default max_delta when not set.
+    result = convert(tmp_path, MINIMAL + EXTRUDER.replace("control: pid", "control: watermark"))
+    assert values(result)["heaters"]["extruder"]["max_delta"] == 2.0
+    result = convert(tmp_path, MINIMAL + EXTRUDER.replace("control: pid", "control: watermark")
+                     + "max_delta: 0\n")
+    assert one_problem(result, "[extruder] max_delta") == (
+        "[extruder] max_delta: 0 is invalid: Klipper requires a value above 0; printhost's "
+        f"default {defaults.max_delta!r} is used")
+    # pid ignores max_delta, as Klipper does.
+    result = convert(tmp_path, MINIMAL + EXTRUDER + "max_delta: 2\n")
+    assert result.unconverted == ["[extruder] max_delta: not used with control = pid, "
+                                  "not imported"]
+    result = convert(tmp_path, MINIMAL + EXTRUDER.replace("control: pid", "control: bang"))
+    assert result.unconverted[0] == (
+        "[extruder] control = bang: not supported (Klipper accepts only pid or watermark); "
+        "printhost's default control \"pid\" with its default gains is used")
     result = convert(tmp_path, MINIMAL + EXTRUDER.replace("control: pid\n", ""))
     assert result.unconverted[0] == ("[extruder] control: required by Klipper but missing; "
-                                     "printhost's default PID gains are used")
+                                     "printhost's default control \"pid\" with its default "
+                                     "gains is used")
     assert "[extruder] pid_kp: not imported because control is missing" in result.unconverted
     result = convert(tmp_path, MINIMAL + EXTRUDER.replace("pid_Kd: 100\n", ""))
     assert result.unconverted == ["[extruder] pid_kd: required by Klipper but missing; "
-                                  "printhost's default 110.0 is used"]
+                                  f"printhost's default {defaults.pid_kd!r} is used"]
 
 
 def test_heater_bed(tmp_path):
@@ -940,7 +1021,8 @@ def test_heater_bed(tmp_path):
         heater_pin: PA2
         sensor_type: Generic 3950
         sensor_pin: PC4
-        pullup_resistor: 4700
+        pullup_resistor: 2200
+        pwm_cycle_time: 0.02
         control: pid
         pid_kp: 70
         pid_ki: 1.5
@@ -949,16 +1031,43 @@ def test_heater_bed(tmp_path):
         max_temp: 120
         max_power: 0.6
         min_extrude_temp: 0
+        inline_resistor: 0
         """))
     assert values(result)["heaters"]["heater_bed"] == {
-        "min_temp": 0.0, "max_temp": 120.0, "max_power": 0.6,
-        "pid_kp": 70.0, "pid_ki": 1.5, "pid_kd": 800.0}
-    sensors = "pins and sensors are configured with the MCU link, not imported"
+        "min_temp": 0.0, "max_temp": 120.0, "max_power": 0.6, "control": "pid",
+        "pid_kp": 70.0, "pid_ki": 1.5, "pid_kd": 800.0, "heater_pin": "PA2",
+        "sensor_pin": "PC4", "sensor_type": "Generic 3950", "pullup_resistor": 2200.0,
+        "pwm_cycle_time": 0.02}
     assert result.unconverted == [
-        *[f"[heater_bed] {k}: {sensors}" for k in ("heater_pin", "sensor_type", "sensor_pin",
-                                                   "pullup_resistor")],
         "[heater_bed] min_extrude_temp: only meaningful for an extruder, not imported",
+        "[heater_bed] inline_resistor: printhost's thermistor reading has no such setting, "
+        "not imported",
     ]
+
+
+@pytest.mark.parametrize("lines, message", [
+    ("sensor_type: MAX31865\npullup_resistor: 4700",
+     "[heater_bed] sensor_type = MAX31865: printhost has no such sensor"),
+    ("sensor_type: PT1000\npwm_cycle_time: 0.5",
+     "[heater_bed] pwm_cycle_time: 0.5 is invalid: Klipper requires at most 0.3; printhost's "
+     "default 0.1 is used"),
+    ("sensor_type: PT1000\npullup_resistor: 0",
+     "[heater_bed] pullup_resistor: 0 is invalid: Klipper requires a value above 0; "
+     "printhost's default 4700.0 is used"),
+])
+def test_heater_sensor_problems(tmp_path, lines, message):
+    result = convert(tmp_path, MINIMAL + "[heater_bed]\nheater_pin: PA2\nsensor_pin: PC4\n"
+                     "control: pid\npid_kp: 1\npid_ki: 1\npid_kd: 1\nmin_temp: 0\n"
+                     "max_temp: 100\n" + lines + "\n")
+    assert result.unconverted[0].startswith(message)
+    if "MAX31865" in lines:
+        # The pin and resistor of a sensor printhost cannot read are not taken either.
+        assert result.unconverted[1:] == [
+            "[heater_bed] pullup_resistor: belongs to sensor_type MAX31865, which printhost "
+            "cannot read, not imported; printhost's default 4700.0 is used",
+            "[heater_bed] sensor_pin = PC4: belongs to sensor_type MAX31865, which printhost "
+            "cannot read; printhost's default \"PC3\" is used"]
+        assert "sensor_pin" not in values(result)["heaters"]["heater_bed"]
 
 
 def test_missing_heater_sections_keep_printhost_defaults(tmp_path):
@@ -1006,8 +1115,10 @@ def test_mcu_arcs_and_retraction(tmp_path):
     result = convert(tmp_path, MINIMAL + dedent("""
         [mcu]
         serial: /dev/ttyACM0
+        baud: 115200
         canbus_uuid: 11aa22bb33cc
         max_stepper_error: 0.00004
+        is_non_critical: false
         [gcode_arcs]
         resolution: 0.1
         [firmware_retraction]
@@ -1015,14 +1126,130 @@ def test_mcu_arcs_and_retraction(tmp_path):
         unretract_extra_length: 0.1
         """))
     v = values(result)
-    assert v["mcu"] == {"max_stepper_error": 0.00004}
+    assert v["mcu"] == {"serial": "/dev/ttyACM0", "baud": 115200,
+                        "max_stepper_error": 0.00004}
     assert v["gcode"] == {"arc_resolution": 0.1}
     assert v["firmware_retraction"] == {"retract_length": 1.5, "retract_speed": 20.0,
                                         "unretract_extra_length": 0.1, "unretract_speed": 10.0}
     assert result.unconverted == [
-        "[mcu] serial: the MCU link is not configured yet, not imported",
-        "[mcu] canbus_uuid: the MCU link is not configured yet, not imported",
+        "[mcu] canbus_uuid: printhost uses the serial device, not imported",
+        "[mcu] is_non_critical: printhost has no such setting, not imported",
     ]
+
+
+@pytest.mark.parametrize("method, expected, message", [
+    ("command", "command", None),
+    ("arduino", None, "[mcu] restart_method = arduino: not supported (printhost restarts the "
+                      "firmware with its reset command, or with none asks for a power cycle; "
+                      "it cannot reset the board the arduino way); printhost's default "
+                      "\"command\" is used"),
+    ("cheetah", None, "[mcu] restart_method = cheetah: not supported"),
+    ("rpi_usb", None, "[mcu] restart_method = rpi_usb: not supported"),
+    ("Command", None, "[mcu] restart_method = Command: invalid (Klipper accepts arduino, "
+                      "cheetah, command, rpi_usb); printhost's default \"command\" is used"),
+])
+def test_mcu_restart_method(tmp_path, method, expected, message):
+    result = convert(tmp_path, MINIMAL + f"[mcu]\nserial: /dev/ttyACM0\n"
+                                         f"restart_method: {method}\n")
+    assert values(result)["mcu"].get("restart_method") == expected
+    assert values(result)["mcu"]["baud"] == 250000          # Klipper's default
+    if message is None:
+        assert result.unconverted == []
+    else:
+        assert len(result.unconverted) == 1 and result.unconverted[0].startswith(message)
+
+
+def test_mcu_over_can_bus_only(tmp_path):
+    result = convert(tmp_path, MINIMAL + "[mcu]\ncanbus_uuid: 11aa22bb33cc\n")
+    assert "mcu" not in values(result)
+    assert result.unconverted == ["[mcu] canbus_uuid: printhost reaches the MCU over a serial "
+                                  "device only (no CAN bus), not imported"]
+
+
+def test_fan(tmp_path):
+    result = convert(tmp_path, MINIMAL + "[fan]\npin: !PA8\ncycle_time: 0.002\n"
+                                         "kick_start_time: 0.5\n")
+    assert values(result)["fan"] == {"pin": "!PA8", "cycle_time": 0.002}
+    assert result.unconverted == ["[fan] kick_start_time: printhost has no such setting, "
+                                  "not imported"]
+    result = convert(tmp_path, MINIMAL)
+    assert values(result)["fan"] == {"pin": ""}
+    assert result.settings.fan.pin == ""
+
+
+# =========================================================================== pins
+
+def test_pins_in_klipper_syntax(tmp_path):
+    result = convert(tmp_path, MINIMAL.replace("step_pin: PB13", "step_pin: mcu:PB13")
+                     .replace("endstop_pin: ^PC0", "endstop_pin: ^ ! PC0")
+                     .replace("endstop_pin: ^PC1", "endstop_pin: ~PC1"))
+    steppers = values(result)["steppers"]
+    assert steppers["x"]["step_pin"] == "PB13"
+    assert steppers["x"]["endstop_pin"] == "^!PC0"
+    assert steppers["y"]["endstop_pin"] == "~PC1"
+    assert result.unconverted == []
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("step_pin: PB13", "step_pin: ^PB13",
+     "[stepper_x] step_pin = ^PB13: pin '^PB13': pull-up/pull-down (^ or ~) only applies to "
+     "inputs; printhost's default \"PB13\" is used"),
+    ("step_pin: PB13", "step_pin: toolboard:PB13",
+     "[stepper_x] step_pin = toolboard:PB13: 'toolboard:PB13' is on the chip 'toolboard', "
+     "not on the MCU printhost drives; printhost's default \"PB13\" is used"),
+    ("dir_pin: !PB12", "dir_pin: P-12",
+     "[stepper_x] dir_pin = P-12: 'P-12' is not a pin name (expected e.g. PC8, !PB12 or "
+     "^PC0); printhost's default \"!PB12\" is used"),
+    ("enable_pin: !PB14", "enable_pin: !!PB14",
+     "[stepper_x] enable_pin = !!PB14: pin '!!PB14' repeats a modifier; "
+     "steppers.x.enable_pin is left empty (no enable pin)"),
+    ("endstop_pin: ^PC0", "endstop_pin: tmc2209_stepper_x:virtual_endstop",
+     "[stepper_x] endstop_pin = tmc2209_stepper_x:virtual_endstop: "
+     "'tmc2209_stepper_x:virtual_endstop' is on the chip 'tmc2209_stepper_x', not on the MCU "
+     "printhost drives; printhost's default \"^PC0\" is used"),
+])
+def test_pins_printhost_cannot_take(tmp_path, old, new, message):
+    result = convert(tmp_path, MINIMAL.replace(old, new, 1))
+    assert result.unconverted == [message]
+    assert result.settings is not None
+
+
+def test_duplicate_pins(tmp_path):
+    result = convert(tmp_path, MINIMAL.replace("endstop_pin: ^PC1", "endstop_pin: ^PC0")
+                     + "[fan]\npin: PB13\n")
+    assert values(result)["fan"]["pin"] == ""
+    assert result.unconverted == [
+        "[stepper_y] endstop_pin = ^PC0: pin PC0 is already used by steppers.x.endstop_pin "
+        "([stepper_x] endstop_pin); printhost gives each pin to one key; printhost's default "
+        "\"^PC1\" is used",
+        "[fan] pin = PB13: pin PB13 is already used by steppers.x.step_pin ([stepper_x] "
+        "step_pin); printhost gives each pin to one key; fan.pin is left empty (no part fan)",
+    ]
+
+
+def test_missing_pins_keep_or_replace_printhost_defaults(tmp_path):
+    # No enable pin in Klipper: none in printhost either (not printhost's default).
+    result = convert(tmp_path, MINIMAL.replace("enable_pin: !PB14\n", ""))
+    assert values(result)["steppers"]["x"]["enable_pin"] == ""
+    assert result.unconverted == []
+    # A required pin that is missing keeps printhost's default; when an imported pin
+    # already holds that default, an unused default pin holds the place.
+    result = convert(tmp_path, MINIMAL.replace("step_pin: PB13\n", "")
+                     .replace("step_pin: PB10", "step_pin: PB13"))
+    assert values(result)["steppers"]["y"]["step_pin"] == "PB13"
+    placeholder = values(result)["steppers"]["x"]["step_pin"]
+    assert placeholder not in ("PB13", "")
+    assert one_problem(result, "[stepper_x] step_pin") == (
+        "[stepper_x] step_pin: required by Klipper but missing; printhost's default "
+        "\"PB13\" is already used by steppers.y.step_pin ([stepper_y] step_pin), so the "
+        f"unused \"{placeholder}\" holds its place: set the right pin before connecting a board")
+    # Defaults of absent sections move aside for imported pins too.
+    result = convert(tmp_path, MINIMAL + "[fan]\npin: PC8\n")
+    assert values(result)["fan"]["pin"] == "PC8"
+    moved = values(result)["heaters"]["extruder"]["heater_pin"]
+    assert moved != "PC8"
+    assert one_problem(result, "heaters.extruder.heater_pin").startswith(
+        "heaters.extruder.heater_pin: printhost's default \"PC8\" is already used by fan.pin")
 
 
 @pytest.mark.parametrize("text, message", [
@@ -1031,7 +1258,7 @@ def test_mcu_arcs_and_retraction(tmp_path):
     ("[firmware_retraction]\nretract_speed: 0.5", "[firmware_retraction] retract_speed: 0.5 is "
                                                   "invalid: Klipper requires at least 1; "
                                                   "printhost's default 20.0 is used"),
-    ("[mcu]\nmax_stepper_error: 0.5", "[mcu] max_stepper_error = 0.5: rejected by printhost "
+    ("[mcu]\nserial: /dev/ttyACM0\nmax_stepper_error: 0.5", "[mcu] max_stepper_error = 0.5: rejected by printhost "
                                       "(mcu.max_stepper_error: 0.5 is above the maximum 0.01); "
                                       "printhost's default 2.5e-05 is used"),
 ])
@@ -1051,8 +1278,8 @@ def test_unsupported_sections_are_each_listed(tmp_path):
     assert result.unconverted == [
         "[stepper_z1]: section not supported (printhost drives one motor per axis)",
         "[extruder1]: section not supported (printhost drives one extruder)",
-        "[tmc5160 stepper_x]: section not supported (stepper driver setup arrives with the "
-        "MCU link)",
+        "[tmc5160 stepper_x]: section not supported (printhost does not set up stepper "
+        "drivers over UART or SPI; its steppers use step, dir and enable pins only)",
         "[mcu toolboard]: section not supported (printhost drives a single MCU)",
         "[neopixel lights]: section not supported",
     ]
@@ -1064,7 +1291,7 @@ def test_main_import_to_stdout(capsys):
     assert main_import(str(COREXY_CFG), None) == 0
     out, err = capsys.readouterr()
     assert out == import_klipper(COREXY_CFG).toml
-    assert "36 item(s) not converted:" in err
+    assert "12 item(s) not converted:" in err
     assert "  - [idle_timeout]: section not supported" in err
     assert "note: [printer] max_accel_to_decel = 3000: legacy key" in err
 
