@@ -26,8 +26,9 @@ from printhost.mcu.pins import PinSpec
 # Width of the step pulse the drivers need (2 us suits the common TMC and A4988 drivers).
 STEP_PULSE_S = 0.000002
 # A pool slot is counted as free only this long after the firmware frees it (after the
-# previous move's last pulse): the host's clock estimate is good to well under this.
-POOL_GUARD_S = 0.002
+# previous move's last pulse), in host time: the host's estimate of the MCU clock can be
+# a few milliseconds ahead when the machine is busy, and an early move overflows the pool.
+POOL_GUARD_WALL_S = 0.010
 
 
 class McuStepper:
@@ -99,7 +100,7 @@ class StepSender:
         if not self._pending:
             return
         mcu = self.mcu
-        est_clock = mcu.clock_of(mcu.print_time() - POOL_GUARD_S)
+        est_clock = mcu.clock_of(mcu.print_time() - mcu.wall_to_print_s(POOL_GUARD_WALL_S))
         capacity = max(1, mcu.move_count)
         out: list[bytes] = []
         encode = mcu.codec.encode
