@@ -233,6 +233,16 @@ PID_TUNE_REQUEST = Schema("PidTuneRequest", {
                     "at most its max_temp"),
 })
 
+TARGET_REQUEST = Schema("HeaterTargetRequest", {
+    "target": Field("number", "Target temperature, C; 0 turns the heater off; at most the "
+                    "heater's max_temp"),
+})
+
+TARGET_SET = Schema("HeaterTargetSet", {
+    "heater": Field("string", "Heater name"),
+    "target": Field("number", "The target now in force, C"),
+})
+
 PID_TUNE_SAVED = Schema("PidTuneSaved", {
     "result": Field("string", "Always \"ok\"", enum=("ok",)),
     "heater": Field("string", "Heater whose gains were written"),

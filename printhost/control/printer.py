@@ -184,6 +184,24 @@ class Printer:
         log.info("PID tune of %s at %.1f C started", name, self.autotune.target_c)
         return Reply(req.id, True, self.autotune.get_status())
 
+    def _set_target(self, req: Request) -> Reply:
+        """A heater target from the API (as M104/M140 would set it). The heater validates
+        it (finite, 0..max_temp) and refuses to heat while shut down after a fault."""
+        name = str(req.args.get("heater", ""))
+        if name not in self.heaters:
+            return Reply(req.id, False, {}, ErrorKind.NOT_FOUND, f"Unknown heater: {name}")
+        target = req.args.get("target")
+        if self.error is not None and target:
+            return Reply(req.id, False, {}, ErrorKind.NOT_READY, f"Printer not ready: {self.error}")
+        if self.autotune is not None and self.autotune.running:
+            return Reply(req.id, False, {}, ErrorKind.CONFLICT, "A PID tune is running")
+        try:
+            self.heaters[name].set_target(target)
+        except HeaterFault as exc:
+            return Reply(req.id, False, {}, ErrorKind.NOT_READY, f"Printer not ready: {exc}")
+        heater = self.heaters[name]
+        return Reply(req.id, True, {"heater": name, "target": heater.target_c})
+
     def _safe_now(self) -> float:
         """The clock, or its last value when the MCU's clock can no longer be read."""
         try:
@@ -203,6 +221,8 @@ class Printer:
                 return Reply(req.id, True, {})
             if req.command == Command.PID_TUNE:
                 return self._start_autotune(req)
+            if req.command == Command.SET_TARGET:
+                return self._set_target(req)
             if req.command == Command.PRINT:
                 if self.error is not None:
                     return Reply(req.id, False, {}, ErrorKind.NOT_READY,

@@ -29,6 +29,7 @@ class Command(str, enum.Enum):
     RESUME = "resume"
     CANCEL = "cancel"        # also stops a running PID tune
     PID_TUNE = "pid_tune"    # args: heater (name), target (C); relay autotune on that heater
+    SET_TARGET = "set_target"  # args: heater (name), target (C, 0 = off)
     SHUTDOWN = "shutdown"    # heaters off, motion stopped, then exit
     PING = "ping"
 

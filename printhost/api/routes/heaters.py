@@ -18,7 +18,7 @@ from printhost.api.endpoint import EndpointSet
 from printhost.api.errors import ApiError
 from printhost.api.routes.printer import send_command
 from printhost.api.schemas import (EMPTY, PID_TUNE, PID_TUNE_REQUEST, PID_TUNE_SAVED,
-                                   read_json)
+                                   TARGET_REQUEST, TARGET_SET, read_json)
 from printhost.control.autotune import ConfigWriteError, write_pid_to_config
 from printhost.ipc.channel import Command
 
@@ -42,6 +42,24 @@ def _tune_status(request: Request, name: str) -> dict:
         return tune
     return {"heater": name, "target": None, "state": "idle", "progress": 0.0, "cycles": 0,
             "cycles_needed": 0, "elapsed": 0.0, "result": None, "error": None}
+
+
+@endpoints.route("POST", "/api/v1/heaters/{name}/target", summary="Set a heater's target",
+                 role="operator", request=TARGET_REQUEST, response=TARGET_SET,
+                 errors=(404, 409, 503))
+async def set_target(request: Request, _: Principal | None) -> dict:
+    """Sets the target of `extruder` or `heater_bed` as M104/M140 would (0 turns it off).
+    400 with `fields` for a target that is not a number, negative or above the heater's
+    max_temp (NaN and infinities are not JSON numbers here); 409 while a PID tune runs;
+    503 while the printer is shut down after a fault (turning off is always accepted)."""
+    name, settings = _heater(request)
+    body = await read_json(request, TARGET_REQUEST)
+    target = float(body["target"])
+    if not 0.0 <= target <= settings.max_temp:
+        raise ApiError(400, "Invalid request body", fields={
+            "target": f"must be between 0 and {settings.max_temp:g}"})
+    reply = await send_command(request, Command.SET_TARGET, {"heater": name, "target": target})
+    return reply.result
 
 
 @endpoints.route("POST", "/api/v1/heaters/{name}/pid_tune", summary="Start a PID autotune",
