@@ -31,7 +31,7 @@ HEATER_REFRESH_S = 0.75 * HEATER_MAX_DURATION_S * 0.5
 # Motion is committed to the MCU this far ahead: at least LEAD_PRINT_S of print time and
 # LEAD_WALL_S of host time (the simulated MCU's clock runs faster than the wall clock).
 LEAD_PRINT_S = 0.25
-LEAD_WALL_S = 0.5
+LEAD_WALL_S = 1.0
 # The MCU shuts down when a reading stays this far outside min_temp..max_temp (its own
 # check, which works even when the host is gone); the host checks the exact limits.
 ADC_RANGE_MARGIN_C = 5.0

@@ -41,7 +41,7 @@ LOST_TIMEOUT_S = 4.0
 # Commands scheduled on the MCU clock are placed at least this far ahead of the
 # estimated MCU time, in host (wall) seconds, so transmission latency and a slow control
 # loop tick never make them arrive late.
-MIN_SCHEDULE_WALL_S = 0.25
+MIN_SCHEDULE_WALL_S = 0.4
 # ...but never more than this far ahead in print time: the firmware reads 32-bit clock
 # values as lying within 2**31 ticks of now (29.8 s at 72 MHz), and a fast simulation
 # would otherwise turn a host-time margin into a clock value it reads as the past.
