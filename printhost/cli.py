@@ -6,6 +6,9 @@
     printhost config show [--config FILE]
     printhost user add NAME --role admin|operator|viewer [--state-dir DIR] [--config FILE]
     printhost user passwd NAME | delete NAME | revoke NAME | list
+    printhost user role NAME ROLE | deactivate NAME | activate NAME
+    printhost user hash [--config FILE]
+    printhost auth rotate-key [--config FILE] [--state-dir DIR]
     printhost batch PRINTER_CONFIG FILE.gcode -o OUT [--dictionary klipper.dict] [--summary FILE]
     printhost discover [--timeout S]
     printhost pid-tune HEATER TEMP [--config FILE] [--write]
@@ -67,10 +70,32 @@ def _read_password(prompt_twice: bool = True) -> str:
 
 
 def _state_store(args: argparse.Namespace):
+    return _settings_and_store(args)[1]
+
+
+def _settings_and_store(args: argparse.Namespace):
     from printhost.service import prepare_state_dir
     from printhost.store.db import Store
     settings = _load(args)
-    return Store(prepare_state_dir(settings.state_path()))
+    return settings, Store(prepare_state_dir(settings.state_path()))
+
+
+def _scrypt_params(settings: Settings):
+    from printhost.api.auth.passwords import ScryptParams
+    a = settings.auth
+    return ScryptParams.from_log2(a.password_scrypt_log2_n, a.password_scrypt_r,
+                                  a.password_scrypt_p)
+
+
+def _user_store(args: argparse.Namespace):
+    """Settings and store for commands that change users of the "store" backend."""
+    settings, store = _settings_and_store(args)
+    if settings.auth.backend != "store":
+        where = (settings.auth.users_file if settings.auth.backend == "file"
+                 else settings.auth.http_url)
+        raise ValueError(f"auth.backend is {settings.auth.backend!r}: users are managed in "
+                         f"{where}, not by printhost")
+    return settings, store
 
 
 # --------------------------------------------------------------------------- commands
@@ -100,42 +125,90 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
+    from printhost.store.setup_codes import discard_file
     from printhost.store.users import add_user, validate_password, validate_username
     validate_username(args.name)
+    settings, store = _user_store(args)
     password = _read_password()
     validate_password(password)
-    add_user(_state_store(args), args.name, args.role, password)
+    add_user(store, args.name, args.role, password, _scrypt_params(settings))
+    # Any user ends first-boot setup: the pending code is gone from the store already.
+    discard_file(store.state_dir)
     print(f"user {args.name} added with role {args.role}")
     return 0
 
 
 def cmd_user_passwd(args: argparse.Namespace) -> int:
     from printhost.store.users import set_password, validate_password
+    settings, store = _user_store(args)
     password = _read_password()
     validate_password(password)
-    set_password(_state_store(args), args.name, password)
+    set_password(store, args.name, password, _scrypt_params(settings))
     print(f"password of {args.name} changed; existing tokens are revoked")
     return 0
 
 
 def cmd_user_delete(args: argparse.Namespace) -> int:
     from printhost.store.users import delete_user
-    delete_user(_state_store(args), args.name)
+    delete_user(_user_store(args)[1], args.name)
     print(f"user {args.name} deleted")
     return 0
 
 
 def cmd_user_revoke(args: argparse.Namespace) -> int:
+    from printhost.store import accounts
     from printhost.store.users import revoke_tokens
-    revoke_tokens(_state_store(args), args.name)
+    settings, store = _settings_and_store(args)
+    if settings.auth.backend == "store":
+        revoke_tokens(store, args.name)
+    else:
+        # Users of the file and http backends keep their token version in the store.
+        accounts.bump_version(store, settings.auth.backend, args.name)
     print(f"all tokens of {args.name} revoked")
+    return 0
+
+
+def cmd_user_role(args: argparse.Namespace) -> int:
+    from printhost.store.users import update_user
+    update_user(_user_store(args)[1], args.name, role=args.role)
+    print(f"{args.name} now has role {args.role}; existing tokens are revoked")
+    return 0
+
+
+def cmd_user_activate(args: argparse.Namespace) -> int:
+    from printhost.store.users import update_user
+    active = args.sub == "activate"
+    update_user(_user_store(args)[1], args.name, active=active)
+    print(f"user {args.name} {'activated' if active else 'deactivated; existing tokens are revoked'}")
     return 0
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
     from printhost.store.users import list_users
     for user in list_users(_state_store(args)):
-        print(f"{user['username']}\t{user['role']}\t{user.get('created_at', '')}")
+        line = f"{user['username']}\t{user['role']}\t{user.get('created_at', '')}"
+        print(line if user.get("active", True) else line + "\tdeactivated")
+    return 0
+
+
+def cmd_user_hash(args: argparse.Namespace) -> int:
+    from printhost.api.auth.passwords import hash_password
+    from printhost.store.users import validate_password
+    settings = _load(args)
+    password = _read_password()
+    validate_password(password)
+    print(hash_password(password, _scrypt_params(settings)))
+    return 0
+
+
+def cmd_auth_rotate_key(args: argparse.Namespace) -> int:
+    import datetime
+    from printhost.api.auth.secrets import rotate_signing_key
+    settings, store = _settings_and_store(args)
+    old, new, until = rotate_signing_key(settings, store.state_dir, settings.auth.refresh_ttl_s)
+    when = datetime.datetime.fromtimestamp(until, tz=datetime.timezone.utc)
+    print(f"new signing key {new}; tokens signed with {old} are accepted until "
+          f"{when:%Y-%m-%dT%H:%M:%SZ}")
     return 0
 
 
@@ -271,6 +344,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = users.add_parser("list", help="list users")
     _add_state_options(p)
     p.set_defaults(func=cmd_user_list)
+    p = users.add_parser("role", help="change a user's role (revokes tokens)")
+    p.add_argument("name")
+    p.add_argument("role", choices=("admin", "operator", "viewer"))
+    _add_state_options(p)
+    p.set_defaults(func=cmd_user_role)
+    for name, text in (("deactivate", "stop a user from logging in (revokes tokens)"),
+                       ("activate", "let a deactivated user log in again")):
+        p = users.add_parser(name, help=text)
+        p.add_argument("name")
+        _add_state_options(p)
+        p.set_defaults(func=cmd_user_activate)
+    p = users.add_parser("hash", help="print a password hash for auth.users_file "
+                                      "(password from prompt or stdin)")
+    p.add_argument("--config", metavar="FILE", help="TOML config whose scrypt parameters "
+                   "to use (default: as for serve)")
+    p.set_defaults(func=cmd_user_hash)
+
+    auth = sub.add_parser("auth", help="authentication keys").add_subparsers(dest="sub",
+                                                                              required=True)
+    p = auth.add_parser("rotate-key", help="replace the token signing key; tokens signed "
+                                           "with the old key stay valid until they expire")
+    _add_state_options(p)
+    p.set_defaults(func=cmd_auth_rotate_key)
 
     p = sub.add_parser("batch", help="run a G-code file through the motion pipeline to a "
                                      "Klipper MCU command stream")

@@ -57,22 +57,97 @@ class ServerSettings:
                                    doc="largest G-code upload accepted (413 above)")
     log_level: str = _field("info", choices=("debug", "info", "warning", "error"),
                             doc="log verbosity")
+    max_json_depth: int = _field(16, min=2, max=256,
+                                 doc="deepest nesting of arrays and objects accepted in a JSON "
+                                     "request body (413 deeper)")
+    rate_limit_per_min: float = _field(
+        30.0, min=0.0, max=100000.0,
+        doc="sustained requests per minute one client address may make to each expensive "
+            "endpoint (upload, print start, PID tune start and save); 429 with Retry-After "
+            "beyond it; 0 switches the limit off")
+    rate_limit_burst: int = _field(10, min=1, max=100000,
+                                   doc="requests a client may make to one expensive endpoint "
+                                       "in a quick burst before rate_limit_per_min applies")
+    cors_origins: list = _field([], doc="web origins (scheme://host[:port]) whose pages may "
+                                        "call the API from a browser; empty: none")
+    cors_max_age_s: int = _field(600, min=0, max=86400,
+                                 doc="how long a browser may cache a CORS preflight answer")
+    access_log: str = _field("all", choices=("all", "errors", "off"),
+                             doc="the JSON record logged per request (logger "
+                                 "printhost.api.access): for every request, only for those "
+                                 "answered with an error status (400 and above), or none")
+
+    def __post_init__(self) -> None:
+        # A web origin as browsers send it: scheme, host (name, IPv4 or [IPv6]), optional port.
+        import re
+        origin_re = re.compile(r"https?://(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])"
+                               r"(?::[0-9]{1,5})?", re.IGNORECASE)
+        for origin in self.cors_origins:
+            if not isinstance(origin, str) or not origin_re.fullmatch(origin):
+                raise ConfigError(f"server.cors_origins: {origin!r} is not an origin "
+                                  "like https://example.net or http://10.0.0.5:8080 "
+                                  "(scheme, host and optional port; no path, no wildcard)")
 
 
 @dataclass(frozen=True)
 class AuthSettings:
-    """Login, tokens and brute-force protection."""
-    token_ttl_s: int = _field(3600, min=60, max=30 * 86400, doc="lifetime of a login token")
+    """Users, tokens, API keys and brute-force protection (docs/security.md)."""
+    backend: str = _field("store", choices=("store", "file", "http"),
+                          doc="where users and passwords come from: store (the users in the "
+                              "state directory, managed with the API and `printhost user`), "
+                              "file (the read-only TOML file users_file) or http (an external "
+                              "service at http_url)")
+    users_file: str = _field("", doc="TOML file of users for backend = \"file\" "
+                                     "(docs/security.md has the format)")
+    http_url: str = _field("", doc="http(s) URL that checks a user name and password, for "
+                                   "backend = \"http\" (docs/security.md has the protocol)")
+    http_timeout_s: float = _field(5.0, min=0.5, max=60.0,
+                                   doc="how long a login waits for the http backend")
+    http_token_file: str = _field("", doc="file holding a bearer token sent to http_url; "
+                                          "empty sends none")
+    token_ttl_s: int = _field(3600, min=60, max=30 * 86400,
+                              doc="lifetime of an access token, s")
+    refresh_ttl_s: int = _field(7 * 86400, min=300, max=90 * 86400,
+                                doc="lifetime of a refresh token, s; also how long a rotated-out "
+                                    "signing key is still accepted")
     issuer: str = _field("printhost", doc="JWT `iss` and `aud` claim")
     jwt_secret_file: str = _field(
-        "", doc="file holding the token signing secret; empty means <state_dir>/jwt_secret. "
-                "The environment variable PRINTHOST_JWT_SECRET overrides both")
+        "", doc="file holding the token signing secret (further lines: earlier secrets still "
+                "accepted); empty means <state_dir>/jwt_secret. The environment variable "
+                "PRINTHOST_JWT_SECRET overrides both")
+    password_scrypt_log2_n: int = _field(14, min=10, max=20,
+                                         doc="scrypt cost: N = 2^this; memory per hash is "
+                                             "128 * r * N bytes (16 MiB by default)")
+    password_scrypt_r: int = _field(8, min=1, max=32, doc="scrypt block size r")
+    password_scrypt_p: int = _field(1, min=1, max=16, doc="scrypt parallelism p")
     login_max_failures: int = _field(5, min=1, max=1000,
-                                     doc="failed logins per user or client address before lockout")
+                                     doc="failed logins for one user name from one address "
+                                         "before lockout (four times as many for a user name "
+                                         "from anywhere, or for an address)")
     login_window_s: float = _field(300.0, min=1.0, max=86400.0,
                                    doc="window in which failed logins are counted")
     login_lockout_s: float = _field(60.0, min=1.0, max=86400.0,
-                                    doc="how long a locked-out user or address must wait")
+                                    doc="first lockout; each further lockout of the same key "
+                                        "doubles it")
+    login_lockout_max_s: float = _field(3600.0, min=1.0, max=7 * 86400.0,
+                                        doc="longest lockout; a key without failures for this "
+                                            "long starts again from login_lockout_s")
+    setup_code_ttl_s: int = _field(3600, min=60, max=7 * 86400,
+                                   doc="how long a first-boot setup code is valid")
+    api_key_ttl_days: int = _field(365, min=1, max=3650,
+                                   doc="lifetime of an API key when its creator gives none")
+
+    def __post_init__(self) -> None:
+        if 128 * self.password_scrypt_r * 2 ** self.password_scrypt_log2_n > 256 * 1024 ** 2:
+            raise ConfigError("auth.password_scrypt_r: 128 * r * 2^password_scrypt_log2_n "
+                              "must not exceed 256 MiB")
+        if self.login_lockout_max_s < self.login_lockout_s:
+            raise ConfigError("auth.login_lockout_max_s: must not be below login_lockout_s")
+        if self.backend == "file" and not self.users_file:
+            raise ConfigError("auth.users_file: required with backend = \"file\"")
+        if self.backend == "http" and not self.http_url.startswith(("http://", "https://")):
+            raise ConfigError("auth.http_url: an http:// or https:// URL is required with "
+                              "backend = \"http\"")
 
 
 @dataclass(frozen=True)

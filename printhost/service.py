@@ -24,14 +24,13 @@ import uvicorn
 
 from printhost import __version__, sdnotify
 from printhost.api.app import create_app
-from printhost.api.auth.secrets import load_jwt_secret
-from printhost.api.auth.tokens import TokenService
+from printhost.api.auth.backends import create_backend
+from printhost.api.auth.secrets import token_service_for
 from printhost.config import Settings, with_overrides
 from printhost.ipc.link import ControlLink
 from printhost.store.db import Store
 from printhost.store.files import GCodeFiles
 from printhost.store.jobs import JobHistory
-from printhost.store.users import ensure_initial_admin
 
 log = logging.getLogger("printhost.supervisor")
 
@@ -83,10 +82,8 @@ class Service:
         s = self.settings
         loop = asyncio.get_running_loop()
         store = Store(self.state_dir)
-        created = await asyncio.to_thread(ensure_initial_admin, store, self.state_dir)
-        if created:
-            log.warning("no users existed: created user 'admin'; its password is in %s", created)
-        tokens = TokenService(load_jwt_secret(s, self.state_dir), s.auth.issuer, s.auth.token_ttl_s)
+        tokens = token_service_for(s, self.state_dir)
+        create_backend(s, store)   # a bad users file or token file stops here, before any process
         jobs = JobHistory(store)
         stale = await asyncio.to_thread(jobs.mark_unfinished_interrupted,
                                         "printhost stopped during the print")
@@ -102,6 +99,8 @@ class Service:
             self.link.settings = with_overrides(s, mcu={"serial": str(self.sim_mcu.tty_path)})
         self.link.start(loop)
         app = create_app(s, link=self.link, store=store, tokens=tokens, files=files, jobs=jobs)
+        # No users yet: log the first-boot setup code (docs/security.md).
+        await app.state.auth.ensure_setup_code()
         config = uvicorn.Config(app, host=s.server.host, port=s.server.port,
                                 log_level=s.server.log_level, lifespan="off",
                                 timeout_graceful_shutdown=1, access_log=False,

@@ -7,24 +7,27 @@ service), so tests and the service build it the same way.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Scope
 
-from printhost.api.auth.throttle import LoginThrottle
+from printhost.api.auth.core import AuthService
 from printhost.api.auth.tokens import TokenService
 from printhost.api.endpoint import Endpoint
 from printhost.api.errors import EXCEPTION_HANDLERS
-from printhost.api.middleware import BodyLimitMiddleware, ErrorBoundaryMiddleware
+from printhost.api.middleware import (BodyLimitMiddleware, CorsMiddleware,
+                                      ErrorBoundaryMiddleware, RequestContextMiddleware)
 from printhost.api.openapi import build_openapi
-from printhost.api.routes import auth, files, heaters, meta, printer
+from printhost.api.ratelimit import RateLimiter
+from printhost.api.routes import api_keys, auth, files, heaters, meta, printer, users
 from printhost.config import Settings
 from printhost.store.db import Store
 from printhost.store.files import GCodeFiles
 from printhost.store.jobs import JobHistory
 
-ROUTE_MODULES = (meta, auth, printer, files, heaters)
+ROUTE_MODULES = (meta, auth, users, api_keys, printer, files, heaters)
 
 
 def all_endpoints() -> list[Endpoint]:
@@ -41,10 +44,14 @@ def create_app(settings: Settings, *, link: Any, store: Store, tokens: TokenServ
     app.state.tokens = tokens
     app.state.files = files
     app.state.jobs = jobs
-    app.state.throttle = LoginThrottle(settings.auth.login_max_failures,
-                                       settings.auth.login_window_s,
-                                       settings.auth.login_lockout_s)
+    app.state.auth = AuthService(settings, store, tokens)
+    app.state.throttle = app.state.auth.throttle
     app.state.openapi = build_openapi(all_endpoints())
+    # Served as is: the document never changes while the service runs.
+    app.state.openapi_json = json.dumps(app.state.openapi, separators=(",", ":")).encode()
+    server = settings.server
+    app.state.max_json_depth = server.max_json_depth
+    app.state.rate_limiter = RateLimiter(server.rate_limit_per_min, server.rate_limit_burst)
 
     upload_limit = settings.server.max_upload_bytes
     body_limit = settings.server.max_body_bytes
@@ -54,7 +61,13 @@ def create_app(settings: Settings, *, link: Any, store: Store, tokens: TokenServ
             return upload_limit
         return body_limit
 
-    wrapped = BodyLimitMiddleware(app, limit_for)
-    outer = ErrorBoundaryMiddleware(wrapped)
+    # From the inside out: body limits, the last-resort 500, CORS (so that errors, too,
+    # carry CORS headers for a listed origin), then request ids and the access log
+    # around everything, so that every response, even a 500, has an X-Request-Id.
+    wrapped: ASGIApp = BodyLimitMiddleware(app, limit_for)
+    wrapped = ErrorBoundaryMiddleware(wrapped)
+    wrapped = CorsMiddleware(wrapped, server.cors_origins,
+                             {ep.method for ep in all_endpoints()}, server.cors_max_age_s)
+    outer = RequestContextMiddleware(wrapped, server.access_log)
     outer.state = app.state  # type: ignore[attr-defined]
     return outer

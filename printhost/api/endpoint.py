@@ -1,13 +1,17 @@
 """Declaring endpoints once: route, role, schemas and error statuses in one place.
 
-`EndpointSet.route(...)` wraps a handler with authentication and role checks and
-records everything the OpenAPI generator needs, so each route is described exactly
-once and the published document lists what the code really does.
+`EndpointSet.route(...)` wraps a handler with authentication, role checks and (for
+expensive endpoints) the per-client rate limit, and records everything the OpenAPI
+generator needs, so each route is described exactly once and the published document
+lists what the code really does.
+
+The dispatcher checks, in this order: token and role (401, 403), the rate limit
+(429), then runs the handler, which reads and validates its body (415, 413, 400).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from starlette.requests import Request
@@ -15,7 +19,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from printhost.api.auth.guard import Principal, authenticate
-from printhost.api.schemas import Schema
+from printhost.api.context import context_of
+from printhost.api.errors import ApiError
+from printhost.api.schemas import Field, Schema
 
 Handler = Callable[[Request, "Principal | None"], Awaitable[Any]]
 
@@ -34,6 +40,14 @@ class Endpoint:
     status: int
     errors: tuple[int, ...]
     handler: Handler
+    # Schemas of the `{...}` segments of the path (a plain string when not declared).
+    path_params: dict[str, Field] = field(default_factory=dict)
+    # Expensive endpoints share the per-client, per-endpoint rate limit (429).
+    rate_limited: bool = False
+    # Error statuses whose body is not the plain error object (health's 503).
+    error_bodies: dict[int, Schema] = field(default_factory=dict)
+    # Marked for removal in the next major version (docs/api.md, Versioning).
+    deprecated: bool = False
 
     def all_errors(self) -> list[int]:
         codes = set(self.errors) | {500}
@@ -41,7 +55,12 @@ class Endpoint:
             codes |= {401, 403}
         if self.request is not None:
             codes |= {400, 413, 415}
+        if self.rate_limited:
+            codes.add(429)
         return sorted(codes)
+
+    def path_param(self, name: str) -> Field:
+        return self.path_params.get(name) or Field("string")
 
 
 class EndpointSet:
@@ -51,10 +70,19 @@ class EndpointSet:
     def route(self, method: str, path: str, *, summary: str, role: str | None,
               response: Schema | None, request: Schema | str | None = None,
               errors: tuple[int, ...] = (), status: int = 200,
-              description: str = "") -> Callable[[Handler], Handler]:
+              description: str = "", path_params: dict[str, Field] | None = None,
+              rate_limited: bool = False, error_bodies: dict[int, Schema] | None = None,
+              deprecated: bool = False) -> Callable[[Handler], Handler]:
+        declared = [seg[1:-1] for seg in path.split("/") if seg.startswith("{")]
+        unknown = set(path_params or {}) - set(declared)
+        if unknown:
+            raise ValueError(f"{method} {path}: path_params not in the path: {sorted(unknown)}")
+
         def decorate(fn: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, summary, description or (fn.__doc__ or ""),
-                                           role, request, response, status, errors, fn))
+                                           role, request, response, status, errors, fn,
+                                           dict(path_params or {}), rate_limited,
+                                           dict(error_bodies or {}), deprecated))
             return fn
         return decorate
 
@@ -66,10 +94,30 @@ class EndpointSet:
                 for path, methods in by_path.items()]
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _check_rate_limit(request: Request, ep: Endpoint) -> None:
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is None:
+        return
+    wait = limiter.acquire(client_address(request), f"{ep.method} {ep.path}")
+    if wait is not None:
+        raise ApiError(429, f"Too many requests; try again in {wait} s", retry_after=wait)
+
+
 def _dispatcher(methods: dict[str, Endpoint]) -> Callable[[Request], Awaitable[Response]]:
     async def dispatch(request: Request) -> Response:
         ep = methods[request.method if request.method != "HEAD" else "GET"]
+        ctx = context_of(request.scope)
+        if ctx is not None:
+            ctx.route = ep.path
         principal = await authenticate(request, ep.role) if ep.role is not None else None
+        if ctx is not None and principal is not None:
+            ctx.user = getattr(principal, "username", None)
+        if ep.rate_limited:
+            _check_rate_limit(request, ep)
         result = await ep.handler(request, principal)
         if isinstance(result, Response):
             return result

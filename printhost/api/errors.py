@@ -15,12 +15,15 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from printhost.api.context import request_id_of
+
 log = logging.getLogger("printhost.api")
 
 INTERNAL_ERROR = "Internal error"
 INVALID_TOKEN = "Invalid token"
 INVALID_CREDENTIALS = "Invalid credentials"
 INSUFFICIENT_PERMISSIONS = "Insufficient permissions"
+ORIGIN_NOT_ALLOWED = "Cross-origin requests from this origin are not allowed"
 
 # Messages for statuses that the router and server produce on their own.
 _DEFAULT_MESSAGES = {
@@ -40,16 +43,20 @@ _DEFAULT_MESSAGES = {
 # Each status code's meaning, for the OpenAPI document.
 STATUS_DESCRIPTIONS = {
     400: "Malformed JSON, wrong types, missing or unknown fields (see `fields`)",
-    401: "Missing, malformed, expired, not-yet-valid, revoked or wrongly signed token",
-    403: "Valid token without the required role",
+    401: "Missing, malformed, expired, not-yet-valid, revoked or wrongly signed token, an "
+         "unknown or expired API key, or wrong credentials",
+    403: "Valid token without the required role (or a CORS preflight from an origin, "
+         "with a method or with headers that are not allowed)",
     404: "Unknown route or resource",
     405: "Method not allowed on this route",
     409: "The request conflicts with the printer's state",
-    413: "Body or upload larger than the configured limit",
+    413: "Body or upload larger than the configured limit, or JSON nested too deeply",
     415: "Wrong content type",
-    429: "Rate limit or login lockout; retry after `retry_after` seconds",
+    429: "Rate limit or login lockout; retry after `retry_after` seconds (also in the "
+         "`Retry-After` header)",
     500: "Internal error; details are only in the service log",
-    503: "Control process or MCU unavailable",
+    503: "Control process or MCU unavailable (for a login: the external authentication "
+         "service)",
 }
 
 
@@ -98,7 +105,9 @@ async def handle_http_exception(request: Request, exc: Exception) -> JSONRespons
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    route = getattr(request.scope.get("route"), "path", None) or "<unmatched>"
+    log.error("unhandled error in %s %s (request %s)", request.method, route,
+              request_id_of(request.scope), exc_info=exc)
     return error_response(500, INTERNAL_ERROR)
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from starlette.requests import Request
 
 from printhost.api.errors import ApiError
+from printhost.store.files import FileNameError, check_name
 
 _JSON_TYPES = {
     "string": (str,),
@@ -40,6 +42,14 @@ class Field:
     enum: tuple[str, ...] | None = None
     items: "Field | Schema | None" = None
     ref: "Schema | None" = None
+    # A regular expression the whole string must match, written in the subset shared by
+    # Python and ECMA-262 (JSON Schema's dialect); `explain` turns a refused value into
+    # the problem reported to the client (default: "must match the pattern ...").
+    pattern: str | None = None
+    explain: Callable[[str], str] | None = field(default=None, compare=False, repr=False)
+    examples: tuple[Any, ...] | None = None
+    values: "Field | None" = None            # for a map: the type of every member
+    media_type: str | None = None            # contentMediaType of a string (a file part)
 
     def check(self, value: Any) -> str | None:
         """Return a problem description, or None if the value fits."""
@@ -52,11 +62,17 @@ class Field:
             return f"expected {self.type}"
         if isinstance(value, float) and not math.isfinite(value):
             return "must be a finite number"
+        if isinstance(value, int) and self.type == "number" and abs(value) > _LARGEST_FLOAT:
+            # JSON allows integers of any length; one that no float can hold is not a
+            # usable number (and would overflow wherever it is converted).
+            return "must be a finite number"
         if isinstance(value, str):
             if self.min_length is not None and len(value) < self.min_length:
                 return f"must be at least {self.min_length} characters"
             if self.max_length is not None and len(value) > self.max_length:
                 return f"must be at most {self.max_length} characters"
+            if self.pattern is not None and not re.fullmatch(self.pattern, value):
+                return self.explain(value) if self.explain else f"must match {self.pattern}"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if self.minimum is not None and value < self.minimum:
                 return f"must be at least {self.minimum:g}"
@@ -76,11 +92,18 @@ class Field:
         if self.description:
             out["description"] = self.description
         for key, value in (("minLength", self.min_length), ("maxLength", self.max_length),
-                           ("minimum", self.minimum), ("maximum", self.maximum)):
+                           ("minimum", self.minimum), ("maximum", self.maximum),
+                           ("pattern", self.pattern)):
             if value is not None:
                 out[key] = value
         if self.enum is not None:
             out["enum"] = list(self.enum)
+        if self.examples is not None:
+            out["examples"] = list(self.examples)
+        if self.values is not None:
+            out["additionalProperties"] = self.values.json_schema()
+        if self.media_type is not None:
+            out["contentMediaType"] = self.media_type
         if self.items is not None:
             out["items"] = (self.items.json_schema() if isinstance(self.items, Field)
                             else {"$ref": f"#/components/schemas/{self.items.name}"})
@@ -128,8 +151,40 @@ class Schema:
         return out
 
 
+_LARGEST_FLOAT = 1.7976931348623157e308
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+DEFAULT_MAX_JSON_DEPTH = 16
+# A JSON string: the opening quote, escapes or plain characters, and the closing quote
+# if there is one. Brackets inside strings do not nest anything. The closing quote is
+# optional so that a match never fails once started: the scan stays linear even for
+# a body of thousands of unterminated strings.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text, without decoding it.
+
+    Used before `json.loads` so that a small body of 60 000 `[` never recurses deep
+    inside the decoder. The scan is linear in the body's length. Counting is exact for
+    valid JSON; broken JSON is refused by the decoder afterwards (or, if it looks
+    deeper than the limit, with 413 first).
+    """
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in b"[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        else:
+            depth -= 1
+    return deepest
 
 
 def _is_json(content_type: str) -> bool:
@@ -138,7 +193,8 @@ def _is_json(content_type: str) -> bool:
 
 
 async def read_json(request: Request, schema: Schema, *, allow_empty: bool = False) -> dict[str, Any]:
-    """Read, decode and validate a JSON body (415 wrong type, 400 malformed or invalid)."""
+    """Read, decode and validate a JSON body (415 wrong type, 413 nested too deeply,
+    400 malformed or invalid)."""
     body = await request.body()
     content_type = request.headers.get("content-type", "")
     if not body.strip():
@@ -148,6 +204,9 @@ async def read_json(request: Request, schema: Schema, *, allow_empty: bool = Fal
             raise ApiError(400, "Request body must be a JSON object")
     if not _is_json(content_type):
         raise ApiError(415, "Content-Type must be application/json")
+    limit = getattr(request.app.state, "max_json_depth", DEFAULT_MAX_JSON_DEPTH)
+    if json_depth(body) > limit:
+        raise ApiError(413, f"JSON body nested too deeply (limit {limit} levels)")
     try:
         data = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError):
@@ -157,10 +216,37 @@ async def read_json(request: Request, schema: Schema, *, allow_empty: bool = Fal
 
 # --------------------------------------------------------------------------- shared schemas
 
+# The names `store.files.check_name` accepts, as one regular expression for the OpenAPI
+# document (a unit test compares the two): a letter, digit or underscore first; then
+# letters, digits and `_ ( ) + , -` and spaces, with single dots between them; then the
+# suffix .gcode, .gco or .g in any case. At most 255 characters (maxLength).
+FILE_NAME_PATTERN = (r"^[A-Za-z0-9_](?:[A-Za-z0-9_ ()+,-]|\.[A-Za-z0-9_ ()+,-])*"
+                     r"\.(?:[gG][cC][oO][dD][eE]|[gG][cC][oO]|[gG])$")
+
+
+def _file_name_problem(value: str) -> str:
+    try:
+        check_name(value)
+    except FileNameError as exc:
+        return str(exc)
+    return "must be a G-code file name"
+
+
+def file_name_field(description: str) -> Field:
+    return Field("string", description, min_length=3, max_length=255,
+                 pattern=FILE_NAME_PATTERN, explain=_file_name_problem,
+                 examples=("cube.gcode",))
+
+
+HEATER_NAME = Field("string", "The heater's name in the configuration, e.g. extruder",
+                    min_length=1, max_length=64, examples=("extruder", "heater_bed"))
+
 ERROR = Schema("Error", {
     "error": Field("string", "One clear, human-readable sentence"),
-    "fields": Field("object", "On 400: each offending field and its problem", required=False),
-    "retry_after": Field("integer", "On 429: seconds to wait (also in Retry-After)", required=False),
+    "fields": Field("object", "On 400: each offending field and its problem", required=False,
+                    values=Field("string")),
+    "retry_after": Field("integer", "On 429: seconds to wait (also in Retry-After)",
+                         required=False, minimum=1),
 }, "The error object returned by every failing request")
 
 EMPTY = Schema("Empty", {}, "An empty JSON object; the body may also be omitted")
@@ -285,8 +371,14 @@ STATUS = Schema("Status", {
 }, "Printer and job status")
 
 PRINT_REQUEST = Schema("PrintRequest", {
-    "file": Field("string", "Name of an uploaded .gcode file", min_length=1, max_length=255),
+    "file": file_name_field("Name of an uploaded G-code file"),
 })
+
+FILE_UPLOAD = Schema("FileUpload", {
+    "file": Field("string", "The G-code file. The part's file name (in its "
+                  "Content-Disposition) is the name it is stored under, and must be one "
+                  "that `POST /api/v1/print` accepts", media_type="application/octet-stream"),
+}, "A multipart/form-data upload with one file part named `file`")
 
 PRINT_RESPONSE = Schema("PrintStarted", {
     "result": Field("string", "Always \"ok\"", enum=("ok",)),
@@ -328,6 +420,7 @@ HEALTH = Schema("Health", {
 })
 
 ALL_SCHEMAS = [ERROR, EMPTY, RESULT_OK, LOGIN_REQUEST, LOGIN_RESPONSE, AUTH_CHECK, JOB, PRINTER,
-               STATUS, PRINT_REQUEST, PRINT_RESPONSE, FILE_INFO, FILE_LIST, JOB_RECORD, JOB_LIST, HEALTH,
+               STATUS, PRINT_REQUEST, PRINT_RESPONSE, FILE_INFO, FILE_LIST, FILE_UPLOAD,
+               JOB_RECORD, JOB_LIST, HEALTH,
                PID_TUNE_RESULT, PID_TUNE, PID_TUNE_REQUEST, PID_TUNE_SAVED, TARGET_REQUEST,
                TARGET_SET]

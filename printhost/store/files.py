@@ -63,7 +63,10 @@ class GCodeFiles:
         out = []
         for entry in sorted(self.root.iterdir()):
             if entry.is_file() and not entry.name.startswith("."):
-                out.append(self.info(entry))
+                try:
+                    out.append(self.info(entry))
+                except FileNotFoundError:
+                    continue  # deleted by a concurrent request since the directory was read
         return out
 
     def open_temp(self) -> tuple[IO[bytes], str]:

@@ -1,14 +1,19 @@
-"""API building blocks in isolation: schemas, errors, middleware, login throttle, file
+"""API building blocks in isolation: schemas, errors, middleware (request ids, access log,
+CORS, body limits), the rate limiter, the login throttle, file
 names and storage, and the OpenAPI document."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,16 +31,25 @@ from printhost.api.errors import (
     ApiError,
     error_response,
 )
-from printhost.api.middleware import BodyLimitMiddleware, ErrorBoundaryMiddleware
+from printhost.api.middleware import (
+    BodyLimitMiddleware,
+    CorsMiddleware,
+    ErrorBoundaryMiddleware,
+    RequestContextMiddleware,
+)
 from printhost.api.openapi import build_openapi
+from printhost.api.ratelimit import MAX_BUCKETS, RateLimiter
 from printhost.api.schemas import (
     ALL_SCHEMAS,
     EMPTY,
     ERROR,
+    FILE_NAME_PATTERN,
     JOB,
+    PRINT_REQUEST,
     STATUS,
     Field,
     Schema,
+    json_depth,
     read_json,
 )
 from printhost.store.files import FileNameError, GCodeFiles, check_name
@@ -174,6 +188,7 @@ def tiny_app(body_limit: int = 1024, upload_limit: int = 4096):
         Route("/gone", _teapot, methods=["GET"]),
         Route("/upload", _upload_route, methods=["POST"]),
     ], exception_handlers=dict(EXCEPTION_HANDLERS))
+    app.state.max_json_depth = 4
 
     def limit_for(scope) -> int:
         return upload_limit if scope.get("path") == "/upload" else body_limit
@@ -625,6 +640,19 @@ def test_gcode_files_commit_list_delete(tmp_path):
         files.delete("a.gcode")
 
 
+def test_gcode_files_list_skips_a_file_deleted_while_listing(tmp_path):
+    class Racing(GCodeFiles):
+        def info(self, path):
+            if path.name == "b.gcode":
+                path.unlink()  # a concurrent DELETE between the directory read and the stat
+            return super().info(path)
+
+    files = Racing(tmp_path)
+    for name in ("a.gcode", "b.gcode", "c.gcode"):
+        (files.root / name).write_text("G28\n")
+    assert [f["name"] for f in files.list()] == ["a.gcode", "c.gcode"]
+
+
 def test_gcode_files_refuse_bad_names_everywhere(tmp_path):
     files = GCodeFiles(tmp_path)
     (tmp_path / "secret.gcode").write_text("outside")
@@ -708,25 +736,74 @@ def test_openapi_documents_the_error_statuses(openapi):
             assert {"400", "413", "415"} <= codes
         else:
             assert "requestBody" not in op
+        if ep.rate_limited:
+            assert "429" in codes and "Rate limited" in op["description"], ep.path
+        shared = openapi["components"]["responses"]
         for code, response in op["responses"].items():
-            if code != str(ep.status):
-                assert response["content"]["application/json"]["schema"] == {
-                    "$ref": f"#/components/schemas/{ERROR.name}"}
-                assert response["description"] == STATUS_DESCRIPTIONS[int(code)]
+            if code == str(ep.status):
+                assert response["headers"]["X-Request-Id"] == {
+                    "$ref": "#/components/headers/RequestId"}
+                continue
+            if int(code) in ep.error_bodies:
+                schema = ep.error_bodies[int(code)]
+            else:
+                assert response == {"$ref": f"#/components/responses/Error{code}"}
+                response = shared[f"Error{code}"]
+                schema = ERROR
+            assert response["content"]["application/json"]["schema"] == {
+                "$ref": f"#/components/schemas/{schema.name}"}
+            assert response["description"] == STATUS_DESCRIPTIONS[int(code)]
+            assert "X-Request-Id" in response["headers"]
 
 
 def test_openapi_path_parameters(openapi):
     op = openapi["paths"]["/api/v1/files/{name}"]["delete"]
-    assert op["parameters"] == [{"name": "name", "in": "path", "required": True,
-                                 "schema": {"type": "string"}}]
+    [param] = op["parameters"]
+    assert (param["name"], param["in"], param["required"]) == ("name", "path", True)
+    assert param["schema"]["pattern"] == FILE_NAME_PATTERN
+    assert param["schema"]["maxLength"] == 255
+    for path, ops in openapi["paths"].items():
+        declared = {seg[1:-1] for seg in path.split("/") if seg.startswith("{")}
+        for op in ops.values():
+            assert {p["name"] for p in op.get("parameters", [])} == declared, path
+
+
+def test_openapi_rate_limited_endpoints_document_429_and_retry_after(openapi):
+    limited = {(ep.method, ep.path) for ep in all_endpoints() if ep.rate_limited}
+    assert {("POST", "/api/v1/files"), ("POST", "/api/v1/print"),
+            ("POST", "/api/v1/heaters/{name}/pid_tune")} <= limited
+    too_many = openapi["components"]["responses"]["Error429"]
+    assert too_many["headers"]["Retry-After"] == {"$ref": "#/components/headers/RetryAfter"}
+    assert openapi["components"]["headers"]["RetryAfter"]["required"] is True
+    unauthorized = openapi["components"]["responses"]["Error401"]
+    assert "WWW-Authenticate" in unauthorized["headers"]
+
+
+def test_openapi_health_503_has_the_health_body(openapi):
+    health = openapi["paths"]["/api/v1/health"]["get"]["responses"]["503"]
+    assert health["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Health"}
+
+
+def test_openapi_upload_body_is_a_published_schema(openapi):
+    body = openapi["paths"]["/api/v1/files"]["post"]["requestBody"]
+    assert body["required"] is True
+    assert body["content"]["multipart/form-data"]["schema"] == {
+        "$ref": "#/components/schemas/FileUpload"}
+    upload = openapi["components"]["schemas"]["FileUpload"]
+    assert upload["required"] == ["file"]
+    assert upload["properties"]["file"]["contentMediaType"] == "application/octet-stream"
 
 
 def test_openapi_login_is_public_and_status_is_protected(openapi):
     login = openapi["paths"]["/api/v1/auth/login"]["post"]
     assert login["security"] == [] and {"401", "429"} <= set(login["responses"])
     assert "security" not in openapi["paths"]["/api/v1/status"]["get"]
-    assert openapi["security"] == [{"bearer": []}]
-    assert openapi["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert openapi["security"] == [{"bearer": []}, {"apiKey": []}]
+    schemes = openapi["components"]["securitySchemes"]
+    assert schemes["bearer"]["type"] == "http" and schemes["bearer"]["scheme"] == "bearer"
+    assert (schemes["apiKey"]["type"], schemes["apiKey"]["in"],
+            schemes["apiKey"]["name"]) == ("apiKey", "header", "X-Api-Key")
 
 
 def test_openapi_every_ref_resolves(openapi):
@@ -734,10 +811,434 @@ def test_openapi_every_ref_resolves(openapi):
     refs = set(_refs(openapi))
     assert refs
     for ref in refs:
-        assert ref.startswith("#/components/schemas/"), ref
-        assert ref.rsplit("/", 1)[1] in schemas, ref
+        _, components, kind, name = ref.split("/")
+        assert components == "components", ref
+        assert name in openapi["components"][kind], ref
     # every schema the endpoints use is published
     for ep in all_endpoints():
         for schema in (ep.request, ep.response):
             if isinstance(schema, Schema):
                 assert schemas[schema.name] == schema.json_schema()
+
+
+# --------------------------------------------------------------------------- file name pattern
+
+def _pattern_accepts(name: str) -> bool:
+    return re.fullmatch(FILE_NAME_PATTERN, name) is not None and len(name) <= 255
+
+
+def _check_name_accepts(name: str) -> bool:
+    try:
+        check_name(name)
+    except FileNameError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", ["cube.gcode", "a.g", "A.GCO", "my cube (v2).gcode",
+                                  "x+y,z-1_2.gCoDe", "_.g", "a.b.c.gcode", "x" * 249 + ".gcode",
+                                  "..gcode", ".a.gcode", "a..gcode", "a/b.gcode", "a.gcode.",
+                                  "a.gcode ", "a.gcode\n", "a.stl", "x" * 250 + ".gcode", "",
+                                  "a\\b.gcode", "a\x00.gcode", "caf\u00e9.gcode", "a .gcode"])
+def test_file_name_pattern_agrees_with_check_name(name):
+    assert _pattern_accepts(name) == _check_name_accepts(name)
+
+
+@hsettings(max_examples=300, deadline=None, database=None)
+@given(st.from_regex(FILE_NAME_PATTERN, fullmatch=True))
+def test_every_name_the_pattern_generates_is_accepted(name):
+    if len(name) <= 255:
+        assert _check_name_accepts(name), name
+
+
+@hsettings(max_examples=500, deadline=None, database=None)
+@given(st.text(alphabet="aZ9_ .()+,-/\\gGcoOdeE\n\x00", max_size=12))
+def test_pattern_and_check_name_agree_on_arbitrary_strings(name):
+    assert _pattern_accepts(name) == _check_name_accepts(name), repr(name)
+
+
+def test_file_fields_explain_refusals_like_the_file_store():
+    field = PRINT_REQUEST.fields["file"]
+    assert field.check("cube.gcode") is None
+    assert field.check("notes.txt") == "must end in .gcode, .gco or .g"
+    assert field.check("../x.gcode") == "file name must not contain a path"
+    assert field.json_schema()["pattern"] == FILE_NAME_PATTERN
+    with pytest.raises(ApiError) as info:
+        PRINT_REQUEST.validate({"file": ".hidden.gcode"})
+    assert "must not start with a dot" in info.value.fields["file"]
+
+
+def test_pattern_field_without_explanation_names_the_pattern():
+    assert Field("string", pattern=r"[a-z]+").check("ABC") == "must match [a-z]+"
+    assert Field("string", pattern=r"[a-z]+").check("abc") is None
+
+
+def test_number_fields_refuse_integers_no_float_can_hold():
+    assert Field("number").check(10 ** 400) == "must be a finite number"
+    assert Field("number").check(-(10 ** 400)) == "must be a finite number"
+    assert Field("number").check(10 ** 300) is None
+    assert Field("integer").check(10 ** 400) is None
+
+
+def test_field_renders_maps_examples_and_media_types():
+    assert Field("object", values=Field("string")).json_schema() == {
+        "type": "object", "additionalProperties": {"type": "string"}}
+    assert Field("string", examples=("a",), media_type="text/plain").json_schema() == {
+        "type": "string", "examples": ["a"], "contentMediaType": "text/plain"}
+
+
+# --------------------------------------------------------------------------- JSON depth
+
+
+@pytest.mark.parametrize("body, depth", [
+    (b"5", 0), (b'"[{"', 0), (b"{}", 1), (b"[]", 1), (b'{"a": [1, {"b": "[[[["}]}', 3),
+    (b'["\\"[", ["x"]]', 2), (b"[" * 50 + b"]" * 50, 50), (b'{"a": "}}}}"}', 1),
+])
+def test_json_depth(body, depth):
+    assert json_depth(body) == depth
+    if depth:
+        # Agrees with the decoder's idea of the structure.
+        def nesting(value):
+            if isinstance(value, dict):
+                return 1 + max((nesting(v) for v in value.values()), default=0)
+            if isinstance(value, list):
+                return 1 + max((nesting(v) for v in value), default=0)
+            return 0
+        assert nesting(json.loads(body)) == depth
+
+
+@hsettings(max_examples=300, deadline=None, database=None)
+@given(st.binary(max_size=64) | st.text(alphabet='"\\[]{}ab', max_size=64).map(str.encode))
+def test_json_string_scan_never_fails_once_started(body):
+    """The depth scan stays linear only if a string match that starts at a quote always
+    succeeds: a failing match would make the scanner retry from the next quote and
+    rescan the rest of the body, which is quadratic for `"\\"\\"\\"...`."""
+    from printhost.api.schemas import _JSON_STRING
+    for pos, byte in enumerate(body):
+        if byte == ord('"'):
+            assert _JSON_STRING.match(body, pos) is not None
+
+
+def test_json_depth_of_hostile_bodies():
+    assert json_depth(b'"' + b'\\"' * 30000) == 0
+    assert json_depth(b'["' * 30000) == 15000
+    assert json_depth(b"\\" * 60000) == 0
+    assert json_depth(b"[" * 60000) == 60000
+
+
+def test_read_json_refuses_deep_nesting_with_413(client):
+    ok = client.post("/echo", content=b'{"name": "n", "extra": [[[1]]]}',
+                     headers={"content-type": "application/json"})
+    assert ok.status_code == 400 and ok.json()["fields"] == {"extra": "unknown field"}
+    deep = client.post("/echo", content=b'{"name": "n", "extra": [[[[1]]]]}',
+                       headers={"content-type": "application/json"})
+    assert deep.status_code == 413
+    assert deep.json() == {"error": "JSON body nested too deeply (limit 4 levels)"}
+    bomb = client.post("/echo", content=b"[" * 1000, headers={"content-type": "application/json"})
+    assert bomb.status_code == 413
+
+
+# --------------------------------------------------------------------------- rate limiter
+
+
+def test_rate_limiter_allows_a_burst_then_refills(clock):
+    limiter = RateLimiter(per_min=6.0, burst=3, clock=clock)   # one token every 10 s
+    assert [limiter.acquire("10.0.0.1", "POST /x") for _ in range(3)] == [None] * 3
+    assert limiter.acquire("10.0.0.1", "POST /x") == 10
+    clock.now += 4.0
+    assert limiter.acquire("10.0.0.1", "POST /x") == 6
+    clock.now += 6.0
+    assert limiter.acquire("10.0.0.1", "POST /x") is None
+    assert limiter.acquire("10.0.0.1", "POST /x") == 10
+
+
+def test_rate_limiter_counts_clients_and_endpoints_apart(clock):
+    limiter = RateLimiter(per_min=60.0, burst=1, clock=clock)
+    assert limiter.acquire("a", "POST /x") is None
+    assert limiter.acquire("a", "POST /x") == 1
+    assert limiter.acquire("b", "POST /x") is None
+    assert limiter.acquire("a", "POST /y") is None
+
+
+def test_rate_limiter_never_exceeds_the_burst_after_a_long_pause(clock):
+    limiter = RateLimiter(per_min=60.0, burst=2, clock=clock)
+    limiter.acquire("a", "e")
+    clock.now += 3600.0
+    assert [limiter.acquire("a", "e") for _ in range(3)] == [None, None, 1]
+
+
+def test_rate_limiter_off_when_the_rate_is_zero(clock):
+    limiter = RateLimiter(per_min=0.0, burst=1, clock=clock)
+    assert not limiter.enabled
+    assert all(limiter.acquire("a", "e") is None for _ in range(100))
+    assert len(limiter) == 0
+
+
+def test_rate_limiter_memory_is_bounded(clock):
+    limiter = RateLimiter(per_min=60.0, burst=5, clock=clock)
+    for i in range(MAX_BUCKETS * 2):
+        limiter.acquire(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", "e")
+    assert len(limiter) <= MAX_BUCKETS + 1
+    # The most recent client still has its (used) bucket.
+    last = f"10.{(MAX_BUCKETS * 2 - 1) // 65536}.{(MAX_BUCKETS * 2 - 1) // 256 % 256}." \
+           f"{(MAX_BUCKETS * 2 - 1) % 256}"
+    assert [limiter.acquire(last, "e") for _ in range(5)][-1] == 1
+
+
+def _limited_app(per_min: float, burst: int):
+    from printhost.api.endpoint import EndpointSet
+    endpoints = EndpointSet()
+
+    @endpoints.route("POST", "/costly", summary="costly", role=None, response=None,
+                     rate_limited=True)
+    async def costly(request, principal):
+        return {"ok": True}
+
+    @endpoints.route("GET", "/cheap", summary="cheap", role=None, response=None)
+    async def cheap(request, principal):
+        return {"ok": True}
+
+    app = Starlette(routes=endpoints.starlette_routes(),
+                    exception_handlers=dict(EXCEPTION_HANDLERS))
+    app.state.rate_limiter = RateLimiter(per_min, burst)
+    return RequestContextMiddleware(app)
+
+
+def test_dispatcher_applies_the_rate_limit_to_declared_endpoints_only():
+    with TestClient(_limited_app(per_min=1.0, burst=2)) as c:
+        assert [c.post("/costly").status_code for _ in range(2)] == [200, 200]
+        r = c.post("/costly")
+        assert r.status_code == 429
+        assert r.json() == {"error": "Too many requests; try again in 60 s", "retry_after": 60}
+        assert r.headers["retry-after"] == "60"
+        assert all(c.get("/cheap").status_code == 200 for _ in range(5))
+
+
+def test_openapi_marks_deprecated_operations_only():
+    from printhost.api.endpoint import EndpointSet
+    endpoints = EndpointSet()
+
+    @endpoints.route("GET", "/api/v1/old", summary="old", role=None, response=None,
+                     deprecated=True)
+    async def old(request, principal):
+        return {}
+
+    @endpoints.route("GET", "/api/v1/new", summary="new", role=None, response=None)
+    async def new(request, principal):
+        return {}
+
+    doc = build_openapi(endpoints.endpoints)
+    assert doc["paths"]["/api/v1/old"]["get"]["deprecated"] is True
+    assert "deprecated" not in doc["paths"]["/api/v1/new"]["get"]
+    assert not any(op.get("deprecated") for ops in build_openapi(all_endpoints())["paths"].values()
+                   for op in ops.values())
+
+
+def test_route_refuses_path_params_that_are_not_in_the_path():
+    from printhost.api.endpoint import EndpointSet
+    with pytest.raises(ValueError, match="nme"):
+        EndpointSet().route("GET", "/x/{name}", summary="x", role=None, response=None,
+                            path_params={"nme": Field("string")})
+
+
+# --------------------------------------------------------------------------- request ids, access log
+
+
+def _context_app():
+    async def hello(request: Request) -> JSONResponse:
+        return JSONResponse({"hello": request.path_params["who"]})
+
+    async def crash(request: Request) -> JSONResponse:
+        raise RuntimeError("secret detail")
+
+    app = Starlette(routes=[Route("/hello/{who}", hello), Route("/crash", crash)],
+                    exception_handlers=dict(EXCEPTION_HANDLERS))
+    return RequestContextMiddleware(ErrorBoundaryMiddleware(app))
+
+
+@pytest.mark.parametrize("incoming, kept", [
+    ("abc-123", True), ("0f8fad5b-d9cb-469f-a165-70867728950e", True),
+    ("Root=1-5759e988:x/y+z.w_v", True), ("x" * 128, True), ("x" * 129, False),
+    ("has space", False), ("-leading-dash", False), ("semi;colon", False), ("", False),
+    ("quote\"", False),
+])
+def test_request_id_is_kept_when_sane_else_replaced(incoming, kept):
+    with TestClient(_context_app()) as c:
+        r = c.get("/hello/you", headers={"X-Request-Id": incoming})
+    assert r.status_code == 200
+    if kept:
+        assert r.headers["x-request-id"] == incoming
+    else:
+        assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"])
+
+
+def test_every_response_gets_a_fresh_request_id_even_a_500():
+    with TestClient(_context_app(), raise_server_exceptions=False) as c:
+        ids = {c.get("/hello/you").headers["x-request-id"] for _ in range(5)}
+        crash = c.get("/crash")
+        missing = c.get("/nowhere")
+    assert len(ids) == 5
+    assert crash.status_code == 500 and re.fullmatch(r"[0-9a-f]{32}", crash.headers["x-request-id"])
+    assert missing.status_code == 404 and missing.headers["x-request-id"] not in ids
+    assert len(crash.headers.get_list("x-request-id")) == 1
+
+
+def test_access_log_has_one_json_record_per_request_without_raw_paths_or_queries(caplog):
+    caplog.set_level(logging.INFO, logger="printhost.api.access")
+    with TestClient(_context_app(), raise_server_exceptions=False) as c:
+        c.get("/hello/secret-file.gcode?token=hunter2", headers={"X-Request-Id": "req-1"})
+        c.get("/crash", headers={"X-Request-Id": "req-2"})
+        c.get("/nowhere/else", headers={"X-Request-Id": "req-3"})
+    records = [r for r in caplog.records if r.name == "printhost.api.access"]
+    assert len(records) == 3
+    parsed = [json.loads(r.getMessage()) for r in records]
+    assert [r.access for r in records] == parsed
+    hello, crash, missing = parsed
+    assert hello["request_id"] == "req-1" and hello["method"] == "GET"
+    assert hello["route"] == "/hello/{who}" and hello["status"] == 200
+    assert hello["user"] is None and hello["client"] == "testclient"
+    assert isinstance(hello["duration_ms"], float) and hello["duration_ms"] >= 0
+    assert (crash["route"], crash["status"]) == ("/crash", 500)
+    assert (missing["route"], missing["status"]) == (None, 404)
+    everything = "\n".join(r.getMessage() for r in caplog.records)
+    assert "hunter2" not in everything and "secret-file" not in everything
+
+
+@pytest.mark.parametrize("setting, logged", [
+    ("all", [200, 404, 500]), ("errors", [404, 500]), ("off", []),
+])
+def test_access_log_setting_selects_the_records(caplog, setting, logged):
+    async def hello(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    async def crash(request: Request) -> JSONResponse:
+        raise RuntimeError("boom")
+
+    app = Starlette(routes=[Route("/hello", hello), Route("/crash", crash)],
+                    exception_handlers=dict(EXCEPTION_HANDLERS))
+    caplog.set_level(logging.INFO, logger="printhost.api.access")
+    with TestClient(RequestContextMiddleware(ErrorBoundaryMiddleware(app), setting),
+                    raise_server_exceptions=False) as c:
+        assert [c.get(path).status_code for path in ("/hello", "/nope", "/crash")] == [200, 404, 500]
+    assert [r.access["status"] for r in caplog.records
+            if r.name == "printhost.api.access"] == logged
+
+
+def test_error_logs_carry_the_request_id(caplog):
+    caplog.set_level(logging.ERROR, logger="printhost.api")
+    with TestClient(_context_app(), raise_server_exceptions=False) as c:
+        c.get("/crash", headers={"X-Request-Id": "trace-me"})
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and all("trace-me" in r.getMessage() for r in errors)
+    assert all("/crash" in r.getMessage() for r in errors)
+
+
+def test_access_log_names_the_authenticated_user(caplog):
+    async def who(request: Request) -> JSONResponse:
+        request.state.principal = type("P", (), {"username": "alice"})()
+        return JSONResponse({})
+
+    app = RequestContextMiddleware(Starlette(routes=[Route("/who", who)]))
+    caplog.set_level(logging.INFO, logger="printhost.api.access")
+    with TestClient(app) as c:
+        c.get("/who")
+    [record] = [r for r in caplog.records if r.name == "printhost.api.access"]
+    assert record.access["user"] == "alice"
+
+
+# --------------------------------------------------------------------------- CORS
+
+
+def _cors_app(origins=("http://allowed.example:8080",)):
+    async def ping(request: Request) -> JSONResponse:
+        return JSONResponse({"pong": True})
+
+    app = Starlette(routes=[Route("/ping", ping, methods=["GET", "POST"])],
+                    exception_handlers=dict(EXCEPTION_HANDLERS))
+    return RequestContextMiddleware(CorsMiddleware(app, origins, {"GET", "POST", "DELETE"}, 600))
+
+
+def _preflight(c, origin, method="POST", headers="authorization, content-type"):
+    return c.options("/ping", headers={"Origin": origin, "Access-Control-Request-Method": method,
+                                       "Access-Control-Request-Headers": headers})
+
+
+def test_cors_preflight_from_a_listed_origin():
+    with TestClient(_cors_app()) as c:
+        r = _preflight(c, "http://allowed.example:8080")
+    assert r.status_code == 204 and r.content == b""
+    assert r.headers["access-control-allow-origin"] == "http://allowed.example:8080"
+    assert r.headers["access-control-allow-methods"] == "DELETE, GET, HEAD, POST"
+    assert "authorization" in r.headers["access-control-allow-headers"]
+    assert "x-api-key" in r.headers["access-control-allow-headers"]
+    assert r.headers["access-control-max-age"] == "600"
+    assert r.headers["vary"] == "Origin"
+    assert "x-request-id" in r.headers
+
+
+@pytest.mark.parametrize("origin, method, headers, message", [
+    ("http://evil.example", "POST", "", "Cross-origin requests from this origin are not allowed"),
+    ("http://allowed.example:8081", "GET", "", "Cross-origin requests from this origin are not allowed"),
+    ("null", "GET", "", "Cross-origin requests from this origin are not allowed"),
+    ("http://allowed.example:8080", "PATCH", "", "Method 'PATCH' is not allowed for cross-origin requests"),
+    ("http://allowed.example:8080", "POST", "authorization, x-custom",
+     "Header 'x-custom' is not allowed for cross-origin requests"),
+])
+def test_cors_preflight_refused(origin, method, headers, message):
+    with TestClient(_cors_app()) as c:
+        r = _preflight(c, origin, method, headers)
+    assert r.status_code == 403 and r.json() == {"error": message}
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_cors_headers_on_real_requests_only_for_listed_origins():
+    with TestClient(_cors_app()) as c:
+        allowed = c.get("/ping", headers={"Origin": "HTTP://ALLOWED.example:8080"})
+        other = c.get("/ping", headers={"Origin": "http://evil.example"})
+        plain = c.get("/ping")
+        missing = c.get("/nothing", headers={"Origin": "http://allowed.example:8080"})
+    assert allowed.headers["access-control-allow-origin"] == "HTTP://ALLOWED.example:8080"
+    assert "X-Request-Id" in allowed.headers["access-control-expose-headers"]
+    assert "Retry-After" in allowed.headers["access-control-expose-headers"]
+    assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+    assert other.headers["vary"] == "Origin"
+    assert "access-control-allow-origin" not in plain.headers and "vary" not in plain.headers
+    # Errors carry the CORS headers too, so a page can read the error object.
+    assert missing.status_code == 404
+    assert missing.headers["access-control-allow-origin"] == "http://allowed.example:8080"
+
+
+def test_cors_with_no_origins_refuses_every_preflight():
+    with TestClient(_cors_app(origins=())) as c:
+        r = _preflight(c, "http://localhost:3000", "GET", "")
+        plain_options = c.options("/ping")
+    assert r.status_code == 403
+    # OPTIONS that is not a preflight is an ordinary request for a method the path lacks.
+    assert plain_options.status_code == 405 and plain_options.json() == {"error": "Method not allowed"}
+
+
+# --------------------------------------------------------------------------- server settings
+
+
+@pytest.mark.parametrize("origins, ok", [
+    ([], True), (["http://octo.local:8080"], True), (["https://example.net"], True),
+    (["http://10.0.0.5:8080", "http://[fe80::1]:80"], True),
+    (["http://octo.local/"], False), (["*"], False), (["octo.local"], False),
+    (["ftp://octo.local"], False), (["http://octo.local:8080/path"], False), ([5], False),
+])
+def test_server_cors_origins_are_checked(origins, ok):
+    from printhost.config import ConfigError, parse_settings
+    data = {"server": {"cors_origins": origins}}
+    if ok:
+        assert parse_settings(data).server.cors_origins == origins
+    else:
+        with pytest.raises(ConfigError, match="server.cors_origins"):
+            parse_settings(data)
+
+
+def test_server_defaults_allow_no_cross_origin_access_and_limit_expensive_routes():
+    from printhost.config import Settings
+    server = Settings().server
+    assert server.cors_origins == []
+    assert server.rate_limit_per_min > 0 and server.rate_limit_burst >= 1
+    assert 2 <= server.max_json_depth <= 256

@@ -101,3 +101,74 @@ def test_dummy_hash_is_lazy_stable_and_valid(monkeypatch):
     assert verify_password("whatever-guess", first) is False
     with pytest.raises(AttributeError):
         passwords.NOT_A_THING  # noqa: B018
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def test_parameters_are_validated():
+    from printhost.api.auth.passwords import ScryptParams
+    assert ScryptParams.from_log2(14, 8, 1) == passwords.DEFAULT_PARAMS
+    assert passwords.DEFAULT_PARAMS.memory_bytes == 16 * 1024 * 1024
+    for bad in ((3000, 8, 1), (2 ** 21, 8, 1), (2 ** 14, 0, 1), (2 ** 14, 8, 17),
+                (2 ** 20, 8, 1)):
+        with pytest.raises(ValueError, match="scrypt parameters"):
+            ScryptParams(*bad)
+
+
+def test_hash_with_other_parameters_and_rehash_decision():
+    from printhost.api.auth.passwords import ScryptParams, needs_rehash, params_of
+    light = ScryptParams(2 ** 10, 8, 1)
+    encoded = hash_password("pw-rehash-1", light)
+    assert encoded.startswith("scrypt$1024$8$1$")
+    assert params_of(encoded) == light
+    # Verification reads the parameters from the string, whatever is configured now.
+    assert verify_password("pw-rehash-1", encoded)
+    assert needs_rehash(encoded)                       # against the defaults
+    assert not needs_rehash(encoded, light)
+    assert not needs_rehash(hash_password("pw-rehash-1"))
+    assert needs_rehash("not a hash")
+    assert params_of("scrypt$3$8$1$AAAAAAAAAAA=$AAAAAAAAAAAAAAAAAAAAAA==") is None
+    # A hash with a shorter digest than printhost makes is renewed too.
+    n, r, p, salt, digest = encoded.split("$")[1:]
+    short = "$".join(["scrypt", n, r, p, salt, base64.b64encode(
+        base64.b64decode(digest)[:16]).decode()])
+    assert needs_rehash(short, light)
+
+
+def test_dummy_hash_follows_the_parameters():
+    from printhost.api.auth.passwords import ScryptParams, params_of
+    light = ScryptParams(2 ** 10, 8, 1)
+    assert params_of(dummy_hash(light)) == light
+    assert dummy_hash(light) == dummy_hash(light)
+    assert params_of(dummy_hash()) == passwords.DEFAULT_PARAMS
+
+
+def test_concurrent_hashes_are_bounded(monkeypatch):
+    """No more than HASH_SLOTS scrypt runs at once, however many threads ask."""
+    import threading
+    import time as _time
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+    real = hashlib.scrypt
+
+    def slow_scrypt(*args, **kwargs):
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        _time.sleep(0.02)
+        with lock:
+            running -= 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(passwords.hashlib, "scrypt", slow_scrypt)
+    light = passwords.ScryptParams(2 ** 10, 8, 1)
+    threads = [threading.Thread(target=hash_password, args=("pw-threads", light))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == passwords.HASH_SLOTS

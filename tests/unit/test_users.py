@@ -1,8 +1,7 @@
-"""User records: validation, password changes, revocation, roles and the first admin."""
+"""User records: validation, password changes, revocation, roles, deactivation, rehashing."""
 
 from __future__ import annotations
 
-import stat
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -13,15 +12,20 @@ from printhost.store import users
 from printhost.store.db import Store
 from printhost.store.users import (
     ROLES,
+    LastAdmin,
+    UserExists,
     UserNotFound,
     add_user,
     delete_user,
-    ensure_initial_admin,
     get_user,
+    highest_role,
     list_users,
+    public_record,
+    rehash_if_needed,
     revoke_tokens,
     role_grants,
     set_password,
+    update_user,
     validate_password,
     validate_username,
     verify_credentials,
@@ -217,27 +221,113 @@ def test_role_hierarchy():
         role_grants("admin", "superuser")
 
 
-def test_initial_admin_created_once(tmp_path):
-    state = tmp_path / "state"
-    store = Store(state)
-    path = ensure_initial_admin(store, state)
-    assert path == str(state / "initial_admin_password")
-    assert stat.S_IMODE((state / "initial_admin_password").stat().st_mode) == 0o600
-    password = (state / "initial_admin_password").read_text().strip()
-    assert len(password) >= 16
-    admin = verify_credentials(store, "admin", password)
-    assert admin is not None and admin["role"] == "admin"
-    assert ensure_initial_admin(store, state) is None
-    assert [u["username"] for u in list_users(store)] == ["admin"]
+LIGHT = passwords.ScryptParams(2 ** 10, 8, 1)
 
 
-def test_no_initial_admin_when_users_exist(tmp_path):
-    state = tmp_path / "state"
-    store = Store(state)
-    add_user(store, "alice", "viewer", "password1")
-    assert ensure_initial_admin(store, state) is None
-    assert not (state / "initial_admin_password").exists()
-    assert get_user(store, "admin") is None
+def test_new_users_are_active_and_listed_without_secrets(store):
+    add_user(store, "alice", "admin", "password1")
+    record = get_user(store, "alice")
+    assert record["active"] is True
+    assert record["password_changed_at"] == record["created_at"]
+    shown = public_record(record)
+    assert shown == {"username": "alice", "role": "admin", "active": True,
+                     "created_at": shown["created_at"]}
+    assert shown["created_at"].endswith("Z") and "+" not in shown["created_at"]
+
+
+def test_duplicate_is_a_user_exists_error(store):
+    add_user(store, "alice", "admin", "password1")
+    with pytest.raises(UserExists):
+        add_user(store, "Alice", "viewer", "password1")
+
+
+def test_records_without_active_count_as_active(store):
+    """Records written before deactivation existed have no `active` member."""
+    add_user(store, "alice", "operator", "password1")
+    with store.transaction() as db:
+        db.table("users").update(lambda doc: doc.pop("active"))
+    assert "active" not in get_user(store, "alice")
+    assert verify_credentials(store, "alice", "password1") is not None
+    assert list_users(store)[0]["username"] == "alice"
+
+
+def test_update_user_changes_role_and_revokes(store):
+    add_user(store, "root", "admin", "password1")
+    v0 = add_user(store, "alice", "viewer", "password1")["token_version"]
+    shown = update_user(store, "alice", role="operator")
+    assert shown["role"] == "operator" and shown["active"] is True
+    assert get_user(store, "alice")["token_version"] == v0 + 1
+    # No change, no bump.
+    update_user(store, "alice", role="operator")
+    assert get_user(store, "alice")["token_version"] == v0 + 1
+    with pytest.raises(ValueError, match="role"):
+        update_user(store, "alice", role="root")
+    with pytest.raises(UserNotFound):
+        update_user(store, "ghost", role="viewer")
+
+
+def test_deactivated_user_cannot_log_in_but_costs_the_same(store, monkeypatch):
+    add_user(store, "root", "admin", "password1")
+    add_user(store, "alice", "operator", "password1")
+    v0 = get_user(store, "alice")["token_version"]
+    assert update_user(store, "alice", active=False)["active"] is False
+    assert get_user(store, "alice")["token_version"] == v0 + 1
+    seen = []
+    real = passwords.verify_password
+    monkeypatch.setattr(users, "verify_password",
+                        lambda pw, enc: seen.append(enc) or real(pw, enc))
+    assert verify_credentials(store, "alice", "password1") is None
+    assert seen == [get_user(store, "alice")["password_hash"]]   # the full check ran
+    update_user(store, "alice", active=True)
+    assert verify_credentials(store, "alice", "password1") is not None
+
+
+def test_the_last_active_admin_is_protected(store):
+    add_user(store, "root", "admin", "password1")
+    add_user(store, "second", "admin", "password1")
+    update_user(store, "second", active=False)
+    # `second` is inactive, so root is the last active admin.
+    for change in ({"role": "operator"}, {"active": False}):
+        with pytest.raises(LastAdmin):
+            update_user(store, "root", **change)
+    with pytest.raises(LastAdmin):
+        delete_user(store, "root")
+    assert get_user(store, "root")["role"] == "admin"
+    update_user(store, "second", active=True)
+    update_user(store, "root", role="viewer")
+    assert get_user(store, "root")["role"] == "viewer"
+
+
+def test_rehash_on_login_when_parameters_change(store):
+    add_user(store, "alice", "operator", "password1", params=LIGHT)
+    old_hash = get_user(store, "alice")["password_hash"]
+    version = get_user(store, "alice")["token_version"]
+    assert old_hash.startswith("scrypt$1024$")
+    user = verify_credentials(store, "alice", "password1", params=LIGHT)
+    assert rehash_if_needed(store, "alice", "password1", user["password_hash"], LIGHT) is False
+    assert rehash_if_needed(store, "alice", "password1", old_hash) is True
+    renewed = get_user(store, "alice")
+    assert renewed["password_hash"].startswith("scrypt$16384$8$1$")
+    assert renewed["token_version"] == version                 # tokens stay valid
+    assert verify_credentials(store, "alice", "password1") is not None
+    # Compare-and-set: a password changed meanwhile is never overwritten.
+    set_password(store, "alice", "password2", params=LIGHT)
+    assert rehash_if_needed(store, "alice", "password1", old_hash) is False
+    assert verify_credentials(store, "alice", "password2") is not None
+
+
+def test_adding_a_user_ends_a_pending_setup(store):
+    with store.transaction() as db:
+        db.table("setup_code").insert({"digest": "x", "expires_at": 2e9})
+    add_user(store, "alice", "admin", "password1")
+    assert store.table_snapshot("setup_code") == []
+
+
+def test_highest_role():
+    assert highest_role(["viewer", "admin", "operator"]) == "admin"
+    assert highest_role("operator") == "operator"
+    assert highest_role(["root", 3]) is None
+    assert highest_role(None) is None
 
 
 def test_unknown_user_errors_are_value_errors(store):

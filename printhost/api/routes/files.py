@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from printhost.api.auth.guard import Principal
 from printhost.api.endpoint import MULTIPART, EndpointSet
 from printhost.api.errors import ApiError
-from printhost.api.schemas import FILE_INFO, FILE_LIST, RESULT_OK
+from printhost.api.schemas import FILE_INFO, FILE_LIST, RESULT_OK, file_name_field
 from printhost.store.files import FileNameError, GCodeFiles
 
 endpoints = EndpointSet()
@@ -49,7 +49,8 @@ def _printing_file(request: Request) -> str | None:
 
 
 @endpoints.route("POST", "/api/v1/files", summary="Upload a G-code file", role="operator",
-                 request=MULTIPART, response=FILE_INFO, status=201, errors=(409,))
+                 request=MULTIPART, response=FILE_INFO, status=201, errors=(409,),
+                 rate_limited=True)
 async def upload(request: Request, _: Principal | None) -> JSONResponse:
     """Multipart upload with the file in the part named `file`; replaces a file of the same name.
 
@@ -71,7 +72,7 @@ async def upload(request: Request, _: Principal | None) -> JSONResponse:
         name = upload.filename or ""
         files: GCodeFiles = request.app.state.files
         try:
-            files.path_for(name)
+            await run_in_threadpool(files.path_for, name)
         except FileNameError as exc:
             raise ApiError(400, "Invalid upload", fields={"file": str(exc)}) from None
         if _printing_file(request) == name:
@@ -90,18 +91,23 @@ async def list_files(request: Request, _: Principal | None) -> dict:
 
 
 @endpoints.route("DELETE", "/api/v1/files/{name}", summary="Delete an uploaded file",
-                 role="operator", response=RESULT_OK, errors=(400, 404, 409))
+                 role="operator", response=RESULT_OK, errors=(400, 404, 409),
+                 path_params={"name": file_name_field("The file's name, URL-encoded")})
 async def delete_file(request: Request, _: Principal | None) -> dict:
     """Remove a file; refused with 409 while it is being printed."""
     name = request.path_params["name"]
     files: GCodeFiles = request.app.state.files
     try:
-        path = files.path_for(name)
+        path = await run_in_threadpool(files.path_for, name)
     except FileNameError as exc:
         raise ApiError(400, "Invalid file name", fields={"name": str(exc)}) from None
-    if not path.is_file():
+    if not await run_in_threadpool(path.is_file):
         raise ApiError(404, "File not found")
     if _printing_file(request) == name:
         raise ApiError(409, "File is being printed")
-    await run_in_threadpool(files.delete, name)
+    try:
+        await run_in_threadpool(files.delete, name)
+    except FileNotFoundError:
+        # Another request deleted it since the check above.
+        raise ApiError(404, "File not found") from None
     return {"result": "ok"}

@@ -17,12 +17,14 @@ from printhost.api.auth.guard import Principal
 from printhost.api.endpoint import EndpointSet
 from printhost.api.errors import ApiError
 from printhost.api.routes.printer import send_command
-from printhost.api.schemas import (EMPTY, PID_TUNE, PID_TUNE_REQUEST, PID_TUNE_SAVED,
-                                   TARGET_REQUEST, TARGET_SET, read_json)
+from printhost.api.schemas import (EMPTY, HEATER_NAME, PID_TUNE, PID_TUNE_REQUEST,
+                                   PID_TUNE_SAVED, TARGET_REQUEST, TARGET_SET, read_json)
 from printhost.control.autotune import ConfigWriteError, write_pid_to_config
 from printhost.ipc.channel import Command
 
 endpoints = EndpointSet()
+
+NAME = {"name": HEATER_NAME}
 
 HEATER_NAMES = ("extruder", "heater_bed")
 
@@ -46,7 +48,7 @@ def _tune_status(request: Request, name: str) -> dict:
 
 @endpoints.route("POST", "/api/v1/heaters/{name}/target", summary="Set a heater's target",
                  role="operator", request=TARGET_REQUEST, response=TARGET_SET,
-                 errors=(404, 409, 503))
+                 errors=(404, 409, 503), path_params=NAME)
 async def set_target(request: Request, _: Principal | None) -> dict:
     """Sets the target of `extruder` or `heater_bed` as M104/M140 would (0 turns it off).
     400 with `fields` for a target that is not a number, negative or above the heater's
@@ -64,7 +66,7 @@ async def set_target(request: Request, _: Principal | None) -> dict:
 
 @endpoints.route("POST", "/api/v1/heaters/{name}/pid_tune", summary="Start a PID autotune",
                  role="admin", request=PID_TUNE_REQUEST, response=PID_TUNE, status=202,
-                 errors=(404, 409, 503))
+                 errors=(404, 409, 503), path_params=NAME, rate_limited=True)
 async def start_tune(request: Request, _: Principal | None) -> dict:
     """Runs a relay autotune on the live heater (`extruder` or `heater_bed`) at `target`:
     the heater is switched fully on below and off above the target for several cycles,
@@ -82,7 +84,7 @@ async def start_tune(request: Request, _: Principal | None) -> dict:
 
 
 @endpoints.route("GET", "/api/v1/heaters/{name}/pid_tune", summary="PID autotune progress",
-                 role="viewer", response=PID_TUNE, errors=(404,))
+                 role="viewer", response=PID_TUNE, errors=(404,), path_params=NAME)
 async def get_tune(request: Request, _: Principal | None) -> dict:
     """The latest tune of this heater since the control process started: progress while
     running, the gains (Klipper units) when done; `state` is `idle` if there was none."""
@@ -92,7 +94,8 @@ async def get_tune(request: Request, _: Principal | None) -> dict:
 
 @endpoints.route("POST", "/api/v1/heaters/{name}/pid_tune/save",
                  summary="Save the tuned PID gains to the config file", role="admin",
-                 request=EMPTY, response=PID_TUNE_SAVED, errors=(404, 409))
+                 request=EMPTY, response=PID_TUNE_SAVED, errors=(404, 409),
+                 path_params=NAME, rate_limited=True)
 async def save_tune(request: Request, _: Principal | None) -> dict:
     """Writes `pid_kp`, `pid_ki` and `pid_kd` of the finished tune into the heater's table of
     the service's config file (the table is appended if absent); nothing else in the file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from printhost import __version__
 from printhost.api.auth.guard import Principal
@@ -15,7 +15,7 @@ endpoints = EndpointSet()
 
 
 @endpoints.route("GET", "/api/v1/health", summary="Liveness and readiness", role=None,
-                 response=HEALTH, errors=(503,))
+                 response=HEALTH, errors=(503,), error_bodies={503: HEALTH})
 async def health(request: Request, _: Principal | None) -> JSONResponse:
     """No authentication. 200 when the control process runs, 503 (with the same body) when not."""
     reason = request.app.state.link.unavailable_reason()
@@ -36,4 +36,4 @@ async def jobs(request: Request, _: Principal | None) -> dict:
                  role=None, response=None)
 async def openapi(request: Request, _: Principal | None) -> JSONResponse:
     """No authentication. Generated from the route declarations in the code."""
-    return JSONResponse(request.app.state.openapi)
+    return Response(request.app.state.openapi_json, media_type="application/json")

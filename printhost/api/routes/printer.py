@@ -52,16 +52,16 @@ async def status(request: Request, _: Principal | None) -> dict:
 
 @endpoints.route("POST", "/api/v1/print", summary="Start printing an uploaded file",
                  role="operator", request=PRINT_REQUEST, response=PRINT_RESPONSE,
-                 errors=(404, 409, 503))
+                 errors=(404, 409, 503), rate_limited=True)
 async def start_print(request: Request, principal: Principal | None) -> dict:
     """Start a job for a file uploaded with `POST /api/v1/files`."""
     body = await read_json(request, PRINT_REQUEST)
     files = request.app.state.files
     try:
-        path = files.path_for(body["file"])
+        path = await run_in_threadpool(files.path_for, body["file"])
     except FileNameError as exc:
         raise ApiError(400, "Invalid request body", fields={"file": str(exc)}) from None
-    if not path.is_file():
+    if not await run_in_threadpool(path.is_file):
         raise ApiError(404, "File not found")
     job_id = uuid.uuid4().hex[:16]
     await send_command(request, Command.PRINT,
