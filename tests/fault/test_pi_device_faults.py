@@ -128,6 +128,7 @@ def test_i2c_failure_shuts_the_dependent_heater_down_within_1s(
     state, off_at = _watch(pi, lambda s: s["outputs"]["chamber_heater"] == 0.0, 3.0,
                            "chamber heater off")
     reaction_s = off_at - injected
+    print(f"row 8: {sensor} {kind}: chamber heater off {reaction_s:.3f} s after the fault")
     assert reaction_s <= ROW8_BOUND_S, reaction_s
     # Bounded retries: three attempts per poll (0.25 s apart), not a retry storm.
     polls = reaction_s / 0.25 + 2
