@@ -465,9 +465,9 @@ class ChamberSettings:
                                     doc="ads1115: pull-up of the divider, ohm")
     reference_v: float = _field(3.3, min=0.1, max=5.5,
                                 doc="ads1115: voltage at the top of the divider, V")
-    poll_interval_s: float = _field(0.25, min=0.05, max=0.3,
+    poll_interval_s: float = _field(0.25, min=0.05, max=0.25,
                                     doc="time between sensor readings, s (the heater shuts down "
-                                        "after 0.9 s without a good reading)")
+                                        "after 0.7 s without a good reading)")
     heater_pin: str = _field("", doc="Pi GPIO of the chamber heater's relay or SSR; empty: none")
     heater_active_high: bool = _field(True, doc="false for relays that switch on a low input")
     min_temp: float = _field(0.0, min=-40.0, max=100.0,

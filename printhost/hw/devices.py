@@ -203,6 +203,43 @@ class PiDevices:
         self._closers.clear()
 
 
+def output_pins_off_levels(settings: Settings) -> dict[str, bool]:
+    """Each configured output pin and the level that means off: the chamber heater,
+    the fans, the LED, and the PSU relay where an emergency cuts it."""
+    d, c = settings.devices, settings.chamber
+    pins: dict[str, bool] = {}
+    if c.heater_pin:
+        pins[c.heater_pin] = not c.heater_active_high
+    for fan in (d.hotend_fan, d.controller_fan):
+        if fan.pin:
+            pins[fan.pin] = not fan.active_high
+    if d.status_led.pin:
+        pins[d.status_led.pin] = not d.status_led.active_high
+    if d.psu.pin and d.psu.off_on_emergency:
+        pins[d.psu.pin] = not d.psu.active_high
+    return pins
+
+
+def force_outputs_off(settings: Settings, *, pin_factory: Any = None) -> list[str]:
+    """Drive every Pi output pin to off from outside the control process.
+
+    A Pi GPIO keeps its level when the process that drove it dies, so after the
+    control process has gone (killed, crashed, frozen and killed) the supervisor claims
+    each line, writes its off level and releases it again. Returns the pins it could
+    not claim; the caller logs them.
+    """
+    from gpiozero import DigitalOutputDevice
+    failed: list[str] = []
+    for pin, off_level in output_pins_off_levels(settings).items():
+        try:
+            out = DigitalOutputDevice(pin, initial_value=off_level, pin_factory=pin_factory)
+            out.close()
+        except Exception as exc:
+            log.error("could not switch %s off after the control process ended: %s", pin, exc)
+            failed.append(pin)
+    return failed
+
+
 def any_configured(settings: Settings) -> bool:
     d = settings.devices
     return (settings.chamber.sensor != "none"

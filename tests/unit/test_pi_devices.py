@@ -365,3 +365,25 @@ def test_m141_without_a_chamber_heater_is_an_error():
     printer.heaters["extruder"].set_target(100.0)
     assert printer.interp.execute(parse_line("M81", 8)) is None
     assert printer.heaters["extruder"].target_c == 0.0
+
+
+def test_outputs_are_forced_off_from_outside_the_control_process():
+    from gpiozero import DigitalOutputDevice
+    from gpiozero.pins.mock import MockFactory
+
+    from printhost.hw.devices import force_outputs_off, output_pins_off_levels
+    settings = _settings({**ALL_DEVICES, "psu": {"pin": "GPIO17", "active_high": False}},
+                         {"sensor": "aht10", "heater_pin": "GPIO5"})
+    levels = output_pins_off_levels(settings)
+    assert levels == {"GPIO5": False, "GPIO18": False, "GPIO13": False, "GPIO27": False,
+                      "GPIO17": True}
+    factory = MockFactory()
+    # What a dead control process leaves behind: every output on, lines released.
+    for pin, off in levels.items():
+        DigitalOutputDevice(pin, initial_value=not off, pin_factory=factory).close()
+    assert force_outputs_off(settings, pin_factory=factory) == []
+    for pin, off in levels.items():
+        assert factory.pin(int(pin[4:])).state == off, pin
+    # Without off_on_emergency the PSU is left alone.
+    keep = _settings({"psu": {"pin": "GPIO17", "off_on_emergency": False}})
+    assert output_pins_off_levels(keep) == {}
