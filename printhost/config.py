@@ -119,7 +119,7 @@ def _hotend_body() -> ThermalBodySettings:
 
 
 def _chamber_body() -> ThermalBodySettings:
-    return ThermalBodySettings(heater_power_w=200.0, heat_capacity_j_k=8000.0, loss_w_k=2.5,
+    return ThermalBodySettings(heater_power_w=200.0, heat_capacity_j_k=8000.0, loss_w_k=5.0,
                                fan_loss_w_k=0.0, sensor_lag_s=10.0)
 
 
