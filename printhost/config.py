@@ -193,6 +193,11 @@ def _hotend_body() -> ThermalBodySettings:
                                fan_loss_w_k=0.04, sensor_lag_s=2.0)
 
 
+def _chamber_body() -> ThermalBodySettings:
+    return ThermalBodySettings(heater_power_w=200.0, heat_capacity_j_k=8000.0, loss_w_k=5.0,
+                               fan_loss_w_k=0.0, sensor_lag_s=10.0)
+
+
 def _bed_body() -> ThermalBodySettings:
     return ThermalBodySettings(heater_power_w=220.0, heat_capacity_j_k=450.0, loss_w_k=1.6,
                                fan_loss_w_k=0.0, sensor_lag_s=4.0)
@@ -208,6 +213,9 @@ class SimulationSettings:
                                   doc="toolhead position at power-on, before homing (x, y, z)")
     hotend: ThermalBodySettings = field(default_factory=_hotend_body)
     bed: ThermalBodySettings = field(default_factory=_bed_body)
+    chamber: ThermalBodySettings = field(default_factory=_chamber_body)
+    chamber_humidity_pct: float = _field(40.0, min=0.0, max=100.0,
+                                         doc="relative humidity the simulated chamber sensor reports")
 
 
 # --------------------------------------------------------------------------- printer
@@ -432,6 +440,122 @@ class PauseSettings:
     park_on_cancel: bool = _field(True, doc="lift and park after a cancel")
 
 
+# --------------------------------------------------------------------------- Pi devices
+
+_GPIO_DOC = "Pi GPIO pin, BCM name GPIO0..GPIO27; empty: not fitted"
+
+
+@dataclass(frozen=True)
+class PsuDeviceSettings:
+    """A relay (or SSR) on a Pi GPIO switching the printer's power supply (M80/M81)."""
+    pin: str = _field("", doc=_GPIO_DOC)
+    active_high: bool = _field(True, doc="false for relay boards that switch on a low input")
+    on_at_start: bool = _field(True, doc="switch the printer's power on when printhost starts")
+    off_on_emergency: bool = _field(True, doc="cut the printer's power on an emergency stop "
+                                              "(button or M112)")
+
+
+@dataclass(frozen=True)
+class StatusLedDeviceSettings:
+    """A status LED on a Pi GPIO: steady when ready, slow blink while printing, fast
+    blink after a fault."""
+    pin: str = _field("", doc=_GPIO_DOC)
+    active_high: bool = _field(True, doc="false when the LED is wired from 3.3 V to the pin")
+
+
+@dataclass(frozen=True)
+class EStopDeviceSettings:
+    """An emergency-stop button on a Pi GPIO: pressing it shuts the printer down at once."""
+    pin: str = _field("", doc=_GPIO_DOC)
+    pull_up: bool = _field(True, doc="internal pull-up with the switch to GND; false: "
+                                     "pull-down with the switch to 3.3 V")
+    normally_closed: bool = _field(True, doc="the contact opens when pressed, so a cut wire "
+                                             "also stops the printer")
+
+
+@dataclass(frozen=True)
+class RunoutDeviceSettings:
+    """A filament runout switch on a Pi GPIO: losing filament pauses the print."""
+    pin: str = _field("", doc=_GPIO_DOC)
+    pull_up: bool = _field(True, doc="internal pull-up with the switch to GND; false: pull-down")
+    present_when_closed: bool = _field(True, doc="the filament holds the contact closed; "
+                                                 "false for switches that open with filament in")
+    debounce_s: float = _field(0.1, min=0.001, max=5.0,
+                               doc="the switch must be stable this long before it counts, s")
+
+
+@dataclass(frozen=True)
+class PiFanDeviceSettings:
+    """A PWM fan on a Pi GPIO (through a MOSFET or the fan's PWM input)."""
+    pin: str = _field("", doc=_GPIO_DOC)
+    active_high: bool = _field(True, doc="false when the pin is low while the fan runs")
+    pwm_frequency_hz: float = _field(100.0, min=1.0, max=10000.0, doc="PWM frequency, Hz")
+    max_power: float = _field(1.0, min=0.01, max=1.0, doc="duty cycle at full speed")
+    off_below: float = _field(0.0, min=0.0, max=1.0, doc="speeds below this turn the fan off")
+    fan_speed: float = _field(1.0, min=0.0, max=1.0, doc="speed while the fan is on")
+
+
+@dataclass(frozen=True)
+class HotendFanDeviceSettings(PiFanDeviceSettings):
+    """The hotend (heat-break) fan: on while the extruder is hot or has a target."""
+    heater_temp: float = _field(50.0, min=0.0, max=200.0,
+                                doc="the fan runs while the extruder is above this, C")
+
+
+@dataclass(frozen=True)
+class ControllerFanDeviceSettings(PiFanDeviceSettings):
+    """The electronics fan: on while the printer moves or heats, then for idle_timeout_s."""
+    idle_timeout_s: float = _field(30.0, min=0.0, max=3600.0,
+                                   doc="how long the fan keeps running after the last motion "
+                                       "or heating, s")
+
+
+@dataclass(frozen=True)
+class DevicesSettings:
+    """Devices wired to the Raspberry Pi itself (GPIO through gpiozero, I2C through smbus2)."""
+    backend: str = _field("simulated", choices=("simulated", "pi"),
+                          doc="simulated: gpiozero's mock pins and a simulated I2C bus, with a "
+                              "control socket to press buttons and inject faults; pi: the "
+                              "Pi's real pins (gpiozero's default pin factory) and /dev/i2c-N")
+    i2c_bus: int = _field(1, min=0, max=31, doc="I2C bus number (/dev/i2c-N); 1 is the header's")
+    psu: PsuDeviceSettings = _section(PsuDeviceSettings)
+    status_led: StatusLedDeviceSettings = _section(StatusLedDeviceSettings)
+    estop: EStopDeviceSettings = _section(EStopDeviceSettings)
+    runout: RunoutDeviceSettings = _section(RunoutDeviceSettings)
+    hotend_fan: HotendFanDeviceSettings = _section(HotendFanDeviceSettings)
+    controller_fan: ControllerFanDeviceSettings = _section(ControllerFanDeviceSettings)
+
+
+@dataclass(frozen=True)
+class ChamberSettings:
+    """Chamber sensor on the Pi's I2C bus, and an optional chamber heater on a Pi GPIO."""
+    sensor: str = _field("none", choices=("none", "aht10", "aht20", "ads1115"),
+                         doc="none; aht10/aht20: digital temperature and humidity sensor; "
+                             "ads1115: a thermistor divider read by an ADS1115 ADC")
+    i2c_address: int = _field(0, min=0, max=0x77,
+                              doc="0: the chip's default (0x38 AHT10/AHT20, 0x48 ADS1115)")
+    adc_channel: int = _field(0, min=0, max=3, doc="ads1115: input of the thermistor divider")
+    sensor_type: str = _field("Generic 3950", doc="ads1115: thermistor preset (docs/devices.md)")
+    pullup_resistor: float = _field(4700.0, min=1.0, max=10000000.0,
+                                    doc="ads1115: pull-up of the divider, ohm")
+    reference_v: float = _field(3.3, min=0.1, max=5.5,
+                                doc="ads1115: voltage at the top of the divider, V")
+    poll_interval_s: float = _field(0.25, min=0.05, max=0.25,
+                                    doc="time between sensor readings, s (the heater shuts down "
+                                        "after 0.7 s without a good reading)")
+    heater_pin: str = _field("", doc="Pi GPIO of the chamber heater's relay or SSR; empty: none")
+    heater_active_high: bool = _field(True, doc="false for relays that switch on a low input")
+    min_temp: float = _field(0.0, min=-40.0, max=100.0,
+                             doc="a reading below this is a sensor fault: shutdown")
+    max_temp: float = _field(70.0, min=1.0, max=120.0,
+                             doc="a reading above this is a fault: shutdown; targets above are refused")
+    max_delta: float = _field(1.0, min=0.1, max=20.0,
+                              doc="the heater switches on below target - max_delta and off "
+                                  "above target + max_delta, C")
+    check_gain_time: float = _field(180.0, min=10.0, max=3600.0,
+                                    doc="a rising target must gain 2 C within this time, s")
+
+
 # --------------------------------------------------------------------------- top level
 
 @dataclass(frozen=True)
@@ -451,10 +575,28 @@ class Settings:
     heaters: HeatersSettings = _section(HeatersSettings)
     fan: FanSettings = _section(FanSettings)
     pause: PauseSettings = _section(PauseSettings)
+    devices: DevicesSettings = _section(DevicesSettings)
+    chamber: ChamberSettings = _section(ChamberSettings)
     source: str = field(default="<defaults>", metadata={"internal": True})
 
     def state_path(self) -> Path:
         return Path(os.path.expanduser(self.server.state_dir))
+
+    def heater_settings(self) -> dict[str, HeaterSettings]:
+        """Every heater by name: extruder, heater_bed and, when fitted, chamber."""
+        heaters = {"extruder": self.heaters.extruder, "heater_bed": self.heaters.heater_bed}
+        if self.chamber.heater_pin:
+            heaters["chamber"] = chamber_heater_settings(self.chamber)
+        return heaters
+
+
+def chamber_heater_settings(c: ChamberSettings) -> HeaterSettings:
+    """The chamber heater as a generic heater: watermark control (a relay must not be
+    switched at PWM rates), on a Pi GPIO, limits from [chamber]."""
+    return HeaterSettings(min_temp=c.min_temp, max_temp=c.max_temp, max_power=1.0,
+                          control="watermark", max_delta=c.max_delta, heater_pin=c.heater_pin,
+                          sensor_pin="", sensor_type=c.sensor_type,
+                          pullup_resistor=c.pullup_resistor)
 
 
 # --------------------------------------------------------------------------- loading
@@ -600,6 +742,46 @@ def _check_pins(s: Settings) -> None:
         check(f"heaters.{name}.heater_pin", h.heater_pin, required=True)
         check(f"heaters.{name}.sensor_pin", h.sensor_pin, required=True, is_input=True)
     check("fan.pin", s.fan.pin, required=False)
+    _check_pi_devices(s)
+
+
+def _check_pi_devices(s: Settings) -> None:
+    """Pi GPIO names must be valid and used once; the chamber heater needs its sensor."""
+    from printhost.hw.gpio import check_pin
+    d, c = s.devices, s.chamber
+    used: dict[str, str] = {}
+    if c.sensor != "none":
+        # Bus 1's SDA and SCL; a device on them would break the chamber sensor.
+        used = {"GPIO2": "the I2C bus (SDA)", "GPIO3": "the I2C bus (SCL)"}
+    pins = [(f"devices.{name}.pin", getattr(d, name).pin)
+            for name in ("psu", "status_led", "estop", "runout", "hotend_fan", "controller_fan")]
+    pins.append(("chamber.heater_pin", c.heater_pin))
+    for key, pin in pins:
+        if not pin:
+            continue
+        try:
+            check_pin(pin)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+        if pin in used:
+            raise ConfigError(f"{key}: {pin} is already used by {used[pin]}")
+        used[pin] = key
+    if c.heater_pin and c.sensor == "none":
+        raise ConfigError("chamber.heater_pin: a chamber heater needs chamber.sensor")
+    if c.min_temp >= c.max_temp:
+        raise ConfigError("chamber.max_temp: must be greater than min_temp")
+    if c.sensor == "ads1115":
+        from printhost.sensors.thermistor import sensor
+        try:
+            sensor(c.sensor_type)
+        except ValueError as exc:
+            raise ConfigError(f"chamber.sensor_type: {exc}") from None
+    if c.i2c_address:
+        allowed = {"aht10": (0x38, 0x39), "aht20": (0x38,), "ads1115": (0x48, 0x49, 0x4A, 0x4B),
+                   "none": ()}[c.sensor]
+        if c.i2c_address not in allowed:
+            raise ConfigError(f"chamber.i2c_address: 0x{c.i2c_address:02x} is not an address "
+                              f"of {c.sensor} ({', '.join(f'0x{a:02x}' for a in allowed) or 'no sensor'})")
 
 
 def parse_settings(data: dict[str, Any], source: str = "<string>") -> Settings:

@@ -23,7 +23,8 @@ from typing import BinaryIO, Iterator
 KNOWN_COMMANDS = frozenset({
     "G0", "G1", "G2", "G3", "G4", "G10", "G11", "G17", "G18", "G19", "G20", "G21", "G28",
     "G90", "G91", "G92", "M82", "M83", "M104", "M109", "M140", "M190", "M106", "M107",
-    "M204", "M220", "M221", "M400", "M84", "M18", "M114", "M112",
+    "M204", "M220", "M221", "M400", "M84", "M18", "M114", "M112", "M80", "M81", "M141",
+    "M191",
 })
 
 # Commands whose parameters may be bare letters meaning "this axis": `G28 X Y` homes

@@ -8,7 +8,11 @@ For each axis (X, Y, Z order) the sequence is:
 3. the MCU stops the axis' steppers the moment the switch reads triggered; the host
    sees the trsync report, drops the rest of the move, tells the steppers to restart
    their step clocks, and takes the axis to be at `position_endstop`.
-A move that ends without a trigger is an error naming the axis, as is a trsync that
+When the host's clock says the move is over without a trigger, the host does not
+conclude anything yet: it asks the MCU to end the trsync ("past end time") and waits
+for its answer. An MCU running late (a busy simulated board, a slow link) may still
+report the switch first, and that report wins; only "past end time" means the move
+really ended without a trigger, which is an error naming the axis, as is a trsync that
 expired (the host stopped extending it). The wait returned to the G-code interpreter
 finishes when all requested axes are homed.
 """
@@ -16,11 +20,12 @@ finishes when all requested axes are homed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from printhost.config import Settings
 from printhost.control.gcode import GCodeError
-from printhost.mcu.endstops import REASON_ENDSTOP_HIT
+from printhost.mcu.endstops import REASON_ENDSTOP_HIT, REASON_PAST_END_TIME
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +34,17 @@ _AXES = "xyz"
 HOMING_TRAVEL_FACTOR = 1.5
 
 
+# How long (host time) the MCU gets to answer the request to end a homing move.
+END_ANSWER_TIMEOUT_S = 2.0
+
+
 class HomingError(GCodeError):
-    """Homing failed; the message names the axis and why."""
+    """Homing failed; the message names the axis and why (the job adds the line)."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.lineno = 0
+        self.message = message
 
 
 class McuHoming:
@@ -62,10 +76,19 @@ class McuHoming:
                 endstop = self.endstops[axis]
                 if not endstop.triggered:
                     if self.toolhead.is_idle():
-                        endstop.disarm()
-                        raise HomingError(f"no trigger on {axis.upper()} after full movement "
-                                          f"(is the endstop wired to {endstop.pin}?)")
+                        if phase == "moving":
+                            endstop.request_end(REASON_PAST_END_TIME)
+                            state["phase"] = "ending"
+                            state["ending_since"] = time.monotonic()
+                        elif time.monotonic() - state["ending_since"] > END_ANSWER_TIMEOUT_S:
+                            endstop.disarm()
+                            raise HomingError(f"homing {axis.upper()}: the MCU did not answer "
+                                              f"the end of the move")
                     return False
+                if endstop.trigger_reason == REASON_PAST_END_TIME:
+                    endstop.disarm()
+                    raise HomingError(f"no trigger on {axis.upper()} after full movement "
+                                      f"(is the endstop wired to {endstop.pin}?)")
                 self._finish(axis)
                 queue.pop(0)
                 state["phase"] = "idle"

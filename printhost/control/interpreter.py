@@ -114,7 +114,12 @@ class GCodeInterpreter:
             "M220": self._speed_factor, "M221": self._extrude_factor,
             "M400": self._wait_moves, "M84": self._motors_off, "M18": self._motors_off,
             "M114": self._report_position,
+            "M141": self._set_chamber, "M191": self._set_chamber_wait,
+            "M80": self._power_on, "M81": self._power_off,
         }
+        # Switches the printer's power supply (a PSU relay on the Pi); returns False
+        # when there is none. Set by the printer when Pi devices are attached.
+        self.power: Callable[[bool], bool] | None = None
 
     # ----------------------------------------------------------------- state
     def sync_from_toolhead(self) -> None:
@@ -400,6 +405,35 @@ class GCodeInterpreter:
     def _set_bed_wait(self, cmd: GCodeCommand) -> Wait:
         self._set_bed(cmd)
         return self._wait_heater("heater_bed")
+
+    def _chamber(self) -> str:
+        if "chamber" not in self.heaters:
+            raise CommandError("no chamber heater is configured ([chamber] heater_pin)")
+        return "chamber"
+
+    def _set_chamber(self, cmd: GCodeCommand) -> None:
+        self.heaters[self._chamber()].set_target(self._target(cmd))
+
+    def _set_chamber_wait(self, cmd: GCodeCommand) -> Wait:
+        self._set_chamber(cmd)
+        return self._wait_heater("chamber")
+
+    def _power_on(self, cmd: GCodeCommand) -> None:
+        """M80: printer power on through the PSU relay (nothing to do without one)."""
+        if self.power is None or not self.power(True):
+            log.info("line %d: M80 ignored: no PSU relay is configured", cmd.lineno)
+
+    def _power_off(self, cmd: GCodeCommand) -> Wait | None:
+        """M81: heaters off, then printer power off. Queued moves finish first, as the
+        relay cuts the steppers' power too."""
+        self.heaters.all_off()
+        if self.power is None:
+            log.info("line %d: M81 turned the heaters off; no PSU relay is configured",
+                     cmd.lineno)
+            return None
+        self.toolhead.flush()
+        power = self.power
+        return lambda: self.toolhead.is_idle() and (power(False) or True)
 
     def _fan_on(self, cmd: GCodeCommand) -> None:
         value = cmd.params.get("S", 255.0)

@@ -19,11 +19,12 @@ from typing import Any
 from printhost.config import Settings
 from printhost.control.autotune import AutotuneSession
 from printhost.control.gcode import GCodeError
-from printhost.control.heaters import HeaterBank, HeaterFault, build_simulated_heaters
+from printhost.control.heaters import Heater, HeaterBank, HeaterFault, build_simulated_heaters
 from printhost.control.interpreter import GCodeInterpreter, PartFan
 from printhost.control.job import EmergencyStop, JobConflict, JobRunner, JobState
 from printhost.control.motion import MotionExecutor
 from printhost.control.toolhead import Toolhead
+from printhost.hw.devices import DeviceEvent, PrinterView
 from printhost.ipc.channel import Command, ErrorKind, Reply, Request
 from printhost.sim.clock import SimClock
 
@@ -55,6 +56,22 @@ class Printer:
         self.stopping = False
         # The latest PID tune (running or finished), shown in status until the next one.
         self.autotune: AutotuneSession | None = None
+        # Devices on the Pi itself (`PiDevices`), when any are configured.
+        self.devices: Any = None
+        self.runout_paused = False
+
+    def attach_devices(self, devices: Any) -> None:
+        """Take over the Pi's devices: the chamber heater joins the heater bank (so every
+        safety rule and every all-off covers it), e-stop and runout feed `tick`, M80/M81
+        switch the PSU relay."""
+        self.devices = devices
+        if devices.chamber_heater is not None:
+            from printhost.config import chamber_heater_settings
+            chamber = self.settings.chamber
+            self.heaters.add(Heater("chamber", chamber_heater_settings(chamber),
+                                    devices.chamber_heater,
+                                    check_gain_time_s=chamber.check_gain_time))
+        self.interp.power = devices.power
 
     @classmethod
     def simulated(cls, settings: Settings, clock: Any | None = None) -> "Printer":
@@ -92,7 +109,13 @@ class Printer:
 
     # ------------------------------------------------------------------ loop
     def tick(self) -> None:
-        """One pass of the control loop: heaters, motion, job."""
+        """One pass of the control loop: heaters, motion, job, then the Pi's outputs
+        (which also follow the printer after a fault: a hot hotend keeps its fan)."""
+        self._tick()
+        if self.devices is not None and not self.stopping:
+            self._update_devices()
+
+    def _tick(self) -> None:
         hw = self.hardware
         if hw is not None:
             hw.mcu.poll()
@@ -105,6 +128,10 @@ class Printer:
             if self.error is not None:
                 return
         now = self.clock.now()
+        if self.devices is not None:
+            self._device_events(now)
+            if self.error is not None:
+                return
         try:
             self.heaters.update(now)
         except HeaterFault as exc:
@@ -119,20 +146,48 @@ class Printer:
             try:
                 self.jobs.step(now)
             except EmergencyStop as exc:
-                self.shutdown(str(exc))
+                self.shutdown(str(exc), emergency=True)
             except HeaterFault as exc:
                 self.shutdown(str(exc))
 
-    def shutdown(self, reason: str, job_state: JobState = JobState.ERROR) -> None:
+    def _device_events(self, now: float) -> None:
+        """E-stop: shutdown at once. Runout: pause a running print (resume needs a person)."""
+        for event in self.devices.take_events():
+            if event is DeviceEvent.ESTOP:
+                self.shutdown("emergency stop button pressed", emergency=True)
+            elif event is DeviceEvent.RUNOUT:
+                job = self.jobs.job
+                if job is not None and job.state == JobState.PRINTING:
+                    log.warning("filament runout: pausing the print")
+                    self.jobs.pause(now)
+                    self.runout_paused = True
+            elif event is DeviceEvent.INSERT:
+                log.info("filament inserted")
+
+    def _update_devices(self) -> None:
+        hot = self.heaters["extruder"]
+        busy = (not self.toolhead.is_idle()) or any(h.target_c > 0.0 for h in self.heaters)
+        try:
+            self.devices.update(PrinterView(self.state(), hot.temperature_c, hot.target_c, busy))
+        except Exception:
+            # A fan or LED that cannot be driven must not stop heater control.
+            log.exception("updating the Pi's devices failed")
+
+    def shutdown(self, reason: str, job_state: JobState = JobState.ERROR,
+                 emergency: bool = False) -> None:
         """Latch an error: heaters off first, then motion and job.
 
         With an MCU attached it is also told to stop (`emergency_stop`): it switches
         every output to its safe default, drops queued steps and stays shut down until a
         firmware restart, so a fault cannot be undone by anything short of a decision.
+        `emergency` (e-stop button, M112) also cuts the printer's power when a PSU
+        relay is configured to.
         """
         first = self.error is None
         self._end_autotune(reason)
         self.heaters.all_off()
+        if emergency and self.devices is not None:
+            self.devices.emergency()
         if first:
             log.error("printer shutdown: %s", reason)
             self.error = reason
@@ -175,6 +230,10 @@ class Printer:
         name = str(req.args.get("heater", ""))
         if name not in self.heaters:
             return Reply(req.id, False, {}, ErrorKind.NOT_FOUND, f"Unknown heater: {name}")
+        if self.heaters[name].settings.control != "pid":
+            return Reply(req.id, False, {}, ErrorKind.CONFLICT,
+                         f"Heater {name} uses {self.heaters[name].settings.control} control; "
+                         "PID tuning does not apply")
         if self.jobs.active:
             return Reply(req.id, False, {}, ErrorKind.CONFLICT,
                          "A job is in progress; PID tuning needs an idle printer")
@@ -227,6 +286,9 @@ class Printer:
                 if self.error is not None:
                     return Reply(req.id, False, {}, ErrorKind.NOT_READY,
                                  f"Printer not ready: {self.error}")
+                if self.devices is not None and self.devices.filament_present is False:
+                    return Reply(req.id, False, {}, ErrorKind.CONFLICT,
+                                 "The filament runout sensor reports no filament")
                 if self.autotune is not None and self.autotune.running:
                     return Reply(req.id, False, {}, ErrorKind.CONFLICT, "A PID tune is running")
                 args = req.args
@@ -241,7 +303,12 @@ class Printer:
             elif req.command == Command.RESUME:
                 if self.error is not None:
                     return Reply(req.id, False, {}, ErrorKind.CONFLICT, "Job not paused")
+                if self.devices is not None and self.devices.filament_present is False:
+                    return Reply(req.id, False, {}, ErrorKind.CONFLICT,
+                                 "The filament runout sensor reports no filament; load "
+                                 "filament before resuming")
                 self.jobs.resume(now)
+                self.runout_paused = False
             elif req.command == Command.CANCEL:
                 if self.autotune is not None and self.autotune.running:
                     self.autotune.cancel()
@@ -285,6 +352,26 @@ class Printer:
             "link": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in link.items()},
         }
 
+    def _chamber_status(self) -> dict[str, Any]:
+        """Chamber readings: from the chamber heater when there is one, else the sensor."""
+        if "chamber" in self.heaters:
+            h = self.heaters["chamber"]
+            temp = _num(h.temperature_c, 2)
+            target, power = _num(h.target_c, 2), _num(h.duty, 3)
+        else:
+            temp = target = power = None
+        humidity = None
+        sensor = self.devices.chamber_sensor if self.devices is not None else None
+        if sensor is not None:
+            # The sensor's own latest reading: after a sensor fault the heater's last
+            # value would be stale, and a stale temperature must not look live.
+            fresh = sensor.fresh()
+            temp = round(fresh.temp_c, 2) if fresh is not None else None
+            if fresh is not None and fresh.humidity_pct is not None:
+                humidity = round(fresh.humidity_pct, 1)
+        return {"chamber_temp": temp, "target_chamber_temp": target, "chamber_power": power,
+                "chamber_humidity": humidity}
+
     def get_status(self) -> dict[str, Any]:
         now = self.clock.now()
         live = self.toolhead.live_position()
@@ -311,6 +398,9 @@ class Printer:
                 "homed_axes": self.toolhead.homed_axes,
                 "print_time": round(now, 3),
                 "autotune": self.autotune.get_status() if self.autotune is not None else None,
+                **self._chamber_status(),
+                "paused_by_runout": self.runout_paused,
+                "devices": self.devices.get_status() if self.devices is not None else None,
                 **({"mcu": self._mcu_status()} if self.hardware is not None else {}),
             },
             "error": self.error,

@@ -82,6 +82,7 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
     stepcompress.warm_up()
     log.info("step kernels ready in %.2f s", time.monotonic() - started)
     printer = build_printer(settings)
+    closers = attach_pi_devices(settings, printer)
     status.write(printer.get_status())
     log.info("control process ready (pid %d, backend %s)", os.getpid(), settings.control.backend)
     try:
@@ -94,6 +95,11 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
     finally:
         printer.heaters.all_off()
         _close_hardware(printer)
+        for close in closers:
+            try:
+                close()
+            except Exception:
+                log.exception("closing the Pi's devices failed")
         status.close()
         log.info("control process stopped")
 
@@ -130,6 +136,43 @@ def build_printer(settings: Settings) -> Any:
         log.error("MCU unavailable: %s", exc)
         mcu.close()
         return OfflinePrinter(str(exc))
+
+
+def attach_pi_devices(settings: Settings, printer: Any) -> list[Any]:
+    """Build the Pi's devices (real pins, or the simulated Pi) and hand them to the
+    printer; returns what must be closed at exit, outputs first.
+
+    A device that cannot be set up (a pin in use, I2C not enabled) is a fault: the
+    printer is shut down with the reason, because a configured e-stop or chamber
+    sensor that does not work must not be silently missing.
+    """
+    from printhost.hw.devices import PiDevices, any_configured
+    if not any_configured(settings) or not hasattr(printer, "attach_devices"):
+        return []
+    closers: list[Any] = []
+    try:
+        if settings.devices.backend == "simulated":
+            from printhost.sim.pi import SimPi
+            sim = SimPi(settings, settings.state_path())
+            closers.append(sim.close)
+            factory, bus = sim.factory, sim.bus
+        else:
+            factory = None              # gpiozero's default: lgpio on a Pi
+            bus = None
+            if settings.chamber.sensor != "none":
+                from printhost.sensors.i2c import SMBusI2C
+                bus = SMBusI2C(settings.devices.i2c_bus)
+                closers.append(bus.close)
+        devices = PiDevices(settings, pin_factory=factory, bus=bus)
+    except Exception as exc:
+        log.error("Pi devices unavailable: %s", exc)
+        for close in reversed(closers):
+            close()
+        printer.shutdown(f"Pi devices unavailable: {exc}")
+        return []
+    printer.attach_devices(devices)
+    closers.insert(0, devices.close)
+    return closers
 
 
 def _close_hardware(printer: Any) -> None:

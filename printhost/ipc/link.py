@@ -98,6 +98,11 @@ class ControlLink:
             self._loop.call_later(0.01, self._report_exit, attempts - 1)
             return
         reason = _describe_exit(self.process.exitcode)
+        if self.settings.devices.backend == "pi":
+            # A Pi GPIO (unlike an MCU pin with its max_duration) keeps its level after
+            # the process that drove it is gone; switch the outputs off from here.
+            from printhost.hw.devices import force_outputs_off
+            self._loop.run_in_executor(None, force_outputs_off, self.settings)
         if self._stopping:
             log.info("%s", reason)
         else:

@@ -101,6 +101,12 @@ class McuEndstop:
         self.mcu.send("trsync_set_timeout", oid=self.trsync_oid,
                       clock=(now_clock + self._expire_ticks) & 0xFFFFFFFF)
 
+    def request_end(self, reason: int) -> None:
+        """Ask the MCU to end the trsync now with `reason`; its `trsync_state` answer
+        says what ended it, which may be an endstop trigger that came first."""
+        if self.armed and self.trigger_reason is None:
+            self.mcu.send("trsync_trigger", oid=self.trsync_oid, reason=reason)
+
     @property
     def triggered(self) -> bool:
         return self.trigger_reason is not None

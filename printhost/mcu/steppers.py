@@ -28,7 +28,9 @@ STEP_PULSE_S = 0.000002
 # A pool slot is counted as free only this long after the firmware frees it (after the
 # previous move's last pulse), in host time: the host's estimate of the MCU clock can be
 # a few milliseconds ahead when the machine is busy, and an early move overflows the pool.
-POOL_GUARD_WALL_S = 0.010
+# 25 ms held under two CPU-bound processes competing with the test's host and board on
+# two cores; 10 ms did not. With a real pool (hundreds of slots) the cost is nil.
+POOL_GUARD_WALL_S = 0.025
 
 
 class McuStepper:

@@ -32,6 +32,10 @@ from printhost.sensors.i2c import I2CBus
 from printhost.sim.clock import ManualClock
 
 FAULT_ERRNOS = {"oserror": errno.EIO, "nack": errno.EREMOTEIO, "stuck": errno.ETIMEDOUT}
+# A held-low SDA or SCL is reported only when the controller's timeout runs out; each
+# attempt on a stuck bus takes this long before it fails (the Pi's controller reports
+# a clock-stretch timeout after about 35 ms; slower timeouts only make things later).
+STUCK_TIMEOUT_S = 0.035
 
 
 class ProtocolViolation(AssertionError):
@@ -103,12 +107,20 @@ class SimI2CBus(I2CBus):
             raise ValueError(f"fault kind must be one of {', '.join(FAULT_ERRNOS)}, got {kind!r}")
         if kind == "stuck" and address is not None:
             raise ValueError("a stuck bus affects every address")
-        if count is not None and count < 1:
+        if count is not None and (not isinstance(count, int) or count < 1):
             raise ValueError("count must be at least 1")
-        self._faults.append(_Fault(kind, address, count))
+        # The lock of the transfers: a driver may be polling in another thread.
+        with self._lock:
+            self._faults.append(_Fault(kind, address, count))
 
     def clear_faults(self) -> None:
-        self._faults.clear()
+        with self._lock:
+            self._faults.clear()
+
+    def transfer_log(self) -> list[Transfer]:
+        """A copy of the logged attempts, safe while another thread is transferring."""
+        with self._lock:
+            return list(self.transfers)
 
     def _take_fault(self, address: int) -> int | None:
         for fault in self._faults:
@@ -124,6 +136,8 @@ class SimI2CBus(I2CBus):
         now = self.clock()
         try:
             code = self._take_fault(address)
+            if code == errno.ETIMEDOUT:
+                self.sleep(STUCK_TIMEOUT_S)
             if code is not None:
                 raise OSError(code, os.strerror(code))
             device = self.devices.get(address)
@@ -298,6 +312,9 @@ class SimAHT10(SimI2CDevice):
                                        else calibrated_at_power_on)
         self.temperature_c = 25.0
         self.humidity_pct = 40.0
+        # When set, called with the bus time as each measurement completes (a simulated
+        # chamber whose temperature moves); otherwise `temperature_c` is used as is.
+        self.temperature_source: Callable[[float], float] | None = None
         self.measure_s = 0.080
         self.stuck_busy = False
         self.corrupt_crc = 0
@@ -319,6 +336,8 @@ class SimAHT10(SimI2CDevice):
         if self._measuring and now >= self._busy_until and not self.stuck_busy:
             self._measuring = False
             self.measurements += 1
+            if self.temperature_source is not None:
+                self.temperature_c = float(self.temperature_source(now))
             h = max(0, min((1 << 20) - 1, round(self.humidity_pct / 100.0 * (1 << 20))))
             t = max(0, min((1 << 20) - 1, round((self.temperature_c + 50.0) / 200.0 * (1 << 20))))
             self._data = bytes((h >> 12, (h >> 4) & 0xFF, ((h & 0xF) << 4) | (t >> 16),

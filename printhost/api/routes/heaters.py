@@ -26,15 +26,14 @@ endpoints = EndpointSet()
 
 NAME = {"name": HEATER_NAME}
 
-HEATER_NAMES = ("extruder", "heater_bed")
-
 
 def _heater(request: Request):
     """The heater's settings for the `{name}` in the path, or 404."""
     name = request.path_params["name"]
-    if name not in HEATER_NAMES:
+    heaters = request.app.state.settings.heater_settings()
+    if name not in heaters:
         raise ApiError(404, f"Unknown heater: {name[:64]}")
-    return name, getattr(request.app.state.settings.heaters, name)
+    return name, heaters[name]
 
 
 def _tune_status(request: Request, name: str) -> dict:
@@ -50,7 +49,8 @@ def _tune_status(request: Request, name: str) -> dict:
                  role="operator", request=TARGET_REQUEST, response=TARGET_SET,
                  errors=(404, 409, 503), path_params=NAME)
 async def set_target(request: Request, _: Principal | None) -> dict:
-    """Sets the target of `extruder` or `heater_bed` as M104/M140 would (0 turns it off).
+    """Sets the target of `extruder`, `heater_bed` or (when fitted) `chamber` as
+    M104/M140/M141 would (0 turns it off).
     400 with `fields` for a target that is not a number, negative or above the heater's
     max_temp (NaN and infinities are not JSON numbers here); 409 while a PID tune runs;
     503 while the printer is shut down after a fault (turning off is always accepted)."""
@@ -74,6 +74,9 @@ async def start_tune(request: Request, _: Principal | None) -> dict:
     `printer.autotune` of the status; `POST /api/v1/cancel` stops it and turns the heater
     off. 409 while a job is in progress or another tune runs; 503 after a fault."""
     name, settings = _heater(request)
+    if settings.control != "pid":
+        raise ApiError(409, f"Heater {name} uses {settings.control} control; PID tuning "
+                            "does not apply")
     body = await read_json(request, PID_TUNE_REQUEST)
     target = float(body["target"])
     if not settings.min_temp < target <= settings.max_temp:

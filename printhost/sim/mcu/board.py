@@ -32,11 +32,13 @@ MAX_THERMAL_STEP_S = 0.05
 
 @dataclass
 class BoardFaults:
-    """Hardware faults, by heater name ("extruder", "heater_bed")."""
+    """Hardware faults, by heater name ("extruder", "heater_bed") or, for the endstops,
+    by axis ("x", "y", "z")."""
     thermistor_open: set[str] = field(default_factory=set)
     thermistor_short: set[str] = field(default_factory=set)
     heater_dead: set[str] = field(default_factory=set)
     thermistor_loose: set[str] = field(default_factory=set)  # reads ambient
+    endstop_broken: set[str] = field(default_factory=set)     # never reads triggered
 
 
 @dataclass
@@ -170,6 +172,8 @@ class SimBoard:
         axis = self._axes.get(pin)
         if axis is None:
             return 0
+        if axis.name in self.faults.endstop_broken:
+            return int(axis.invert)          # a cut wire: the switch never closes
         index = "xyz".index(axis.name)
         pos = self.toolhead(positions)[index]
         hit = (pos <= axis.position_endstop + 1e-9 if axis.trigger_at_min

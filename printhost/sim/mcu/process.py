@@ -156,7 +156,8 @@ class SimMcu:
             kind = str(request.get("fault", ""))
             heater = str(request.get("heater", ""))
             target = getattr(faults, kind, None)
-            if not isinstance(target, set) or heater not in self.board.heaters:
+            names = ("x", "y", "z") if kind == "endstop_broken" else self.board.heaters
+            if not isinstance(target, set) or heater not in names:
                 return {"ok": False, "error": "unknown fault or heater"}
             (target.add if request.get("on", True) else target.discard)(heater)
             return {"ok": True}
