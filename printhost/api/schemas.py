@@ -339,6 +339,20 @@ PID_TUNE_SAVED = Schema("PidTuneSaved", {
                               "gains until the service restarts"),
 })
 
+DEVICES = Schema("Devices", {
+    "psu_on": Field("boolean", "PSU relay on; null without one", nullable=True),
+    "estop_pressed": Field("boolean", "Emergency-stop button pressed; null without one",
+                           nullable=True),
+    "filament_present": Field("boolean", "Runout switch sees filament; null without one",
+                              nullable=True),
+    "hotend_fan": Field("number", "Hotend fan speed 0..1; null without one", nullable=True),
+    "controller_fan": Field("number", "Controller fan speed 0..1; null without one",
+                            nullable=True),
+    "chamber": Field("object", "Chamber sensor: temperature (C), humidity (%) and "
+                     "sensor_error, null values while there is no fresh reading; null "
+                     "without a sensor", nullable=True),
+}, "Devices wired to the Pi itself (docs/devices.md)", additional=True)
+
 PRINTER = Schema("Printer", {
     "position": Field("array", "Commanded toolhead position [x, y, z] in mm: where the "
                       "toolhead goes once the queued moves have run", items=Field("number")),
@@ -360,6 +374,18 @@ PRINTER = Schema("Printer", {
     "print_time": Field("number", "Seconds on the control process's print clock"),
     "autotune": Field("object", "The latest PID tune since the control process started; "
                       "null if none", required=False, nullable=True, ref=PID_TUNE),
+    "chamber_temp": Field("number", "Chamber temperature, C; null without a sensor or "
+                          "a fresh reading", required=False, nullable=True),
+    "target_chamber_temp": Field("number", "Chamber heater target, C; null without one",
+                                 required=False, nullable=True),
+    "chamber_power": Field("number", "Chamber heater on (1) or off (0); null without one",
+                           required=False, nullable=True),
+    "chamber_humidity": Field("number", "Chamber relative humidity, %; null without a "
+                              "humidity sensor", required=False, nullable=True),
+    "paused_by_runout": Field("boolean", "The job was paused by the filament runout switch",
+                              required=False),
+    "devices": Field("object", "Pi-local devices; null when none are configured",
+                     required=False, nullable=True, ref=DEVICES),
 }, "Live printer state", additional=True)
 
 STATUS = Schema("Status", {
@@ -423,4 +449,4 @@ ALL_SCHEMAS = [ERROR, EMPTY, RESULT_OK, LOGIN_REQUEST, LOGIN_RESPONSE, AUTH_CHEC
                STATUS, PRINT_REQUEST, PRINT_RESPONSE, FILE_INFO, FILE_LIST, FILE_UPLOAD,
                JOB_RECORD, JOB_LIST, HEALTH,
                PID_TUNE_RESULT, PID_TUNE, PID_TUNE_REQUEST, PID_TUNE_SAVED, TARGET_REQUEST,
-               TARGET_SET]
+               TARGET_SET, DEVICES]
