@@ -109,7 +109,9 @@ def test_i2c_failure_shuts_the_dependent_heater_down_within_1s(
     svc = _start(service_factory, _chamber(sensor))
     api = api_for(svc)
     pi = SimPiClient(svc.state_dir)
-    st = api.status()["printer"]
+    # The first reading comes a measurement after start-up (an AHT10 needs ~0.1 s).
+    st = api.wait_for(lambda s: s["printer"]["chamber_temp"] is not None, timeout_s=3.0,
+                      what="first chamber reading")["printer"]
     assert 15.0 < st["chamber_temp"] < 30.0, st
     if sensor.startswith("aht"):
         assert st["chamber_humidity"] == pytest.approx(40.0, abs=0.1), st
