@@ -130,7 +130,7 @@ def test_corrupted_and_lossy_link_delivers_every_command_once(service_factory, a
                                                               tmp_path):
     """Row 7: at 1-5 % corruption and drops the print completes, the step stream the MCU
     executed is the one the host sent, and the retransmits show in the link stats."""
-    svc = service_factory(time_factor=2.0).start()
+    svc = service_factory(time_factor=4.0).start()
     api = api_for(svc)
     clean = _print_and_compare(svc, api, tmp_path, "clean.gcode")
     board = SimMcuClient(svc.state_dir)
