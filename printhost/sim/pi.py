@@ -15,12 +15,10 @@ The socket is a Linux abstract-namespace socket whose name is written to
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
 import select
-import socket
 import threading
 import time
 from pathlib import Path
@@ -32,6 +30,7 @@ from printhost.config import Settings
 from printhost.sensors.adc import AdcTemperatureSensor
 from printhost.sensors.thermistor import sensor as make_sensor
 from printhost.sim.clock import SimClock
+from printhost.sim.control_socket import ControlServer, request
 from printhost.sim.i2c import SimADS1115, SimAHT10, SimI2CBus
 from printhost.sim.thermal import ThermalModel
 
@@ -88,7 +87,7 @@ class SimPi:
         if settings.devices.runout.pin:
             self.set_filament(True)
         self._stop = threading.Event()
-        self._server: socket.socket | None = None
+        self._server: ControlServer | None = None
         self.control_name: str | None = None
         if state_dir is not None:
             self._open_socket(Path(state_dir) / "sim-pi")
@@ -152,15 +151,10 @@ class SimPi:
     # ------------------------------------------------------------------ socket
     def _open_socket(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        name = f"printhost-sim-pi-{os.getpid()}-{secrets.token_hex(4)}"
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind("\0" + name)
-        server.listen(4)
-        server.setblocking(False)
-        self._server = server
-        self.control_name = name
+        self._server = ControlServer(f"printhost-sim-pi-{os.getpid()}-{secrets.token_hex(4)}")
+        self.control_name = self._server.name
         tmp = directory / "control.tmp"
-        tmp.write_text(name + "\n")
+        tmp.write_text(self.control_name + "\n")
         os.replace(tmp, directory / "control")
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -203,45 +197,13 @@ class SimPi:
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def _run(self) -> None:
-        clients: dict[socket.socket, bytearray] = {}
         while not self._stop.is_set():
             self.advance()
             if self._server is None:
                 self._stop.wait(TICK_S)
                 continue
-            readable, _, _ = select.select([self._server, *clients], [], [], TICK_S)
-            for s in readable:
-                if s is self._server:
-                    try:
-                        conn, _ = self._server.accept()
-                        conn.settimeout(1.0)
-                        clients[conn] = bytearray()
-                    except OSError:
-                        pass
-                    continue
-                try:
-                    data = s.recv(65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    clients.pop(s, None)
-                    s.close()
-                    continue
-                buf = clients[s]
-                buf += data
-                while b"\n" in buf:
-                    line, _, rest = bytes(buf).partition(b"\n")
-                    buf[:] = rest
-                    try:
-                        reply = self.handle(json.loads(line))
-                    except Exception as exc:   # a bad request must not stop the simulation
-                        reply = {"ok": False, "error": str(exc)}
-                    try:
-                        s.sendall(json.dumps(reply).encode() + b"\n")
-                    except OSError:
-                        pass
-        for s in clients:
-            s.close()
+            readable, _, _ = select.select(self._server.fds(), [], [], TICK_S)
+            self._server.service(readable, self.handle)
 
     def close(self) -> None:
         self._stop.set()
@@ -259,22 +221,8 @@ class SimPiClient:
         self.path = Path(state_dir) / "sim-pi" / "control"
         self.timeout_s = timeout_s
 
-    def request(self, **request: Any) -> dict[str, Any]:
-        name = self.path.read_text().strip()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(self.timeout_s)
-            sock.connect("\0" + name)
-            sock.sendall(json.dumps(request).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        reply = json.loads(buf)
-        if not reply.get("ok"):
-            raise RuntimeError(f"simulated Pi refused {request}: {reply.get('error')}")
-        return reply
+    def request(self, **payload: Any) -> dict[str, Any]:
+        return request(self.path, payload, self.timeout_s, "simulated Pi")
 
     def state(self) -> dict[str, Any]:
         return self.request(cmd="state")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import socket
 from pathlib import Path
 from typing import Any
+
+from printhost.sim.control_socket import request
 
 
 class SimMcuClient:
@@ -19,22 +19,8 @@ class SimMcuClient:
     def pid(self) -> int:
         return int((self.dir / "pid").read_text())
 
-    def request(self, **request: Any) -> dict[str, Any]:
-        name = (self.dir / "control").read_text().strip()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(self.timeout_s)
-            sock.connect("\0" + name)
-            sock.sendall(json.dumps(request).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        reply = json.loads(buf)
-        if not reply.get("ok"):
-            raise RuntimeError(f"simulated MCU refused {request}: {reply.get('error')}")
-        return reply
+    def request(self, **payload: Any) -> dict[str, Any]:
+        return request(self.dir / "control", payload, self.timeout_s, "simulated MCU")
 
     def state(self) -> dict[str, Any]:
         return self.request(cmd="state")

@@ -16,11 +16,9 @@ unplugged cable, a reset, and hardware faults of the board.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
-import socket
 import time
 import tty
 from pathlib import Path
@@ -32,6 +30,7 @@ from printhost.mcu.codec import MessageCodec
 from printhost.mcu.errors import ProtocolError
 from printhost.mcu.digest import step_stream_crc
 from printhost.mcu.sim_dictionary import SIM_CLOCK_FREQ, SIM_CONFIG, sim_dictionary
+from printhost.sim.control_socket import ControlServer
 from printhost.sim.mcu.board import SimBoard
 from printhost.sim.mcu.firmware import SimFirmware
 from printhost.sim.mcu.wire import McuWire, WireFaults
@@ -168,61 +167,12 @@ class SimMcu:
         return stats() if callable(stats) else {}
 
 
-class _ControlServer:
-    """JSON lines over a Linux abstract-namespace socket (no path-length limits)."""
-
-    def __init__(self, name: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind("\0" + name)
-        self.sock.listen(4)
-        self.sock.setblocking(False)
-        self.clients: dict[socket.socket, bytearray] = {}
-
-    def fds(self) -> list[socket.socket]:
-        return [self.sock, *self.clients]
-
-    def service(self, readable: list, handler) -> None:
-        for s in readable:
-            if s is self.sock:
-                try:
-                    conn, _ = self.sock.accept()
-                    conn.setblocking(True)
-                    conn.settimeout(1.0)
-                    self.clients[conn] = bytearray()
-                except OSError:
-                    pass
-                continue
-            if s not in self.clients:
-                continue
-            try:
-                data = s.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                self.clients.pop(s, None)
-                s.close()
-                continue
-            buf = self.clients[s]
-            buf += data
-            while b"\n" in buf:
-                line, _, rest = bytes(buf).partition(b"\n")
-                buf[:] = rest
-                try:
-                    reply = handler(json.loads(line))
-                except Exception as exc:  # a bad request must not stop the MCU
-                    reply = {"ok": False, "error": str(exc)}
-                try:
-                    s.sendall(json.dumps(reply).encode() + b"\n")
-                except OSError:
-                    pass
-
-
 def sim_mcu_main(settings: Settings, tty_link: str, control_name: str) -> None:
     """Process entry point: make the pty, publish its path, serve until SIGTERM."""
     stop_requested = setup_child(settings, "sim-mcu")
     # The control socket is listening before the pty appears, so whoever sees the pty
     # can steer the board at once.
-    server = _ControlServer(control_name)
+    server = ControlServer(control_name)
     master, slave = os.openpty()
     tty.setraw(slave)
     # Keeping our own handle on the slave side means the pty survives the host closing
