@@ -65,7 +65,8 @@ async def authenticate(request: Request, required_role: str) -> Principal:
         principal = await auth.principal_from_api_key(api_key)
     else:
         principal = await auth.principal_from_token(bearer_token(request))
+    # Known before the role check, so the access log names who was refused (403).
+    request.state.principal = principal
     if not role_grants(principal.role, required_role):
         raise ApiError(403, INSUFFICIENT_PERMISSIONS)
-    request.state.principal = principal
     return principal
