@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import re
 import stat
@@ -17,6 +15,7 @@ import httpx
 import pytest
 
 from conftest import PASSWORDS, Service
+from tests.auth_support import b64json as _b64, forge_hs256 as _hs256
 
 pytestmark = pytest.mark.e2e
 
@@ -58,16 +57,6 @@ def _bearer(token: str) -> dict[str, str]:
 
 def _check(http: httpx.Client, token: str) -> int:
     return http.get("/api/v1/auth/check", headers=_bearer(token)).status_code
-
-
-def _b64(obj) -> str:
-    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-
-def _hs256(header: dict, claims: dict, key: bytes) -> str:
-    signing_input = f"{_b64(header)}.{_b64(claims)}".encode()
-    sig = hmac.new(key, signing_input, hashlib.sha256).digest()
-    return signing_input.decode() + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def _wait_tune(api, state: str, timeout_s: float = 120.0) -> dict:
 
 
 def test_pid_tune_on_the_live_hotend_then_save(service_factory, api_for):
-    svc = service_factory(time_factor=50.0).start()
+    svc = service_factory(time_factor=20.0).start()
     api = api_for(svc)
     original = svc.config_path.read_bytes()
 
@@ -95,7 +95,7 @@ def test_pid_tune_on_the_live_hotend_then_save(service_factory, api_for):
 
 
 def test_cancel_stops_a_tune(service_factory, api_for):
-    svc = service_factory(time_factor=50.0).start()
+    svc = service_factory(time_factor=20.0).start()
     api = api_for(svc)
     r = api.post("/api/v1/heaters/heater_bed/pid_tune", role="admin", json={"target": 60})
     assert r.status_code == 202, r.text

@@ -13,6 +13,12 @@ pytestmark = pytest.mark.e2e
 CUBE = DATA / "cube.gcode"
 
 
+# Short prints run this much faster than real time. At 20x the MCU's scheduling cap
+# (5 s of print time) is still 0.25 s of host time ahead; at 50x it was 0.1 s, which a
+# busy test machine (two test workers, each with a service) could delay the simulated
+# board past ("Timer too close").
+FAST = 20.0
+
 def _moving(api, seconds: float = 0.3) -> bool:
     a = api.status()["printer"]["position"]
     time.sleep(seconds)
@@ -90,7 +96,7 @@ def test_print_pause_resume_cancel(service_factory, api_for):
 
 
 def test_small_file_prints_to_completion(service_factory, api_for, tmp_path):
-    svc = service_factory(time_factor=50.0).start()
+    svc = service_factory(time_factor=FAST).start()
     api = api_for(svc)
     gcode = tmp_path / "square.gcode"
     gcode.write_text("\n".join([
@@ -111,7 +117,7 @@ def test_small_file_prints_to_completion(service_factory, api_for, tmp_path):
 
 
 def test_malformed_line_stops_job_naming_the_line(service_factory, api_for, tmp_path):
-    svc = service_factory(time_factor=50.0).start()
+    svc = service_factory(time_factor=FAST).start()
     api = api_for(svc)
     gcode = tmp_path / "broken.gcode"
     gcode.write_text("G28\nM104 S200\nG1 X10 Y10 F3000\nFOO_UNKNOWN_MACRO A=1\nG1 X1.2.3 Y5\nG1 X20\n")
@@ -126,7 +132,7 @@ def test_malformed_line_stops_job_naming_the_line(service_factory, api_for, tmp_
 
 
 def test_move_outside_limits_stops_job(service_factory, api_for, tmp_path):
-    svc = service_factory(time_factor=50.0).start()
+    svc = service_factory(time_factor=FAST).start()
     api = api_for(svc)
     gcode = tmp_path / "far.gcode"
     gcode.write_text("G28\nG1 X10 Y10 F3000\nG1 X500\n")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import re
 import stat
@@ -36,6 +34,7 @@ from printhost.store.db import Store
 from printhost.store.files import GCodeFiles
 from printhost.store.jobs import JobHistory
 from printhost.store.users import add_user, get_user
+from tests.auth_support import b64json as _b64, forge_hs256 as _hs256
 
 PASSWORDS = {"admin": "admin-pass-123", "operator": "operator-pass-123",
              "viewer": "viewer-pass-123"}
@@ -132,16 +131,6 @@ class Harness:
         hdr = {"alg": "HS256", "typ": "JWT", "kid": key_id(key)}
         hdr.update(header or {})
         return _hs256(hdr, body, key)
-
-
-def _b64(obj) -> str:
-    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-
-def _hs256(header: dict, claims: dict, key: bytes) -> str:
-    signing_input = f"{_b64(header)}.{_b64(claims)}".encode()
-    sig = hmac.new(key, signing_input, hashlib.sha256).digest()
-    return signing_input.decode() + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
 
 
 @pytest.fixture

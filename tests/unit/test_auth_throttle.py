@@ -6,19 +6,12 @@ from __future__ import annotations
 import pytest
 
 from printhost.api.auth.throttle import ADDRESS_FACTOR, LoginThrottle
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.auth_support import Clock
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1000.0)
 
 
 @pytest.fixture

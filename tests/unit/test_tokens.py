@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 from datetime import datetime, timezone
 
@@ -13,23 +11,16 @@ import pytest
 
 from printhost.api.auth.tokens import (ACCESS, REFRESH, InvalidToken, KeyRing, SigningKey,
                                        TokenService, key_id)
+from tests.auth_support import Clock, b64json as _b64, forge_hs256 as _hs256
 
 SECRET = b"k" * 64
 OTHER_SECRET = b"z" * 64
 T0 = 1_700_000_000
 
 
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -54,16 +45,6 @@ def _sign(claims, key=SECRET, alg="HS256", headers=None, kid=_DROP):
     if hdrs["kid"] is None:
         del hdrs["kid"]
     return jwt.encode(claims, key, algorithm=alg, headers=hdrs)
-
-
-def _b64(obj) -> str:
-    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-
-def _hs256(header: dict, claims: dict, key: bytes) -> str:
-    signing_input = f"{_b64(header)}.{_b64(claims)}".encode()
-    sig = hmac.new(key, signing_input, hashlib.sha256).digest()
-    return signing_input.decode() + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
 
 
 # --------------------------------------------------------------------------- issuing
