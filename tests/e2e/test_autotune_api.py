@@ -1,4 +1,4 @@
-"""PID autotune through the API on the running service (simulated MCU, 50x time)."""
+"""PID autotune through the API on the running service (simulated MCU, 20x time)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_pid_tune_on_the_live_hotend_then_save(service_factory, api_for):
     assert tune["progress"] == 1.0 and result["cycles"] == 5
     # On the thermal model alone the hotend tunes to Kp ~28, Ki ~4, Kd ~50. Through the
     # MCU the loop has more dead time (a reading every 0.3 s, outputs scheduled ahead, and
-    # at 50x the scheduling margin grows in simulated time), so the oscillation is larger
+    # at 20x the scheduling margin grows in simulated time), so the oscillation is larger
     # and slower and the gains lower (Kp ~9, Ki ~0.5, Kd ~39 measured): check for
     # plausible gains of a hotend, not for the model's numbers.
     assert 3.0 < result["pid_kp"] < 60.0, result
