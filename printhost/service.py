@@ -25,6 +25,7 @@ import uvicorn
 from printhost import __version__, sdnotify
 from printhost.api.app import create_app
 from printhost.api.auth.backends import create_backend
+from printhost.realtime import drop_realtime_rights
 from printhost.api.auth.secrets import token_service_for
 from printhost.config import Settings, with_overrides
 from printhost.ipc.link import ControlLink
@@ -98,6 +99,8 @@ class Service:
             await asyncio.to_thread(self.sim_mcu.start)
             self.link.settings = with_overrides(s, mcu={"serial": str(self.sim_mcu.tty_path)})
         self.link.start(loop)
+        # The control process has what it needs; the API in this process never may.
+        drop_realtime_rights()
         app = create_app(s, link=self.link, store=store, tokens=tokens, files=files, jobs=jobs)
         # No users yet: log the first-boot setup code (docs/security.md).
         await app.state.auth.ensure_setup_code()

@@ -26,12 +26,14 @@ from printhost.sensors.thermistor import sensor as make_sensor
 
 log = logging.getLogger(__name__)
 
-# A heater's value is renewed at least this often (well inside its max_duration).
+# A heater's value is renewed at least this often in print time, well inside its
+# max_duration: a renewal may wait for the previous update to be applied and then goes
+# out a schedule margin ahead, so it lands at most about 1.1 + 2 x 0.25 s after the last.
 HEATER_REFRESH_S = 0.75 * HEATER_MAX_DURATION_S * 0.5
-# Motion is committed to the MCU this far ahead: at least LEAD_PRINT_S of print time and
-# LEAD_WALL_S of host time (the simulated MCU's clock runs faster than the wall clock).
-LEAD_PRINT_S = 0.25
-LEAD_WALL_S = 1.0
+# Motion is committed to the MCU this far ahead of its execution, in print time, as
+# Klipper keeps about 1-2 s queued: the same on a board and in a simulation at any time
+# factor. It is at least twice the schedule margin (a noisy line widens that).
+MOTION_LEAD_S = 1.0
 # The MCU shuts down when a reading stays this far outside min_temp..max_temp (its own
 # check, which works even when the host is gone); the host checks the exact limits.
 ADC_RANGE_MARGIN_C = 5.0
@@ -114,6 +116,10 @@ class McuHardware:
                 mcu, name, parse_pin(st.step_pin), parse_pin(st.dir_pin),
                 parse_pin(st.enable_pin) if st.enable_pin else None)
         self.sender = StepSender(mcu, list(self.steppers.values()))
+        # Every output that queues updates on the MCU (each holds one pool entry).
+        self.outputs = [hw.output for hw in self.heater_hw.values()]
+        if self.fan.output is not None:
+            self.outputs.append(self.fan.output)
         # Each axis endstop stops the motors that move that axis (both on CoreXY X/Y).
         self.endstops: dict[str, McuEndstop] = {}
         for axis in ("x", "y", "z"):
@@ -124,6 +130,12 @@ class McuHardware:
                       if settings.printer.kinematics == "corexy" and axis in "xy"
                       else [self.steppers[axis]])
             self.endstops[axis] = McuEndstop(mcu, parse_pin(pin, can_pull=True), motors)
+
+    def flush(self) -> None:
+        """Send what waits for room on the MCU: steps, then held pin updates."""
+        self.sender.flush()
+        for out in self.outputs:
+            out.flush()
 
     def restart_step_clocks(self) -> None:
         """After steppers were stopped by a trigger the firmware needs a new step-clock
@@ -141,7 +153,7 @@ class McuHardware:
         # Imported here: the compiled kernels load after the cache directory is chosen.
         from printhost.sim.stepper_motion import StepFollowingExecutor
         lead = min(MAX_SCHEDULE_AHEAD_S,
-                   max(LEAD_PRINT_S, self.mcu.wall_to_print_s(LEAD_WALL_S)))
+                   max(MOTION_LEAD_S, 2.0 * self.mcu.schedule_margin_s()))
         return StepFollowingExecutor(
             self.clock, self.settings, lead_time_s=lead, start_position=start_position,
             clock_freq=self.mcu.clock_freq,

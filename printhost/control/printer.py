@@ -141,7 +141,7 @@ class Printer:
             self.autotune.tick(now)
         self.toolhead.update()
         if hw is not None:
-            hw.sender.flush()
+            hw.flush()
         if self.error is None:
             try:
                 self.jobs.step(now)

@@ -1,9 +1,17 @@
 """Entry point and main loop of the control process.
 
-The loop runs at a fixed wall-clock period. Each pass it answers commands (polled
-without waiting), ticks the printer (heaters, motion, job) and publishes the status
-block at `status_hz`. Nothing in it waits on the API: if the supervisor vanishes the
-channel reports EOF, and the loop turns the heaters off and exits.
+The loop runs to deadlines: a pass is due every LOOP_PERIOD_S of wall-clock time, and
+after each one the loop sleeps until the next is due (not a fixed interval after the
+work, which would stretch the period). `LoopTiming` counts overruns and keeps the tick
+time and latency histograms that `status.printer.control` reports. Each pass answers
+commands (polled without waiting), ticks the printer (heaters, motion, job) and
+publishes the status block at `status_hz`. Nothing in it waits on the API: if the
+supervisor vanishes the channel reports EOF, and the loop turns the heaters off and
+exits.
+
+Once start-up is done (kernels loaded, MCU connected) the process freezes its start-up
+heap, locks its memory and takes SCHED_FIFO where the system allows
+(`printhost.realtime`), and says in its log and in status what it got.
 
 Signals: SIGINT is ignored (Ctrl-C in a terminal reaches the whole process group; the
 supervisor coordinates the stop). SIGTERM means "stop now": heaters off, then exit.
@@ -19,34 +27,38 @@ from typing import Any
 
 from printhost.childproc import setup_child
 from printhost.config import Settings
+from printhost.control.looptiming import LoopTiming
 from printhost.control.printer import Printer
 from printhost.ipc.channel import CommandServer
 from printhost.ipc.status import StatusBlock
+from printhost.realtime import CONTROL_PRIORITY, settle_realtime
 
 log = logging.getLogger("printhost.control")
 
 LOOP_PERIOD_S = 0.004
 
 
-def _try_realtime() -> None:
-    """Ask for SCHED_FIFO when allowed (on the Pi under systemd); harmless otherwise."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
-        log.info("running with SCHED_FIFO priority 10")
-    except (AttributeError, PermissionError, OSError):
-        pass
+def _status(printer: Any, timing: LoopTiming) -> dict[str, Any]:
+    """The printer's snapshot with the loop's own (`printer.control`)."""
+    doc = printer.get_status()
+    if isinstance(doc.get("printer"), dict):
+        doc["printer"]["control"] = timing.get_status()
+    return doc
 
 
 def run_control_loop(printer: Printer, server: CommandServer, status: StatusBlock,
-                     status_hz: float, should_stop) -> None:
+                     status_hz: float, should_stop, timing: LoopTiming | None = None) -> None:
+    timing = timing or LoopTiming(LOOP_PERIOD_S)
     status_period = 1.0 / status_hz
     next_status = 0.0
+    timing.restart()
     while True:
+        timing.start_pass()
         replies = [printer.handle(req) for req in server.poll()]
         if replies:
             # Publish before replying, so a client that reads status right after a
             # command's reply already sees its effect (e.g. heater targets 0 on cancel).
-            status.write(printer.get_status())
+            status.write(_status(printer, timing))
             for reply in replies:
                 server.reply(reply)
         if server.closed:
@@ -54,21 +66,22 @@ def run_control_loop(printer: Printer, server: CommandServer, status: StatusBloc
             printer.stop()
         if should_stop():
             printer.stop()
+        timing.mark("commands")
         printer.tick()
+        timing.mark("the printer's tick (MCU, heaters, motion, job)")
         wall = time.monotonic()
         if wall >= next_status or printer.stopping:
-            status.write(printer.get_status())
+            status.write(_status(printer, timing))
             next_status = wall + status_period
+            timing.mark("publishing status")
         if printer.stopping:
             return
-        time.sleep(LOOP_PERIOD_S)
+        time.sleep(timing.end_pass())
 
 
 def control_main(settings: Settings, conn: Connection, status_name: str) -> None:
     """Target of the spawned control process."""
     stop_requested = setup_child(settings, "control")
-    if settings.control.backend != "simulated":
-        _try_realtime()
     status = StatusBlock.attach(status_name)
     server = CommandServer(conn)
     # Compiled kernels are cached under the state directory (the installed package may
@@ -83,11 +96,15 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
     log.info("step kernels ready in %.2f s", time.monotonic() - started)
     printer = build_printer(settings)
     closers = attach_pi_devices(settings, printer)
-    status.write(printer.get_status())
+    timing = LoopTiming(LOOP_PERIOD_S)
+    rt = settle_realtime(CONTROL_PRIORITY)
+    timing.realtime = rt.as_dict()
+    (log.info if rt.realtime else log.warning)("control loop: %s", rt.describe())
+    status.write(_status(printer, timing))
     log.info("control process ready (pid %d, backend %s)", os.getpid(), settings.control.backend)
     try:
         run_control_loop(printer, server, status, settings.control.status_hz,
-                         stop_requested)
+                         stop_requested, timing)
     except BaseException:
         log.exception("control loop crashed")
         printer.heaters.all_off()

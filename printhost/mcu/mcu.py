@@ -39,13 +39,24 @@ CONNECT_CLOCK_SAMPLES = 8
 # keep traffic going about once a second, so silence this long is never normal.
 LOST_TIMEOUT_S = 4.0
 # Commands scheduled on the MCU clock are placed at least this far ahead of the
-# estimated MCU time, in host (wall) seconds, so transmission latency and a slow control
-# loop tick never make them arrive late.
-MIN_SCHEDULE_WALL_S = 0.4
+# estimated MCU time, in print seconds, as Klipper places its heater and fan updates
+# (PIN_MIN_TIME and the sensor's report time): the same on a real board and in a
+# simulation at any time factor.
+MIN_SCHEDULE_AHEAD_S = 0.25
+# The link's own latency is host time: a retransmission costs a retransmission timeout
+# of the host's clock whatever the MCU's clock rate, so the margin also covers this many
+# timeouts (converted to print time).
+SCHEDULE_RTOS = 4.0
 # ...but never more than this far ahead in print time: the firmware reads 32-bit clock
 # values as lying within 2**31 ticks of now (29.8 s at 72 MHz), and a fast simulation
 # would otherwise turn a host-time margin into a clock value it reads as the past.
 MAX_SCHEDULE_AHEAD_S = 5.0
+# The host's estimate of the MCU clock can run a few milliseconds ahead of the board when
+# the host is busy (a clock sample whose round trip was stretched just below the filter's
+# limit). Whatever must already have happened on the MCU (a move-pool entry freed, a
+# queued output loaded) is trusted only this long after the estimate says so, in host
+# time. 25 ms held under two CPU-bound processes on two cores; 10 ms did not.
+REACHED_GUARD_WALL_S = 0.025
 
 
 class McuError(Exception):
@@ -70,6 +81,9 @@ class Mcu:
         self.clock_freq = 0.0
         self.clocksync: ClockSync | None = None
         self.move_count = 0
+        # Entries of the firmware's move pool kept for queued pin updates (one per
+        # output that queues them); the step sender may use the rest.
+        self.reserved_move_slots = 0
         self.shutdown_reason: str | None = None
         self.lost_reason: str | None = None
         self.on_fault: Callable[[str], None] | None = None
@@ -105,6 +119,21 @@ class Mcu:
     def add_config_cmd(self, name: str, **params: Any) -> None:
         """A command of the configuration (sent once, before finalize_config)."""
         self._config_cmds.append((name, params))
+
+    def reserve_move_slot(self) -> None:
+        """Keep one entry of the firmware's move pool for an object that queues commands
+        (`queue_digital_out`) and never has more than one of them waiting on the MCU.
+
+        The firmware's pool is shared by steps and queued pin updates, and a command
+        that finds it full shuts the MCU down ("Move queue overflow"): so the step sender
+        is only given `move_count - reserved_move_slots` entries, as Klipper's host
+        reserves a slot for each of its output pins."""
+        self.reserved_move_slots += 1
+
+    @property
+    def step_move_slots(self) -> int:
+        """Pool entries the step sender may fill (at least one)."""
+        return max(1, self.move_count - self.reserved_move_slots)
 
     def add_init_step(self, step: Callable[[], None]) -> None:
         """Something to do once the MCU is configured and the clock is known (start
@@ -384,15 +413,23 @@ class Mcu:
         on the simulated MCU, whose clock runs at the simulation's time factor)."""
         return wall_s * self._sync().freq_hz / self.clock_freq
 
-    def earliest_schedule_time(self) -> float:
-        """The soonest print time a command may be scheduled for and still arrive early.
+    def schedule_margin_s(self) -> float:
+        """How far ahead of the MCU's present (print seconds) a scheduled command goes.
 
-        The margin grows with the link's retransmission timeout, so a noisy line (where a
-        block may need several retransmissions) gets more room, not a "Timer too close"
-        shutdown of the MCU."""
-        wall = min(2.0, max(MIN_SCHEDULE_WALL_S, 4.0 * self.link.rto_s))
-        ahead = min(MAX_SCHEDULE_AHEAD_S, max(0.005, self.wall_to_print_s(wall)))
-        return self.print_time() + ahead
+        At least MIN_SCHEDULE_AHEAD_S of print time; more on a noisy line, where a block
+        may need several retransmissions (SCHEDULE_RTOS timeouts of host time), so the
+        line gets room instead of a "Timer too close" shutdown of the MCU."""
+        link = self.wall_to_print_s(min(2.0, SCHEDULE_RTOS * self.link.rto_s))
+        return min(MAX_SCHEDULE_AHEAD_S, max(MIN_SCHEDULE_AHEAD_S, link))
+
+    def earliest_schedule_time(self) -> float:
+        """The soonest print time a command may be scheduled for and still arrive early."""
+        return self.print_time() + self.schedule_margin_s()
+
+    def reached_clock(self) -> int:
+        """A clock the MCU has certainly reached by now (the estimate, less a guard of
+        REACHED_GUARD_WALL_S of host time): what the host may take as done on the MCU."""
+        return self.clock_of(self.print_time() - self.wall_to_print_s(REACHED_GUARD_WALL_S))
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.link.stats())

@@ -3,6 +3,13 @@
 Heater pins carry a `max_duration`: the firmware itself turns the pin back to its
 default (off) and shuts down when the host has not renewed a non-default value within
 that time. So a host that dies, freezes or loses the link cannot leave a heater on.
+
+Queued updates (`queue_digital_out`) take an entry of the firmware's move pool, which
+steps share. Each output reserves one entry and never has more than one update waiting
+on the MCU: a new value is sent once the previous one has been applied (by the clock
+estimate); until then only the latest value is kept, and `flush()` (every control
+tick) sends it when its turn comes. This is Klipper's rule for output pins too, and it
+is what lets the step sender fill the rest of the pool without ever overflowing it.
 """
 
 from __future__ import annotations
@@ -32,7 +39,19 @@ class McuPwmOutput:
         self.cycle_ticks = 0
         self.value = 0.0
         self.last_time = 0.0
+        # Clock of the update last sent (not yet applied while the MCU is before it),
+        # and the value waiting for its turn.
+        self._last_clock = 0
+        self._held: tuple[float, float] | None = None
+        mcu.reserve_move_slot()
         mcu.register_config(self._build_config)
+        mcu.add_init_step(self._forget_updates)
+
+    def _forget_updates(self) -> None:
+        """After (re)configuration the MCU's clock and queues start afresh."""
+        self._last_clock = 0
+        self.last_time = 0.0
+        self._held = None
 
     def _build_config(self) -> None:
         mcu = self.mcu
@@ -48,16 +67,36 @@ class McuPwmOutput:
         mcu.add_config_cmd("set_digital_out_pwm_cycle", oid=self.oid,
                            cycle_ticks=self.cycle_ticks)
 
-    def set(self, print_time: float, duty: float) -> float:
+    def set(self, print_time: float, duty: float) -> float | None:
         """Schedule `duty` at `print_time` (moved later if that is too soon or before the
-        previous update); returns the print time it was scheduled for."""
-        duty = min(1.0, max(0.0, float(duty)))
-        when = max(print_time, self.mcu.earliest_schedule_time(), self.last_time + 1e-6)
+        previous update). Returns the print time it was scheduled for, or None when the
+        previous update is still waiting on the MCU: the value is then sent by a later
+        `flush()`, replacing any value held before it."""
+        self._held = (print_time, min(1.0, max(0.0, float(duty))))
+        return self.flush()
+
+    @property
+    def pending(self) -> bool:
+        """A value is held until the previous update has been applied."""
+        return self._held is not None
+
+    def flush(self) -> float | None:
+        """Send the held value if the previous update has been applied on the MCU."""
+        if self._held is None:
+            return None
+        mcu = self.mcu
+        if self._last_clock and mcu.reached_clock() < self._last_clock:
+            return None
+        print_time, duty = self._held
+        self._held = None
+        when = max(print_time, mcu.earliest_schedule_time(), self.last_time + 1e-6)
         on_ticks = int(round(duty * self.cycle_ticks))
         if self.pin.invert:
             on_ticks = self.cycle_ticks - on_ticks
-        self.mcu.send("queue_digital_out", oid=self.oid,
-                      clock=self.mcu.clock_of(when) & 0xFFFFFFFF, on_ticks=on_ticks)
+        clock = mcu.clock_of(when)
+        mcu.send("queue_digital_out", oid=self.oid, clock=clock & 0xFFFFFFFF,
+                 on_ticks=on_ticks)
         self.value = duty
         self.last_time = when
+        self._last_clock = clock
         return when

@@ -5,9 +5,12 @@ The motion pipeline produces `StepCommands` (rows of `queue_step` and
 of `move_count` entries; a `queue_step` that arrives when the pool is full shuts the MCU
 down ("Move queue overflow"). A move's entry is freed when the stepper loads it, which
 happens when its previous move ends - at the clock the host knows as that move's start.
-So `StepSender` remembers the start clocks of the last `move_count` moves it sent and
-holds a new move back until the oldest of them has started on the MCU (by the clock
-estimate), exactly the bookkeeping the firmware's pool needs.
+So `StepSender` remembers the start clocks of the moves it has in the pool and holds a
+new move back until the oldest of them has started on the MCU (by the clock estimate,
+less a guard: `Mcu.reached_clock`), exactly the bookkeeping the firmware's pool needs.
+The pool is shared with queued pin updates; the sender only ever fills the entries the
+outputs have not reserved (`Mcu.step_move_slots`), so the two together can never
+overflow it, however late the host's loop runs.
 """
 
 from __future__ import annotations
@@ -25,12 +28,6 @@ from printhost.mcu.pins import PinSpec
 
 # Width of the step pulse the drivers need (2 us suits the common TMC and A4988 drivers).
 STEP_PULSE_S = 0.000002
-# A pool slot is counted as free only this long after the firmware frees it (after the
-# previous move's last pulse), in host time: the host's estimate of the MCU clock can be
-# a few milliseconds ahead when the machine is busy, and an early move overflows the pool.
-# 25 ms held under two CPU-bound processes competing with the test's host and board on
-# two cores; 10 ms did not. With a real pool (hundreds of slots) the cost is nil.
-POOL_GUARD_WALL_S = 0.025
 
 
 class McuStepper:
@@ -88,6 +85,12 @@ class StepSender:
         self.late_moves = 0
         self.last_clock_sent = 0
         self.stream_crc = 0
+        mcu.add_init_step(self._forget_pool)
+
+    def _forget_pool(self) -> None:
+        """After (re)configuration the MCU's pool is empty and its clock starts afresh."""
+        self._move_starts.clear()
+        self.drop_pending()
 
     def queue(self, commands: StepCommands) -> None:
         if len(commands):
@@ -102,8 +105,8 @@ class StepSender:
         if not self._pending:
             return
         mcu = self.mcu
-        est_clock = mcu.clock_of(mcu.print_time() - mcu.wall_to_print_s(POOL_GUARD_WALL_S))
-        capacity = max(1, mcu.move_count)
+        est_clock = mcu.reached_clock()
+        capacity = mcu.step_move_slots
         out: list[bytes] = []
         encode = mcu.codec.encode
         while self._pending:

@@ -104,6 +104,12 @@ class SimFirmware:
             **BASE_COMMANDS, **OBJECT_COMMANDS}
         self.sched = Scheduler()
         self.now = 0
+        # What was running when the MCU last shut down (for the simulator's log).
+        self.shutdown_context = ""
+        # While the owner hands over commands that arrived some time up to this clock
+        # (it was scheduled late), the move pool is judged at this clock: entries freed
+        # by then were free when the command arrived. None: judge it at `now`.
+        self.pool_clock: int | None = None
         self.commands_handled = 0
         self._stats_timer = Timer(self._stats_event, "stats")
         self._power_on()
@@ -144,6 +150,7 @@ class SimFirmware:
             else:
                 handler(self, params)
         except FirmwareShutdown as exc:
+            self.shutdown_context = f"command {name} {dict(params)} at clock {self.now}"
             self._run_shutdown(exc.reason)
         self._run_tasks()
 
@@ -160,6 +167,8 @@ class SimFirmware:
                 if waketime is not None:
                     self.sched.add(timer, waketime, self.now)
             except FirmwareShutdown as exc:
+                self.shutdown_context = (f"timer {timer.name or '?'} due at {timer.waketime}, "
+                                         f"run at clock {self.now}")
                 self._run_shutdown(exc.reason)
             self._run_tasks()
         if clock > self.now:
@@ -242,13 +251,15 @@ class SimFirmware:
 
     def move_alloc(self) -> None:
         """Take one entry of the shared move queue (or shut down when none is free)."""
-        if self.queued_moves() >= self.move_count:
+        at = self.now if self.pool_clock is None else max(self.now, self.pool_clock)
+        if self.queued_moves(at) >= self.move_count:
             self.shutdown("Move queue overflow")
 
-    def queued_moves(self) -> int:
-        now = self.now
-        return (sum(s.pending(now) for s in self._steppers)
-                + sum(q.pending() for q in self._queues))
+    def queued_moves(self, at: int | None = None) -> int:
+        """Entries of the move pool in use at `at` (default: now)."""
+        at = self.now if at is None else at
+        return (sum(s.pending(at) for s in self._steppers)
+                + sum(q.pending(at) for q in self._queues))
 
     @property
     def move_count(self) -> int:

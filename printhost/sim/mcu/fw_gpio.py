@@ -129,8 +129,10 @@ class DigitalOut:
         self.toggling = self.check_end = False
         self.queue.clear()
 
-    def pending(self) -> int:
-        return len(self.queue)
+    def pending(self, at: int) -> int:
+        """Queued updates still holding a pool entry at `at`: each is freed when it is
+        applied, at its clock."""
+        return sum(1 for clock, _ in self.queue if clock > at)
 
 
 class PwmOut:
@@ -188,5 +190,7 @@ class PwmOut:
         self.guarding = False
         self.queue.clear()
 
-    def pending(self) -> int:
-        return len(self.queue)
+    def pending(self, at: int) -> int:
+        """Queued updates still holding a pool entry at `at`: each is freed when it is
+        applied, at its clock."""
+        return sum(1 for clock, _ in self.queue if clock > at)

@@ -8,6 +8,23 @@ process matters: like a real board, it keeps running (and keeps enforcing its he
 Its clock is the host's monotonic clock scaled by the simulation's time factor, so a
 20x simulation runs a 72 MHz MCU clock 20x faster and the host's clock sync sees that.
 
+A real MCU handles a command microseconds after it arrives; this process may be
+scheduled late on a busy machine and find bytes that arrived while it was not running.
+It knows only that they arrived after it last looked at its input and before it read
+them, and it must not turn its own lateness into a fault a board would never raise:
+
+* each command is handled at the time the board last looked (its present then), so a
+  deadline the host met (a step or heater update scheduled ahead, a max_duration
+  renewal) is met here too, and the timers that fell due meanwhile run after it;
+* the move pool is judged at the time the bytes were read, since entries the board
+  would have freed meanwhile were free when the command really arrived.
+
+A command that was late even for the earliest possible arrival still fails exactly as
+on hardware ("Timer too close", "Stepper too far in past"). Where the system allows, the
+process runs at SCHED_FIFO priority above the control process (`printhost.realtime`), so
+the window it cannot see into stays a few milliseconds wide; `state` reports the widest
+one so far (`late_ms_max`).
+
 A small control socket (JSON lines, Linux abstract namespace, name written next to the
 pty link) lets tests and `printhost sim` inspect the MCU (step positions, outputs,
 temperatures) and inject faults: line corruption and drops, delays, a hung link, an
@@ -30,6 +47,7 @@ from printhost.mcu.codec import MessageCodec
 from printhost.mcu.errors import ProtocolError
 from printhost.mcu.digest import step_stream_crc
 from printhost.mcu.sim_dictionary import SIM_CLOCK_FREQ, SIM_CONFIG, sim_dictionary
+from printhost.realtime import SIM_BOARD_PRIORITY, settle_realtime
 from printhost.sim.control_socket import ControlServer
 from printhost.sim.mcu.board import SimBoard
 from printhost.sim.mcu.firmware import SimFirmware
@@ -62,6 +80,10 @@ class SimMcu:
         self.unplugged = False
         self.frozen = False
         self.commands = 0
+        # Clock when input was last read: bytes read later arrived after it.
+        self._looked = self.clock()
+        self.late_ticks_max = 0
+        self.realtime: dict[str, Any] | None = None
         # CRC of every step command handled, in order (compare with the host's).
         self.step_stream_crc = 0
         self.step_commands = 0
@@ -73,6 +95,7 @@ class SimMcu:
         self.wire.send(self.codec.encode(name, **params))
 
     def run_once(self) -> None:
+        looked, self._looked = self._looked, self.clock()
         if self.frozen:
             return
         if self.unplugged:
@@ -80,8 +103,13 @@ class SimMcu:
             # heaters among them) still act.
             self.firmware.advance(self.clock())
             return
-        for payload in self.wire.read_available():
-            now = self.clock()
+        payloads = self.wire.read_available()
+        read_at = self.clock()
+        if payloads:
+            # Everything read now arrived after `looked` (see the module docstring).
+            self.late_ticks_max = max(self.late_ticks_max, read_at - looked)
+            self.firmware.pool_clock = read_at
+        for payload in payloads:
             try:
                 messages = self.codec.decode(payload)
             except ProtocolError as exc:
@@ -101,9 +129,22 @@ class SimMcu:
                 elif name == "set_next_step_dir":
                     self.step_stream_crc = step_stream_crc(self.step_stream_crc, name,
                                                            params["oid"], params["dir"])
-                self.firmware.handle(name, params, now)
+                self.firmware.handle(name, params, looked)
+                if self.firmware.is_shutdown and not was_shutdown:
+                    self._log_shutdown(looked, read_at)
+        self.firmware.pool_clock = None
+        was_shutdown = self.firmware.is_shutdown
         self.firmware.advance(self.clock())
+        if self.firmware.is_shutdown and not was_shutdown:
+            log.warning("shut down: %s (%s)", self.firmware.shutdown_reason,
+                        self.firmware.shutdown_context)
         self.wire.flush()
+
+    def _log_shutdown(self, looked: int, read_at: int) -> None:
+        ticks_ms = SIM_CLOCK_FREQ * self.time_factor / 1000.0
+        log.warning("shut down: %s (%s; the command arrived %.1f to %.1f ms ago)",
+                    self.firmware.shutdown_reason, self.firmware.shutdown_context,
+                    (self.clock() - read_at) / ticks_ms, (self.clock() - looked) / ticks_ms)
 
     def sleep_s(self) -> float:
         nxt = self.firmware.next_event_clock()
@@ -128,7 +169,10 @@ class SimMcu:
                     "wire": self._wire_stats(), "commands": self.commands,
                     "step_commands": self.step_commands,
                     "step_stream_crc": self.step_stream_crc,
-                    "unplugged": self.unplugged, "frozen": self.frozen}
+                    "unplugged": self.unplugged, "frozen": self.frozen,
+                    "late_ms_max": round(self.late_ticks_max * 1000.0
+                                         / (SIM_CLOCK_FREQ * self.time_factor), 3),
+                    "realtime": self.realtime}
         if cmd == "link":
             for key in ("corrupt_rate", "drop_rate", "delay_s"):
                 if key in request:
@@ -182,9 +226,12 @@ def sim_mcu_main(settings: Settings, tty_link: str, control_name: str) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(os.ttyname(slave), tmp)
     mcu = SimMcu(settings, master)
+    # Hardware is never late: the board takes real-time priority where allowed.
+    rt = settle_realtime(SIM_BOARD_PRIORITY, lock=False)
+    mcu.realtime = rt.as_dict()
     os.replace(tmp, link)
-    log.info("simulated MCU on %s (clock %d Hz x %g)", os.ttyname(slave), SIM_CLOCK_FREQ,
-             mcu.time_factor)
+    log.info("simulated MCU on %s (clock %d Hz x %g; %s)", os.ttyname(slave), SIM_CLOCK_FREQ,
+             mcu.time_factor, rt.describe())
     try:
         while not stop_requested():
             fds: list[Any] = server.fds()
