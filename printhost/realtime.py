@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import os
@@ -99,12 +100,18 @@ def take_fifo(priority: int) -> tuple[bool, str]:
         return False, f"SCHED_FIFO refused: {exc.strerror}"
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    except OSError:
+        return None
+
+
 def lock_memory() -> tuple[bool, str]:
     """mlockall(MCL_CURRENT | MCL_ONFAULT); (done, why not)."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-    except OSError:
+    libc = _libc()
+    if libc is None:
         return False, "no C library to call mlockall"
     if libc.mlockall(_MCL_CURRENT | _MCL_ONFAULT) == 0:
         return True, ""

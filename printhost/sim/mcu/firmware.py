@@ -129,6 +129,7 @@ class SimFirmware:
         self._outputs: dict[str, float] = {}
         self.debug_memory: dict[int, int] = {}
         self._loops = 0
+        self.max_queued_moves = 0   # the most pool entries ever in use at once
         self._stats_sent_at = self.now
         if self._stats_enabled:
             self.sched.add(self._stats_timer, self.now + self._stats_ticks(), self.now)
@@ -252,8 +253,10 @@ class SimFirmware:
     def move_alloc(self) -> None:
         """Take one entry of the shared move queue (or shut down when none is free)."""
         at = self.now if self.pool_clock is None else max(self.now, self.pool_clock)
-        if self.queued_moves(at) >= self.move_count:
+        queued = self.queued_moves(at)
+        if queued >= self.move_count:
             self.shutdown("Move queue overflow")
+        self.max_queued_moves = max(self.max_queued_moves, queued + 1)
 
     def queued_moves(self, at: int | None = None) -> int:
         """Entries of the move pool in use at `at` (default: now)."""
@@ -327,6 +330,7 @@ class SimFirmware:
             "config_crc": self.config_crc,
             "move_count": self.move_count,
             "queued_moves": self.queued_moves(),
+            "max_queued_moves": self.max_queued_moves,
             "positions": self.stepper_positions(clock),
             "outputs": dict(self._outputs),
             "commands_handled": self.commands_handled,
