@@ -353,6 +353,21 @@ DEVICES = Schema("Devices", {
                      "without a sensor", nullable=True),
 }, "Devices wired to the Pi itself (docs/devices.md)", additional=True)
 
+CONTROL_LOOP = Schema("ControlLoop", {
+    "period_ms": Field("number", "Period of the control loop, ms"),
+    "passes": Field("integer", "Passes since the control process started"),
+    "overruns": Field("integer", "Passes that ended after the next one was due"),
+    "late_wakes": Field("integer", "Overruns because the process woke late"),
+    "tick_p50_ms": Field("number", "Median work of a pass, ms", nullable=True),
+    "tick_p99_ms": Field("number", "99th percentile of the work of a pass, ms", nullable=True),
+    "tick_max_ms": Field("number", "Longest pass, ms", nullable=True),
+    "latency_p99_ms": Field("number", "99th percentile from due time to the end of a pass, "
+                            "ms", nullable=True),
+    "last_overrun_cause": Field("string", "Why the latest overrun happened", nullable=True),
+    "realtime": Field("object", "Real-time scheduling obtained: policy, priority, "
+                      "memory_locked, gc_frozen, realtime, notes", nullable=True),
+}, "The control loop's deadlines (docs/architecture.md)", additional=True)
+
 PRINTER = Schema("Printer", {
     "position": Field("array", "Commanded toolhead position [x, y, z] in mm: where the "
                       "toolhead goes once the queued moves have run", items=Field("number")),
@@ -386,6 +401,8 @@ PRINTER = Schema("Printer", {
                               required=False),
     "devices": Field("object", "Pi-local devices; null when none are configured",
                      required=False, nullable=True, ref=DEVICES),
+    "control": Field("object", "The control loop's timing", required=False,
+                     ref=CONTROL_LOOP),
 }, "Live printer state", additional=True)
 
 STATUS = Schema("Status", {
@@ -449,4 +466,4 @@ ALL_SCHEMAS = [ERROR, EMPTY, RESULT_OK, LOGIN_REQUEST, LOGIN_RESPONSE, AUTH_CHEC
                STATUS, PRINT_REQUEST, PRINT_RESPONSE, FILE_INFO, FILE_LIST, FILE_UPLOAD,
                JOB_RECORD, JOB_LIST, HEALTH,
                PID_TUNE_RESULT, PID_TUNE, PID_TUNE_REQUEST, PID_TUNE_SAVED, TARGET_REQUEST,
-               TARGET_SET, DEVICES]
+               TARGET_SET, DEVICES, CONTROL_LOOP]

@@ -348,6 +348,8 @@ class Printer:
             "clock_freq": mcu.clock_freq,
             "move_count": mcu.move_count,
             "moves_sent": sender.sent_moves,
+            "late_moves": sender.late_moves,
+            "reserved_move_slots": mcu.reserved_move_slots,
             "step_stream_crc": sender.stream_crc,
             "link": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in link.items()},
         }
