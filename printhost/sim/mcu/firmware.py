@@ -106,10 +106,12 @@ class SimFirmware:
         self.now = 0
         # What was running when the MCU last shut down (for the simulator's log).
         self.shutdown_context = ""
-        # While the owner hands over commands that arrived some time up to this clock
-        # (it was scheduled late), the move pool is judged at this clock: entries freed
-        # by then were free when the command arrived. None: judge it at `now`.
-        self.pool_clock: int | None = None
+        # While the owner hands over commands it read at this clock, having last looked
+        # at its input at `now` (it was scheduled late), whatever favours a later arrival
+        # uses this clock: the move pool (entries freed by then were free when the
+        # command arrived) and clock reports (an answer is never older than its
+        # question). None: everything happens at `now`.
+        self.read_clock: int | None = None
         self.commands_handled = 0
         self._stats_timer = Timer(self._stats_event, "stats")
         self._power_on()
@@ -252,11 +254,14 @@ class SimFirmware:
 
     def move_alloc(self) -> None:
         """Take one entry of the shared move queue (or shut down when none is free)."""
-        at = self.now if self.pool_clock is None else max(self.now, self.pool_clock)
-        queued = self.queued_moves(at)
+        queued = self.queued_moves(self.latest_arrival())
         if queued >= self.move_count:
             self.shutdown("Move queue overflow")
         self.max_queued_moves = max(self.max_queued_moves, queued + 1)
+
+    def latest_arrival(self) -> int:
+        """The latest clock the command being handled can have arrived at."""
+        return self.now if self.read_clock is None else max(self.now, self.read_clock)
 
     def queued_moves(self, at: int | None = None) -> int:
         """Entries of the move pool in use at `at` (default: now)."""

@@ -45,11 +45,14 @@ def _finalize_config(fw: SimFirmware, p: Mapping[str, Any]) -> None:
 
 
 def _get_clock(fw: SimFirmware, p: Mapping[str, Any]) -> None:
-    fw.send("clock", {"clock": low32(fw.now)})
+    # The clock when the query was read: a late-read query must not be answered with a
+    # clock from before the host asked (it would fall outside the round trip).
+    fw.send("clock", {"clock": low32(fw.latest_arrival())})
 
 
 def _get_uptime(fw: SimFirmware, p: Mapping[str, Any]) -> None:
-    fw.send("uptime", {"high": u32(fw.now >> 32), "clock": low32(fw.now)})
+    clock = fw.latest_arrival()
+    fw.send("uptime", {"high": u32(clock >> 32), "clock": low32(clock)})
 
 
 def _emergency_stop(fw: SimFirmware, p: Mapping[str, Any]) -> None:

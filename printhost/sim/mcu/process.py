@@ -17,7 +17,9 @@ them, and it must not turn its own lateness into a fault a board would never rai
   deadline the host met (a step or heater update scheduled ahead, a max_duration
   renewal) is met here too, and the timers that fell due meanwhile run after it;
 * the move pool is judged at the time the bytes were read, since entries the board
-  would have freed meanwhile were free when the command really arrived.
+  would have freed meanwhile were free when the command really arrived; and a clock
+  query is answered with the clock when it was read, never one from before the host
+  asked.
 
 A command that was late even for the earliest possible arrival still fails exactly as
 on hardware ("Timer too close", "Stepper too far in past"). Where the system allows, the
@@ -108,7 +110,7 @@ class SimMcu:
         if payloads:
             # Everything read now arrived after `looked` (see the module docstring).
             self.late_ticks_max = max(self.late_ticks_max, read_at - looked)
-            self.firmware.pool_clock = read_at
+            self.firmware.read_clock = read_at
         for payload in payloads:
             try:
                 messages = self.codec.decode(payload)
@@ -132,7 +134,7 @@ class SimMcu:
                 self.firmware.handle(name, params, looked)
                 if self.firmware.is_shutdown and not was_shutdown:
                     self._log_shutdown(looked, read_at)
-        self.firmware.pool_clock = None
+        self.firmware.read_clock = None
         was_shutdown = self.firmware.is_shutdown
         self.firmware.advance(self.clock())
         if self.firmware.is_shutdown and not was_shutdown:
