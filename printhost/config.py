@@ -207,7 +207,9 @@ class SimulationSettings:
                                 doc="simulated seconds per wall-clock second (tests run faster)")
     ambient_c: float = _field(22.0, min=-20.0, max=60.0, doc="room temperature")
     start_position: list = _field([117.5, 117.5, 10.0],
-                                  doc="toolhead position at power-on, before homing (x, y, z)")
+                                  doc="where the simulated toolhead physically stands at "
+                                      "power-on, before homing (x, y, z mm); the host's "
+                                      "belief is printer.power_on_position")
     hotend: ThermalBodySettings = field(default_factory=_hotend_body)
     bed: ThermalBodySettings = field(default_factory=_bed_body)
     chamber: ThermalBodySettings = field(default_factory=_chamber_body)
@@ -255,6 +257,11 @@ class PrinterSettings:
                                               doc="speed limit of moves that only extrude, mm/s")
     max_extrude_only_accel: float = _field(1500.0, min=1.0, max=1000000.0,
                                            doc="acceleration limit of moves that only extrude, mm/s^2")
+    power_on_position: list = _field(
+        [0.0, 0.0, 0.0],
+        doc="where the host believes the toolhead is when it starts, before homing (x, y, z "
+            "mm); as Klipper, 0 0 0. Only a belief: moves are refused until an axis is "
+            "homed, and G28 moves 1.5 times the travel towards the endstop from here")
     axes: AxesSettings = field(default_factory=AxesSettings)
 
 

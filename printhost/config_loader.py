@@ -119,10 +119,11 @@ def _cross_check(s: Settings) -> None:
             raise ConfigError(f"input_shaper.damping_ratio_{axis}: {damping!r} is above the "
                               f"{kind} shaper's maximum {SHAPER_MAX_DAMPING[kind]}")
     _check_pins(s)
-    start = s.simulation.start_position
-    if len(start) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                  and math.isfinite(float(v)) for v in start):
-        raise ConfigError("simulation.start_position: expected a list of three finite numbers [x, y, z]")
+    for key, start in (("simulation.start_position", s.simulation.start_position),
+                       ("printer.power_on_position", s.printer.power_on_position)):
+        if len(start) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                      and math.isfinite(float(v)) for v in start):
+            raise ConfigError(f"{key}: expected a list of three finite numbers [x, y, z]")
     if s.server.max_body_bytes > s.server.max_upload_bytes:
         raise ConfigError("server.max_body_bytes: must not exceed server.max_upload_bytes")
 

@@ -139,7 +139,7 @@ class McuHardware:
 
     def executor(self, start_position: tuple[float, float, float, float]):
         # Imported here: the compiled kernels load after the cache directory is chosen.
-        from printhost.sim.stepper_motion import StepFollowingExecutor
+        from printhost.control.executor import StepFollowingExecutor
         lead = min(MAX_SCHEDULE_AHEAD_S,
                    max(LEAD_PRINT_S, self.mcu.wall_to_print_s(LEAD_WALL_S)))
         return StepFollowingExecutor(

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from printhost.config import ConfigError, parse_settings
+from printhost.control.clock import ManualClock
 from printhost.control.gcode import parse_line
 from printhost.control.heaters import HeaterFault
 from printhost.control.interpreter import CommandError
@@ -18,7 +19,6 @@ from printhost.hw.chamber import FAILURE_LIMIT_S
 from printhost.hw.devices import DeviceEvent, PiDevices, PrinterView, any_configured
 from printhost.ipc.channel import Command, ErrorKind, Request
 from printhost.sensors import SensorError
-from printhost.sim.clock import ManualClock
 from printhost.sim.pi import SimPi
 
 WAIT_S = 3.0     # upper bound for something that is due; only reached on failure
