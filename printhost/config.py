@@ -520,7 +520,9 @@ class DevicesSettings:
     backend: str = _field("simulated", choices=("simulated", "pi"),
                           doc="simulated: gpiozero's mock pins and a simulated I2C bus, with a "
                               "control socket to press buttons and inject faults; pi: the "
-                              "Pi's real pins (gpiozero's default pin factory) and /dev/i2c-N")
+                              "Pi's real pins (gpiozero's default pin factory) and /dev/i2c-N. "
+                              "Required when control.backend = \"mcu\" and any device is "
+                              "fitted: a real printer never falls back to simulated devices")
     i2c_bus: int = _field(1, min=0, max=31, doc="I2C bus number (/dev/i2c-N); 1 is the header's")
     psu: PsuDeviceSettings = _section(PsuDeviceSettings)
     status_led: StatusLedDeviceSettings = _section(StatusLedDeviceSettings)
@@ -585,6 +587,18 @@ class Settings:
 
     def state_path(self) -> Path:
         return Path(os.path.expanduser(self.server.state_dir))
+
+    def pi_devices(self) -> list[str]:
+        """The keys of the devices fitted to the Pi itself ([devices] pins, [chamber])."""
+        d, c = self.devices, self.chamber
+        fitted = [f"devices.{name}" for name in ("psu", "status_led", "estop", "runout",
+                                                 "hotend_fan", "controller_fan")
+                  if getattr(d, name).pin]
+        if c.sensor != "none":
+            fitted.append("chamber.sensor")
+        if c.heater_pin:
+            fitted.append("chamber.heater_pin")
+        return fitted
 
     def heater_settings(self) -> dict[str, HeaterSettings]:
         """Every heater by name: extruder, heater_bed and, when fitted, chamber."""
