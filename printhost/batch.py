@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from printhost.config import Settings
+from printhost.control.clock import ManualClock
 from printhost.control.gcode import GCodeError
 from printhost.control.gcode_bulk import parse_file
-from printhost.control.heaters import build_simulated_heaters
 from printhost.control.interpreter import CommandError, GCodeInterpreter, PartFan
 from printhost.control.kernels.plan import (ACCEL_T, CRUISE_T, DECEL_T, END_E, END_X,
                                            plan_file)
@@ -45,7 +45,7 @@ from printhost.mcu.dictionary import DataDictionary
 from printhost.mcu.fastencode import (MAX_PARAMS, EncodedMessages, encode_messages,
                                       frame_messages, message_params, pack_encoded)
 from printhost.mcu.sim_dictionary import sim_dictionary
-from printhost.sim.clock import ManualClock
+from printhost.sim.heaters import build_simulated_heaters
 
 # Print time of the first move: the MCU needs the first command some time ahead.
 START_TIME_S = 0.25
@@ -212,7 +212,8 @@ def run_batch(settings: Settings, gcode_path: str | Path, out_path: str | Path,
         if len(commands):
             encoded.append(encode_step_commands(dictionary, commands))
 
-    sx, sy, sz = (float(v) for v in settings.simulation.start_position)
+    # Where a printer believes the toolhead is before homing; G28 moves from here.
+    sx, sy, sz = (float(v) for v in settings.printer.power_on_position)
     start: Vec4 = (sx, sy, sz, 0.0)
     stream = StepStream(models_from_settings(settings), oids, clock_freq,
                         settings.mcu.max_stepper_error, start, START_TIME_S)

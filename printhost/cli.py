@@ -241,9 +241,10 @@ PID_TUNE_HELP = (
 
 def cmd_pid_tune(args: argparse.Namespace) -> int:
     from printhost.control.autotune import AutotuneSession, write_pid_to_config
+    from printhost.control.clock import ManualClock
     from printhost.control.heaters import (BED_CHECK_GAIN_TIME_S, EXTRUDER_CHECK_GAIN_TIME_S,
-                                           Heater, HeaterFault, SimulatedHeaterHardware)
-    from printhost.sim.clock import ManualClock
+                                           Heater, HeaterFault)
+    from printhost.sim.heaters import SimulatedHeaterHardware
     from printhost.sim.thermal import ThermalModel
 
     settings = _load(args)

@@ -207,7 +207,9 @@ class SimulationSettings:
                                 doc="simulated seconds per wall-clock second (tests run faster)")
     ambient_c: float = _field(22.0, min=-20.0, max=60.0, doc="room temperature")
     start_position: list = _field([117.5, 117.5, 10.0],
-                                  doc="toolhead position at power-on, before homing (x, y, z)")
+                                  doc="where the simulated toolhead physically stands at "
+                                      "power-on, before homing (x, y, z mm); the host's "
+                                      "belief is printer.power_on_position")
     hotend: ThermalBodySettings = field(default_factory=_hotend_body)
     bed: ThermalBodySettings = field(default_factory=_bed_body)
     chamber: ThermalBodySettings = field(default_factory=_chamber_body)
@@ -255,6 +257,11 @@ class PrinterSettings:
                                               doc="speed limit of moves that only extrude, mm/s")
     max_extrude_only_accel: float = _field(1500.0, min=1.0, max=1000000.0,
                                            doc="acceleration limit of moves that only extrude, mm/s^2")
+    power_on_position: list = _field(
+        [0.0, 0.0, 0.0],
+        doc="where the host believes the toolhead is when it starts, before homing (x, y, z "
+            "mm); as Klipper, 0 0 0. Only a belief: moves are refused until an axis is "
+            "homed, and G28 moves 1.5 times the travel towards the endstop from here")
     axes: AxesSettings = field(default_factory=AxesSettings)
 
 
@@ -513,7 +520,9 @@ class DevicesSettings:
     backend: str = _field("simulated", choices=("simulated", "pi"),
                           doc="simulated: gpiozero's mock pins and a simulated I2C bus, with a "
                               "control socket to press buttons and inject faults; pi: the "
-                              "Pi's real pins (gpiozero's default pin factory) and /dev/i2c-N")
+                              "Pi's real pins (gpiozero's default pin factory) and /dev/i2c-N. "
+                              "Required when control.backend = \"mcu\" and any device is "
+                              "fitted: a real printer never falls back to simulated devices")
     i2c_bus: int = _field(1, min=0, max=31, doc="I2C bus number (/dev/i2c-N); 1 is the header's")
     psu: PsuDeviceSettings = _section(PsuDeviceSettings)
     status_led: StatusLedDeviceSettings = _section(StatusLedDeviceSettings)
@@ -578,6 +587,18 @@ class Settings:
 
     def state_path(self) -> Path:
         return Path(os.path.expanduser(self.server.state_dir))
+
+    def pi_devices(self) -> list[str]:
+        """The keys of the devices fitted to the Pi itself ([devices] pins, [chamber])."""
+        d, c = self.devices, self.chamber
+        fitted = [f"devices.{name}" for name in ("psu", "status_led", "estop", "runout",
+                                                 "hotend_fan", "controller_fan")
+                  if getattr(d, name).pin]
+        if c.sensor != "none":
+            fitted.append("chamber.sensor")
+        if c.heater_pin:
+            fitted.append("chamber.heater_pin")
+        return fitted
 
     def heater_settings(self) -> dict[str, HeaterSettings]:
         """Every heater by name: extruder, heater_bed and, when fitted, chamber."""

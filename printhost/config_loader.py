@@ -119,10 +119,11 @@ def _cross_check(s: Settings) -> None:
             raise ConfigError(f"input_shaper.damping_ratio_{axis}: {damping!r} is above the "
                               f"{kind} shaper's maximum {SHAPER_MAX_DAMPING[kind]}")
     _check_pins(s)
-    start = s.simulation.start_position
-    if len(start) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                  and math.isfinite(float(v)) for v in start):
-        raise ConfigError("simulation.start_position: expected a list of three finite numbers [x, y, z]")
+    for key, start in (("simulation.start_position", s.simulation.start_position),
+                       ("printer.power_on_position", s.printer.power_on_position)):
+        if len(start) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                      and math.isfinite(float(v)) for v in start):
+            raise ConfigError(f"{key}: expected a list of three finite numbers [x, y, z]")
     if s.server.max_body_bytes > s.server.max_upload_bytes:
         raise ConfigError("server.max_body_bytes: must not exceed server.max_upload_bytes")
 
@@ -205,12 +206,32 @@ def _check_pi_devices(s: Settings) -> None:
                               f"of {c.sensor} ({', '.join(f'0x{a:02x}' for a in allowed) or 'no sensor'})")
 
 
+def _check_devices_backend(s: Settings, data: dict[str, Any]) -> None:
+    """A real printer with devices on the Pi must say which pins they are on.
+
+    `devices.backend` defaults to "simulated" so that the simulated printer runs on a
+    laptop; on a real board that default would leave an e-stop button or a PSU relay
+    silently simulated, so there it must be chosen in the file."""
+    if s.control.backend != "mcu":
+        return
+    fitted = s.pi_devices()
+    devices = data.get("devices")
+    if not fitted or (isinstance(devices, dict) and "backend" in devices):
+        return
+    raise ConfigError(
+        f"devices.backend: must be set with control.backend = \"mcu\" and devices on the "
+        f"Pi ({', '.join(fitted)}); hint: add backend = \"pi\" under [devices] to drive "
+        f"the Pi's own pins and I2C bus, or backend = \"simulated\" to try the printer "
+        f"with simulated ones")
+
+
 def parse_settings(data: dict[str, Any], source: str = "<string>") -> Settings:
     """Validate a decoded TOML document; errors name `source` and the key."""
     try:
         settings = _build(Settings(), data, "")
         settings = dataclasses.replace(settings, source=source)
         _cross_check(settings)
+        _check_devices_backend(settings, data)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return settings

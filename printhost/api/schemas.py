@@ -340,6 +340,11 @@ PID_TUNE_SAVED = Schema("PidTuneSaved", {
 })
 
 DEVICES = Schema("Devices", {
+    "backend": Field("string", "pi: the Pi's own pins and I2C bus; simulated: mock pins "
+                     "and a simulated bus (devices.backend)", enum=("pi", "simulated")),
+    "warning": Field("string", "Set when a real printer (control.backend = mcu) runs "
+                     "simulated Pi devices: which ones, and that they do nothing",
+                     nullable=True),
     "psu_on": Field("boolean", "PSU relay on; null without one", nullable=True),
     "estop_pressed": Field("boolean", "Emergency-stop button pressed; null without one",
                            nullable=True),

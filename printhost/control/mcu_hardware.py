@@ -151,7 +151,7 @@ class McuHardware:
 
     def executor(self, start_position: tuple[float, float, float, float]):
         # Imported here: the compiled kernels load after the cache directory is chosen.
-        from printhost.sim.stepper_motion import StepFollowingExecutor
+        from printhost.control.executor import StepFollowingExecutor
         lead = min(MAX_SCHEDULE_AHEAD_S,
                    max(MOTION_LEAD_S, 2.0 * self.mcu.schedule_margin_s()))
         return StepFollowingExecutor(

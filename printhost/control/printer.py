@@ -1,7 +1,8 @@
 """The printer as the control process sees it: hardware objects, the job, and faults.
 
-`Printer` is built from settings with either simulated or (later) real hardware, and
-is driven by `tick()` from the control loop. Commands from the API arrive through
+`Printer` is built on an MCU (`on_mcu`: a real board, or the simulated MCU process) or,
+for unit tests, on the in-process simulated printer (`simulated`, the only place this
+module touches `printhost.sim`), and is driven by `tick()` from the control loop. Commands from the API arrive through
 `handle()`, which never blocks: every request is answered in the same tick.
 
 A fault (heater out of range, M112) puts the printer into a latched `error` state:
@@ -19,14 +20,13 @@ from typing import Any
 from printhost.config import Settings
 from printhost.control.autotune import AutotuneSession
 from printhost.control.gcode import GCodeError
-from printhost.control.heaters import Heater, HeaterBank, HeaterFault, build_simulated_heaters
+from printhost.control.heaters import Heater, HeaterBank, HeaterFault
 from printhost.control.interpreter import GCodeInterpreter, PartFan
 from printhost.control.job import EmergencyStop, JobConflict, JobRunner, JobState
 from printhost.control.motion import MotionExecutor
 from printhost.control.toolhead import Toolhead
 from printhost.hw.devices import DeviceEvent, PrinterView
 from printhost.ipc.channel import Command, ErrorKind, Reply, Request
-from printhost.sim.clock import SimClock
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +75,19 @@ class Printer:
 
     @classmethod
     def simulated(cls, settings: Settings, clock: Any | None = None) -> "Printer":
+        """The printer on thermal models and model steppers, in this process (unit tests).
+
+        The toolhead starts where the model puts it, `simulation.start_position`: here
+        the executor is the machine, so belief and fact agree before homing."""
+        # Imported here: a printer on a real board never loads the simulation, and the
+        # compiled kernels must load after the control process has chosen numba's cache
+        # directory.
+        from printhost.control.executor import StepFollowingExecutor
+        from printhost.sim.clock import SimClock
+        from printhost.sim.heaters import build_simulated_heaters
         clock = clock or SimClock(settings.simulation.time_factor)
         heaters, hardware = build_simulated_heaters(settings, clock)
         sx, sy, sz = (float(v) for v in settings.simulation.start_position)
-        # Imported here, not at the top: the compiled kernels must load after the
-        # control process has chosen numba's cache directory.
-        from printhost.sim.stepper_motion import StepFollowingExecutor
         executor = StepFollowingExecutor(clock, settings, start_position=(sx, sy, sz, 0.0))
         hotend_hw = hardware["extruder"]
 
@@ -91,8 +98,11 @@ class Printer:
 
     @classmethod
     def on_mcu(cls, settings: Settings, hardware: Any) -> "Printer":
-        """The printer on a connected and configured MCU (`McuHardware`)."""
-        sx, sy, sz = (float(v) for v in settings.simulation.start_position)
+        """The printer on a connected and configured MCU (`McuHardware`).
+
+        Before homing the host cannot know where the toolhead is; it believes
+        `printer.power_on_position` until G28 replaces the belief with the endstops'."""
+        sx, sy, sz = (float(v) for v in settings.printer.power_on_position)
         executor = hardware.executor((sx, sy, sz, 0.0))
         printer = cls(settings, hardware.clock, hardware.heater_bank(), executor,
                       PartFan(hardware.fan.set_speed), hardware)

@@ -163,9 +163,12 @@ def attach_pi_devices(settings: Settings, printer: Any) -> list[Any]:
     printer is shut down with the reason, because a configured e-stop or chamber
     sensor that does not work must not be silently missing.
     """
-    from printhost.hw.devices import PiDevices, any_configured
+    from printhost.hw.devices import PiDevices, any_configured, simulated_on_real_printer
     if not any_configured(settings) or not hasattr(printer, "attach_devices"):
         return []
+    warning = simulated_on_real_printer(settings)
+    if warning is not None:
+        log.warning("%s", warning)
     closers: list[Any] = []
     try:
         if settings.devices.backend == "simulated":

@@ -9,7 +9,7 @@ What the loop looks at is the *age* of the last good reading, not the poller's l
 error: that also covers a poller that hangs inside a transfer. A heater that depends on
 the sensor (`GpioHeaterHardware`) raises `SensorError` from `read_temp_c` once no good
 reading is younger than `FAILURE_LIMIT_S`, and the heater code turns that into a
-latched shutdown (safety row 8: after at most 1 s of failure the heater is off).
+latched shutdown (docs/safety.md row 8: after at most 1 s of failure the heater is off).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # longest poll interval (0.25 s) a healthy sensor's reading is at most ~0.35 s old (an
 # AHT10 measurement takes 80 ms), so this leaves room for a late poll on a busy Pi;
 # a failure is acted on at most this long after the last good reading, inside the
-# 1 s of safety.md row 8 with room for the control loop and the status path.
+# 1 s of docs/safety.md row 8 with room for the control loop and the status path.
 FAILURE_LIMIT_S = 0.7
 
 

@@ -184,6 +184,8 @@ class PiDevices:
                 "sensor_error": None if fresh is not None else self.chamber_sensor.last_error,
             }
         return {
+            "backend": self.settings.devices.backend,
+            "warning": simulated_on_real_printer(self.settings),
             "psu_on": None if self.psu is None else self.psu.is_on,
             "estop_pressed": None if self.estop is None else self.estop.is_pressed,
             "filament_present": self.filament_present,
@@ -241,7 +243,21 @@ def force_outputs_off(settings: Settings, *, pin_factory: Any = None) -> list[st
 
 
 def any_configured(settings: Settings) -> bool:
-    d = settings.devices
-    return (settings.chamber.sensor != "none"
-            or any(getattr(d, n).pin for n in ("psu", "status_led", "estop", "runout",
-                                                 "hotend_fan", "controller_fan")))
+    return bool(settings.pi_devices())
+
+
+def simulated_on_real_printer(settings: Settings) -> str | None:
+    """The warning for a real board whose Pi devices are simulated, else None.
+
+    A configuration may ask for it (`devices.backend = "simulated"` with
+    `control.backend = "mcu"`, to try a board before the Pi is wired), but an e-stop
+    button or PSU relay that only exists in a model must never pass for a real one: the
+    log and the status both say so."""
+    if settings.control.backend != "mcu" or settings.devices.backend != "simulated":
+        return None
+    fitted = settings.pi_devices()
+    if not fitted:
+        return None
+    return ("SIMULATED Pi devices on a real printer: " + ", ".join(fitted) + " are not "
+            "wired to anything (devices.backend = \"simulated\"); an e-stop button, runout "
+            "switch or PSU relay on the Pi does nothing")

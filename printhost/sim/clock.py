@@ -2,7 +2,8 @@
 
 Every simulated component (thermal model, motion executor) reads the same `SimClock`,
 so a test can run a whole print at 50x while temperatures, moves and timeouts stay
-consistent with each other. `time_factor` 1.0 is real time.
+consistent with each other. `time_factor` 1.0 is real time. It is a
+`printhost.control.clock.Clock`, like the deterministic `ManualClock` there.
 """
 
 from __future__ import annotations
@@ -27,20 +28,3 @@ class SimClock:
         """How long `sim_seconds` of simulated time takes on the wall clock."""
         return sim_seconds / self.time_factor
 
-
-class ManualClock:
-    """A clock that only moves when told to: for deterministic unit tests."""
-
-    def __init__(self, start: float = 0.0) -> None:
-        self.t = float(start)
-        self.time_factor = 1.0
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> float:
-        self.t += dt
-        return self.t
-
-    def wall_seconds(self, sim_seconds: float) -> float:
-        return sim_seconds

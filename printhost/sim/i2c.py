@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from printhost.control.clock import ManualClock
 from printhost.sensors.i2c import I2CBus
-from printhost.sim.clock import ManualClock
 
 FAULT_ERRNOS = {"oserror": errno.EIO, "nack": errno.EREMOTEIO, "stuck": errno.ETIMEDOUT}
 # A held-low SDA or SCL is reported only when the controller's timeout runs out; each

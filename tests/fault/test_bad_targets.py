@@ -1,4 +1,4 @@
-"""Safety row 9: bad heater targets through the API get a clear 4xx and change nothing,
+"""docs/safety.md row 9: bad heater targets through the API get a clear 4xx and change nothing,
 and nothing that is not a finite number reaches the control process."""
 
 from __future__ import annotations

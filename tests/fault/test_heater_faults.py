@@ -1,4 +1,4 @@
-"""Heater and thermistor faults (safety.md rows 1 to 4), injected into the simulated board
+"""Heater and thermistor faults (docs/safety.md rows 1 to 4), injected into the simulated board
 under the running service.
 
 Each test starts the real service on its simulated Klipper MCU, heats through a print

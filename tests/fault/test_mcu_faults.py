@@ -1,4 +1,4 @@
-"""Faults of the MCU link and of the control process (safety.md rows 5, 6 and 7),
+"""Faults of the MCU link and of the control process (docs/safety.md rows 5, 6 and 7),
 injected into the running service and its simulated MCU."""
 
 from __future__ import annotations

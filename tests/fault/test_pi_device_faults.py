@@ -1,4 +1,4 @@
-"""The Pi's own devices in the running service: I2C sensor faults (safety.md row 8), the
+"""The Pi's own devices in the running service: I2C sensor faults (docs/safety.md row 8), the
 emergency-stop button and the filament runout switch.
 
 The service runs on its simulated MCU and simulated Pi: gpiozero drives mock pins, the
@@ -53,7 +53,7 @@ max_temp = 70.0
 """
 
 
-# The bound of safety.md row 8: heaters that depend on a failing sensor are off after
+# The bound of docs/safety.md row 8: heaters that depend on a failing sensor are off after
 # at most this much failure.
 ROW8_BOUND_S = 1.0
 POLL_S = 0.005

@@ -16,11 +16,12 @@ from printhost.config import Settings, load_settings, parse_settings
 from printhost.control.autotune import (CANCELLED, DONE, FAILED, AutotuneSession,
                                         ConfigWriteError, RelayAutotune, _first_harmonic,
                                         edit_pid_lines, write_pid_to_config, zn_gains)
+from printhost.control.clock import ManualClock
 from printhost.control.heaters import (BED_CHECK_GAIN_TIME_S, EXTRUDER_CHECK_GAIN_TIME_S,
-                                       Heater, HeaterFault, SimulatedHeaterHardware)
+                                       Heater, HeaterFault)
 from printhost.control.printer import Printer
 from printhost.ipc.channel import Command, ErrorKind, Request
-from printhost.sim.clock import ManualClock
+from printhost.sim.heaters import SimulatedHeaterHardware
 from printhost.sim.thermal import ThermalModel
 
 REPO = Path(__file__).resolve().parents[2]

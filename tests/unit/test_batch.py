@@ -29,8 +29,8 @@ import pytest
 from printhost import batch, cli
 from printhost.config import Settings, load_settings, with_overrides
 from printhost.control import shaper
+from printhost.control.clock import ManualClock
 from printhost.control.gcode import iter_lines, parse_line
-from printhost.control.heaters import build_simulated_heaters
 from printhost.control.interpreter import GCodeInterpreter, PartFan
 from printhost.control.kernels import reference as ref
 from printhost.control.kernels import steppers as st
@@ -39,7 +39,7 @@ from printhost.control.motion import PlannedMove, QueueClockExecutor, Vec4
 from printhost.control.toolhead import Toolhead
 from printhost.mcu.protocol import DataDictionary, MessageCodec, MessageStream
 from printhost.mcu.sim_dictionary import sim_dictionary, sim_dictionary_bytes
-from printhost.sim.clock import ManualClock
+from printhost.sim.heaters import build_simulated_heaters
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config" / "printhost.toml"
@@ -57,7 +57,7 @@ def settings_with(**sections) -> Settings:
 
 
 # A start close to the endstops keeps homing short where the reference generator runs.
-NEAR_HOME = {"start_position": [4.0, 6.0, 1.5]}
+NEAR_HOME = {"power_on_position": [4.0, 6.0, 1.5]}
 
 DIALECT = """\
 ; every motion feature of the dialect, and a dwell longer than the 32-bit MCU clock wraps
@@ -116,7 +116,7 @@ class Plan:
 
 def plan(settings: Settings, path: Path) -> Plan:
     """The planned moves of a file, parsed line by line with the reference parser."""
-    sx, sy, sz = (float(v) for v in settings.simulation.start_position)
+    sx, sy, sz = (float(v) for v in settings.printer.power_on_position)
     start = (sx, sy, sz, 0.0)
     executor = QueueClockExecutor(batch.START_TIME_S, start, record=True)
     toolhead = Toolhead(settings.printer, executor, settings.extruder)
@@ -357,13 +357,15 @@ def test_cube_through_the_cli_matches_independent_steps(tmp_path):
 
 
 def test_known_geometry_gives_exact_steps_and_print_time(tmp_path):
-    """G28 from the start position, then 100 mm along X at F6000, against closed forms."""
+    """G28 from a power-on position mid-bed, then 100 mm along X at F6000, against
+    closed forms."""
+    settings = settings_with(printer={"power_on_position": [117.5, 117.5, 10.0]})
     gcode = write(tmp_path, "G28\nG1 X100 F6000\n")
-    data, summary = run(SHIPPED, gcode, tmp_path)
-    printer = SHIPPED.printer
+    data, summary = run(settings, gcode, tmp_path)
+    printer = settings.printer
     ratio = 1.0 - printer.minimum_cruise_ratio
     x_home, y_home, z_home = (getattr(printer.axes, a) for a in "xyz")
-    sx, sy, sz = SHIPPED.simulation.start_position
+    sx, sy, sz = printer.power_on_position
 
     def profile(distance, speed, accel, pseudo_accel):
         """(peak speed, duration) of a move from rest to rest, as Klipper plans it."""
@@ -448,7 +450,7 @@ def test_cli_and_run_batch_write_the_same_bytes(tmp_path):
 
 
 def test_corexy_motors_follow_x_plus_y_and_x_minus_y(tmp_path):
-    settings = settings_with(printer={"kinematics": "corexy"}, simulation=NEAR_HOME)
+    settings = settings_with(printer={"kinematics": "corexy", **NEAR_HOME})
     gcode = write(tmp_path, ZIGZAG)
     data, summary = run(settings, gcode, tmp_path)
     _, job, _ = verify(settings, gcode, data, summary, generator="reference",
@@ -460,8 +462,8 @@ def test_corexy_motors_follow_x_plus_y_and_x_minus_y(tmp_path):
 
 
 def test_input_shaping_keeps_steps_exact_and_positions(tmp_path):
-    plain = settings_with(simulation=NEAR_HOME)
-    shaped = settings_with(simulation=NEAR_HOME,
+    plain = settings_with(printer=NEAR_HOME)
+    shaped = settings_with(printer=NEAR_HOME,
                            input_shaper={"shaper_type_x": "mzv", "shaper_freq_x": 45.0,
                                          "shaper_type_y": "ei", "shaper_freq_y": 38.0})
     gcode = write(tmp_path, ZIGZAG)
@@ -480,8 +482,8 @@ def test_input_shaping_keeps_steps_exact_and_positions(tmp_path):
 
 
 def test_pressure_advance_moves_extruder_steps_not_its_end(tmp_path):
-    plain = settings_with(simulation=NEAR_HOME)
-    advanced = settings_with(simulation=NEAR_HOME,
+    plain = settings_with(printer=NEAR_HOME)
+    advanced = settings_with(printer=NEAR_HOME,
                              extruder={"pressure_advance": 0.06,
                                        "pressure_advance_smooth_time": 0.03})
     gcode = write(tmp_path, ZIGZAG)
@@ -506,7 +508,7 @@ def test_pressure_advance_moves_extruder_steps_not_its_end(tmp_path):
 def test_motion_at_the_first_instant_keeps_its_leading_steps(tmp_path, sections, gcode_text):
     """The first move starts at the stream's start time; its shaped or smoothed position
     starts changing up to a shaper delay or half a smoothing window before that."""
-    settings = settings_with(simulation=NEAR_HOME, **sections)
+    settings = settings_with(printer=NEAR_HOME, **sections)
     gcode = write(tmp_path, gcode_text)
     data, summary = run(settings, gcode, tmp_path)
     verify(settings, gcode, data, summary, generator="reference", eps=OTHER_ROUTE_EPS)

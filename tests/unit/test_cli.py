@@ -99,6 +99,8 @@ def batch(tmp_path_factory):
     shown.write_text("[server]\nport = 8123\n[simulation.bed]\nsensor_lag_s = 6.5\n")
     env_cfg = b.path("env.toml")
     env_cfg.write_text('[server]\nlog_level = "debug"\n')
+    real_sim_devices = b.path("real_sim_devices.toml")
+    real_sim_devices.write_text('[control]\nbackend = "mcu"\n[devices.estop]\npin = "GPIO22"\n')
     serve_bad = b.path("serve_bad.toml")
     serve_bad.write_text('[server]\nport = "http"\n')
 
@@ -122,6 +124,7 @@ def batch(tmp_path_factory):
     b.start("check_typo", "config", "check", str(typo))
     b.start("check_missing", "config", "check", str(b.path("absent.toml")))
     b.start("check_broken", "config", "check", str(broken))
+    b.start("check_real_sim_devices", "config", "check", str(real_sim_devices))
     b.start("show", "config", "show", "--config", str(shown))
     b.start("show_env", "config", "show", "--state-dir", str(b.path("show-state")),
             env_extra={"PRINTHOST_CONFIG": str(env_cfg)})
@@ -278,6 +281,14 @@ def test_config_check_broken_file_names_file_key_and_problem(batch):
     bad = batch.path("bad.toml")
     assert f"{bad}: heaters.extruder.max_temp: 2000.0 is above the maximum 1000.0" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_config_check_wants_devices_backend_on_a_real_printer(batch):
+    proc = batch.result("check_real_sim_devices")
+    assert_clean_failure(proc)
+    path = batch.path("real_sim_devices.toml")
+    assert (f"{path}: devices.backend: must be set with control.backend = \"mcu\" and "
+            "devices on the Pi (devices.estop); hint: add backend = \"pi\"") in proc.stderr
 
 
 def test_config_check_unknown_nested_key(batch):

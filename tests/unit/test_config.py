@@ -438,3 +438,51 @@ def test_motion_limits_klipper_refuses_are_config_errors(tmp_path, text, key):
     with pytest.raises(ConfigError) as info:
         load_settings(f)
     assert key in str(info.value)
+
+
+# --------------------------------------------------------------------------- devices.backend
+
+@pytest.mark.parametrize("devices_text, fitted", [
+    ('[devices.estop]\npin = "GPIO22"\n', "devices.estop"),
+    ('[devices.psu]\npin = "GPIO17"\n[devices.hotend_fan]\npin = "GPIO18"\n',
+     "devices.psu, devices.hotend_fan"),
+    ('[chamber]\nsensor = "aht10"\nheater_pin = "GPIO5"\n', "chamber.sensor, chamber.heater_pin"),
+])
+def test_real_printer_with_pi_devices_must_choose_their_backend(devices_text, fitted):
+    text = '[control]\nbackend = "mcu"\n' + devices_text
+    msg = error_of(text, "/etc/printhost/printhost.toml")
+    assert msg.startswith("/etc/printhost/printhost.toml: devices.backend: must be set with "
+                          f'control.backend = "mcu" and devices on the Pi ({fitted}); hint: ')
+    assert 'backend = "pi"' in msg and 'backend = "simulated"' in msg
+    for backend in ("pi", "simulated"):
+        s = parse_settings(tomllib.loads(text + f'[devices]\nbackend = "{backend}"\n'))
+        assert s.devices.backend == backend
+
+
+def test_devices_backend_may_stay_implicit_without_devices_or_on_the_simulated_printer():
+    assert parse_settings({"control": {"backend": "mcu"}}).devices.backend == "simulated"
+    simulated = parse_settings({"devices": {"estop": {"pin": "GPIO22"}}})
+    assert simulated.devices.backend == "simulated"
+
+
+def test_shipped_examples_for_real_boards_choose_the_devices_backend():
+    examples = sorted((REPO_ROOT / "config" / "examples").glob("*.toml"))
+    assert examples
+    for path in examples:
+        data = tomllib.loads(path.read_text())
+        assert data["control"]["backend"] == "mcu", path
+        assert data["devices"]["backend"] == "pi", path
+        load_settings(path)
+
+
+def test_pi_devices_lists_what_is_fitted():
+    assert Settings().pi_devices() == []
+    s = parse_settings({"devices": {"runout": {"pin": "GPIO23"}},
+                        "chamber": {"sensor": "ads1115"}})
+    assert s.pi_devices() == ["devices.runout", "chamber.sensor"]
+
+
+@pytest.mark.parametrize("value", ["[1.0, 2.0]", "[0.0, nan, 0.0]", '[0.0, 0.0, "0"]'])
+def test_power_on_position_is_three_finite_numbers(value):
+    msg = error_of(f"[printer]\npower_on_position = {value}\n")
+    assert "printer.power_on_position: expected a list of three finite numbers" in msg

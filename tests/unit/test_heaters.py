@@ -8,16 +8,15 @@ import math
 import pytest
 
 from printhost.config import HeaterSettings, Settings
+from printhost.control.clock import ManualClock
 from printhost.control.heaters import (
     BED_CHECK_GAIN_TIME_S,
     EXTRUDER_CHECK_GAIN_TIME_S,
     Heater,
     HeaterBank,
     HeaterFault,
-    SimulatedHeaterHardware,
-    build_simulated_heaters,
 )
-from printhost.sim.clock import ManualClock
+from printhost.sim.heaters import SimulatedHeaterHardware, build_simulated_heaters
 from printhost.sim.thermal import ThermalModel
 
 TICK_S = 0.1

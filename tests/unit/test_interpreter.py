@@ -7,10 +7,10 @@ import math
 import pytest
 
 from printhost.config import parse_settings
+from printhost.control.clock import ManualClock
 from printhost.control.gcode import parse_line
 from printhost.control.interpreter import CommandError
 from printhost.control.printer import Printer
-from printhost.sim.clock import ManualClock
 
 
 @pytest.fixture

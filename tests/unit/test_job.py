@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from printhost.config import Settings, parse_settings
-from printhost.control.heaters import build_simulated_heaters
+from printhost.control.clock import ManualClock
+from printhost.control.executor import TimelineExecutor
 from printhost.control.interpreter import PartFan
 from printhost.control.job import JobConflict, JobState
 from printhost.control.printer import Printer
-from printhost.sim.clock import ManualClock
-from printhost.sim.motion import SimulatedMotionExecutor
+from printhost.sim.heaters import build_simulated_heaters
 
 CUBE = Path(__file__).resolve().parents[1] / "data" / "cube.gcode"
 TICK_S = 0.1
@@ -27,7 +27,7 @@ def make_printer(settings: Settings | None = None):
     clock = ManualClock()
     heaters, hardware = build_simulated_heaters(settings, clock)
     moves: list = []
-    executor = SimulatedMotionExecutor(
+    executor = TimelineExecutor(
         clock, start_position=(117.5, 117.5, 10.0, 0.0),
         on_move_started=lambda t, m: moves.append(m))
 

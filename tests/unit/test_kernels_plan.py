@@ -19,15 +19,15 @@ import pytest
 from printhost.config import (AxesSettings, AxisSettings, HeaterSettings, HeatersSettings,
                               Settings)
 from printhost.control import planner as planner_module
+from printhost.control.clock import ManualClock
 from printhost.control.gcode import GCodeCommand, GCodeError
 from printhost.control.gcode_bulk import FALLBACK, BulkGCode, parse_bytes, parse_file
-from printhost.control.heaters import build_simulated_heaters
 from printhost.control.interpreter import CommandError, GCodeInterpreter, PartFan
 from printhost.control.kernels import plan, plan_lookahead
 from printhost.control.kernels.plan import plan_file
 from printhost.control.motion import PlannedMove, QueueClockExecutor, Vec4
 from printhost.control.toolhead import Toolhead
-from printhost.sim.clock import ManualClock
+from printhost.sim.heaters import build_simulated_heaters
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

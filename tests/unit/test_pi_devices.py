@@ -10,6 +10,7 @@ import time
 import pytest
 
 from printhost.config import ConfigError, parse_settings
+from printhost.control.clock import ManualClock
 from printhost.control.gcode import parse_line
 from printhost.control.heaters import HeaterFault
 from printhost.control.interpreter import CommandError
@@ -18,7 +19,6 @@ from printhost.hw.chamber import FAILURE_LIMIT_S
 from printhost.hw.devices import DeviceEvent, PiDevices, PrinterView, any_configured
 from printhost.ipc.channel import Command, ErrorKind, Request
 from printhost.sensors import SensorError
-from printhost.sim.clock import ManualClock
 from printhost.sim.pi import SimPi
 
 WAIT_S = 3.0     # upper bound for something that is due; only reached on failure
@@ -387,3 +387,40 @@ def test_outputs_are_forced_off_from_outside_the_control_process():
     # Without off_on_emergency the PSU is left alone.
     keep = _settings({"psu": {"pin": "GPIO17", "off_on_emergency": False}})
     assert output_pins_off_levels(keep) == {}
+
+
+# --------------------------------------------------------------------------- real printer
+
+def test_simulated_devices_on_a_real_printer_are_announced_in_log_and_status(caplog, tmp_path):
+    """A real board (control.backend = "mcu") with devices.backend = "simulated" runs, but
+    says so: a warning in the control process's log and `devices.warning` in status."""
+    from printhost.control.process import attach_pi_devices
+    settings = parse_settings({
+        "control": {"backend": "mcu"}, "server": {"state_dir": str(tmp_path)},
+        "devices": {"backend": "simulated", "psu": {"pin": "GPIO17"},
+                    "estop": {"pin": "GPIO22"}}})
+    printer = Printer.simulated(settings, ManualClock())
+    with caplog.at_level("WARNING", logger="printhost.control"):
+        closers = attach_pi_devices(settings, printer)
+    try:
+        assert closers, printer.error
+        devices = printer.get_status()["printer"]["devices"]
+    finally:
+        for close in closers:
+            close()
+    expected = ("SIMULATED Pi devices on a real printer: devices.psu, devices.estop are not "
+                "wired to anything")
+    assert devices["backend"] == "simulated"
+    assert devices["warning"].startswith(expected)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+            and r.getMessage().startswith(expected)]
+
+
+def test_no_warning_on_the_simulated_printer_or_with_the_pis_own_pins():
+    from printhost.hw.devices import simulated_on_real_printer
+    estop = {"estop": {"pin": "GPIO22"}}
+    assert simulated_on_real_printer(parse_settings({"devices": estop})) is None
+    real = parse_settings({"control": {"backend": "mcu"},
+                           "devices": {"backend": "pi", **estop}})
+    assert simulated_on_real_printer(real) is None
+    assert simulated_on_real_printer(parse_settings({"control": {"backend": "mcu"}})) is None

@@ -1,8 +1,8 @@
 import pytest
 
+from printhost.control.clock import ManualClock
+from printhost.control.executor import TimelineExecutor
 from printhost.control.motion import PlannedMove
-from printhost.sim.clock import ManualClock
-from printhost.sim.motion import SimulatedMotionExecutor
 
 ORIGIN = (0.0, 0.0, 0.0, 0.0)
 
@@ -22,7 +22,7 @@ MOVE_Y = trapezoid((10.0, 0.0, 0.0, 1.0), (10.0, 5.0, 0.0, 1.5), 5.0)   # 0.6 s 
 def make(start=0.0, **kw):
     clock = ManualClock(start)
     started = []
-    ex = SimulatedMotionExecutor(clock, lead_time_s=0.1, start_position=ORIGIN,
+    ex = TimelineExecutor(clock, lead_time_s=0.1, start_position=ORIGIN,
                                  on_move_started=lambda t, m: started.append((t, m)), **kw)
     return clock, ex, started
 
@@ -141,4 +141,4 @@ def test_set_position_only_when_idle():
 
 def test_negative_lead_time_is_refused():
     with pytest.raises(ValueError):
-        SimulatedMotionExecutor(ManualClock(), lead_time_s=-1.0)
+        TimelineExecutor(ManualClock(), lead_time_s=-1.0)

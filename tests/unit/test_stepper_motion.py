@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 
 from printhost.config import parse_settings
+from printhost.control.clock import ManualClock
+from printhost.control.executor import TimelineExecutor
+from printhost.control.executor import StepFollowingExecutor
 from printhost.control.toolhead import Toolhead
-from printhost.sim.clock import ManualClock
-from printhost.sim.motion import SimulatedMotionExecutor
-from printhost.sim.stepper_motion import StepFollowingExecutor
 
 
 def rig(kinematics: str = "cartesian", **extra):
     settings = parse_settings({"printer": {"kinematics": kinematics}, **extra})
     clock = ManualClock()
     stepped = StepFollowingExecutor(clock, settings, start_position=(100.0, 100.0, 10.0, 0.0))
-    model = SimulatedMotionExecutor(clock, start_position=(100.0, 100.0, 10.0, 0.0))
+    model = TimelineExecutor(clock, start_position=(100.0, 100.0, 10.0, 0.0))
     heads = [Toolhead(settings.printer, ex, settings.extruder) for ex in (stepped, model)]
     return settings, clock, stepped, model, heads
 

@@ -101,6 +101,40 @@ def test_unit_settings_the_service_depends_on():
     assert svc("WatchdogSec") is None
 
 
+def test_unit_grants_real_time_to_the_control_process_only_through_limits():
+    """SCHED_FIFO through RLIMIT_RTPRIO and mlockall through RLIMIT_MEMLOCK: no
+    capability, and no unit-wide scheduling policy that would cover the API too."""
+    d = _directives(UNIT)
+    svc = lambda key: d.get(("Service", key))  # noqa: E731
+    assert svc("LimitRTPRIO") == ["20"]
+    assert svc("LimitMEMLOCK") == ["infinity"]
+    assert svc("NoNewPrivileges") == ["yes"]
+    for key in ("CPUSchedulingPolicy", "CPUSchedulingPriority", "AmbientCapabilities",
+                "CapabilityBoundingSet", "CPUAffinity"):
+        assert svc(key) is None, key
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("edit, problem", [
+    (("LimitRTPRIO=20\n", ""), "LimitRTPRIO= must be a priority from 1 to 99"),
+    (("LimitRTPRIO=20", "LimitRTPRIO=0"), "LimitRTPRIO= must be a priority from 1 to 99"),
+    (("LimitMEMLOCK=infinity", "LimitMEMLOCK=64M"), "LimitMEMLOCK=infinity is required"),
+    (("Restart=on-failure", "CPUSchedulingPolicy=fifo\nRestart=on-failure"),
+     "CPUSchedulingPolicy= would make every process of the unit"),
+    (("Restart=on-failure", "AmbientCapabilities=CAP_SYS_NICE\nRestart=on-failure"),
+     "CAP_SYS_NICE is not granted"),
+], ids=["no-rtprio", "rtprio-0", "memlock-limited", "unit-wide-fifo", "cap-sys-nice"])
+def test_verify_script_rejects_real_time_done_wrong(tmp_path, edit, problem):
+    """Each of these passes systemd-analyze: only the script's own rules catch them."""
+    old, new = edit
+    assert old in UNIT.read_text()
+    broken = tmp_path / "printhost.service"
+    broken.write_text(UNIT.read_text().replace(old, new, 1))
+    result = _run({"PRINTHOST_UNIT": str(broken)})
+    assert result.returncode == 1
+    assert problem in result.stderr
+
+
 def test_sysusers_creates_every_group_the_unit_needs():
     unit_groups = set(_directives(UNIT)[("Service", "SupplementaryGroups")][0].split())
     entries = [line.split() for line in SYSUSERS.read_text().splitlines()

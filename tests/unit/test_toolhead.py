@@ -4,9 +4,9 @@ from dataclasses import replace
 import pytest
 
 from printhost.config import AxesSettings, AxisSettings, ExtruderSettings, PrinterSettings
+from printhost.control.clock import ManualClock
+from printhost.control.executor import TimelineExecutor
 from printhost.control.toolhead import MoveError, Toolhead
-from printhost.sim.clock import ManualClock
-from printhost.sim.motion import SimulatedMotionExecutor
 
 START = (117.5, 117.5, 10.0, 0.0)
 
@@ -14,7 +14,7 @@ START = (117.5, 117.5, 10.0, 0.0)
 def make(printer=None, extruder=None):
     clock = ManualClock()
     started = []
-    ex = SimulatedMotionExecutor(clock, lead_time_s=0.1, start_position=START,
+    ex = TimelineExecutor(clock, lead_time_s=0.1, start_position=START,
                                  on_move_started=lambda t, m: started.append(m))
     return clock, Toolhead(printer or PrinterSettings(), ex, extruder), started
 

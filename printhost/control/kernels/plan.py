@@ -119,8 +119,8 @@ def _replay_error(parsed: BulkGCode, row: int, settings: Settings,
     and the line is executed. The planner's queue is not rebuilt: every refusal
     happens before a move touches the queue.
     """
-    from printhost.control.heaters import build_simulated_heaters
-    from printhost.sim.clock import ManualClock
+    from printhost.control.clock import ManualClock
+    from printhost.sim.heaters import build_simulated_heaters
 
     s = state.tolist()
     position: Vec4 = (s[S_POSITION], s[S_POSITION + 1], s[S_POSITION + 2], s[S_POSITION + 3])

@@ -1,12 +1,12 @@
-"""The simulated toolhead, moved by the generated steps of its steppers.
+"""The printer's motion executor: planned moves on a timeline, turned into steps.
 
-`StepFollowingExecutor` schedules moves like `SimulatedMotionExecutor` (on a timeline a
-lead time ahead of now) and also runs them through the real step pipeline: move
-segments, the compiled step generator and the step compressor. The position it
-reports is the one the steppers have reached by now (steps executed, converted back
-through the kinematics), so what the status shows is what the motors would have done
-with the commands the MCU link will send, including step rounding, input shaping and
-pressure advance.
+`TimelineExecutor` schedules planned moves on a timeline of print time a lead time
+ahead of now (the time the host needs to get steps to the MCU before they are due).
+`StepFollowingExecutor` extends it with the step pipeline (move segments, the compiled
+step generator, the step compressor) and hands the commands to the MCU's step sender;
+its position is the one the steppers have reached by now, converted back through the
+kinematics. The same executor drives a real board, the simulated MCU and the
+in-process simulated printer: only the clock and where the commands go differ.
 """
 
 from __future__ import annotations
@@ -17,18 +17,107 @@ from collections.abc import Callable
 import numpy as np
 
 from printhost.config import Settings
+from printhost.control.clock import Clock
 from printhost.control.kernels.steppers import (COREXY_A, COREXY_B, StepperModel,
                                                 models_from_settings)
 from printhost.control.motion import PlannedMove, Vec4
 from printhost.control.stepstream import StepCommands, StepperChannel, StepStream
-from printhost.sim.motion import SimulatedMotionExecutor, _Clock
 
-# The simulated MCU's clock: step times are compressed against it as they will be sent.
-SIM_CLOCK_FREQ = 72_000_000
+# Step times are compressed against this MCU clock when no MCU gives its own (the
+# in-process simulated printer and unit tests): 72 MHz, an STM32F103's, as the
+# simulated MCU and the SKR mini E3 run.
+DEFAULT_CLOCK_FREQ = 72_000_000
 # Steps are generated in slices of at least this much print time, which keeps the
 # per-call overhead of the kernels small at high time factors.
 GENERATE_SLICE_S = 0.05
 TRUNCATE_MARGIN_S = 1e-6
+
+
+class TimelineExecutor:
+    """`MotionExecutor` that places moves on a timeline of print time, a lead time
+    ahead of now, and reads the toolhead position off the move running at any instant.
+
+    Abort behaves like the hardware: a move already executing cannot be cut short
+    without losing track of the position, so it finishes and only later moves are
+    dropped. `StepFollowingExecutor` below adds the steps; on its own this class is a
+    plain model of the toolhead.
+
+    `on_move_started(start_time, move)` is called from `update()` (and the other
+    methods that advance to `now()`) once for each move whose start time has been
+    reached, in order; moves dropped by `abort()` before starting are never reported.
+    Tests use it to record what the printer actually did.
+    """
+
+    def __init__(self, clock: Clock, lead_time_s: float = 0.1,
+                 start_position: Vec4 = (0.0, 0.0, 0.0, 0.0),
+                 on_move_started: Callable[[float, PlannedMove], None] | None = None) -> None:
+        if lead_time_s < 0.0:
+            raise ValueError("lead_time_s must not be negative")
+        self._clock = clock
+        self.lead_time_s = lead_time_s
+        self.on_move_started = on_move_started
+        self._moves: deque[tuple[float, PlannedMove]] = deque()
+        self._front_announced = False   # on_move_started already called for _moves[0]
+        self._position: Vec4 = tuple(float(c) for c in start_position)  # type: ignore[assignment]
+        self._end_time = clock.now()
+
+    def now(self) -> float:
+        return self._clock.now()
+
+    def schedule(self, move: PlannedMove) -> None:
+        start = max(self._end_time, self._clock.now() + self.lead_time_s)
+        self._moves.append((start, move))
+        self._end_time = start + move.duration
+
+    def queue_end_time(self) -> float:
+        return self._end_time
+
+    def update(self) -> None:
+        now = self._clock.now()
+        moves = self._moves
+        while moves:
+            start, move = moves[0]
+            if start > now:
+                break
+            # Only the front move can be running: the next starts when it ends.
+            if not self._front_announced:
+                self._front_announced = True
+                if self.on_move_started is not None:
+                    self.on_move_started(start, move)
+            if start + move.duration > now:
+                self._position = move.position_at(now - start)
+                break
+            moves.popleft()
+            self._front_announced = False
+            self._position = move.end
+
+    def position(self) -> Vec4:
+        self.update()
+        return self._position
+
+    def is_idle(self) -> bool:
+        self.update()
+        return not self._moves
+
+    def set_position(self, pos: Vec4) -> None:
+        if not self.is_idle():
+            raise RuntimeError("set_position while moves are still scheduled")
+        self._position = tuple(float(c) for c in pos)  # type: ignore[assignment]
+
+    def abort(self) -> Vec4:
+        """Drop every move that has not started; return where the running one will end."""
+        self.update()
+        now = self._clock.now()
+        if self._moves and self._moves[0][0] <= now:
+            running = self._moves.popleft()
+            self._moves.clear()
+            self._moves.append(running)
+            self._end_time = running[0] + running[1].duration
+            return running[1].end
+        self._moves.clear()
+        self._front_announced = False
+        self._end_time = min(self._end_time, now)
+        return self._position
 
 
 class _ExecutedSteps:
@@ -54,11 +143,21 @@ class _ExecutedSteps:
         return self.position
 
 
-class StepFollowingExecutor(SimulatedMotionExecutor):
-    def __init__(self, clock: _Clock, settings: Settings, lead_time_s: float = 0.1,
+class StepFollowingExecutor(TimelineExecutor):
+    """The printer's motion executor: the timeline above, run through the step pipeline.
+
+    Every scheduled move becomes move segments, step times (compiled step generator)
+    and compressed `queue_step` commands, generated a lead time ahead of now and handed
+    to `on_commands` (the MCU's step sender on a printer; kept local in the in-process
+    simulated printer and in tests). `position()` is where the steppers have taken the
+    toolhead by now, so status shows what the motors do with the commands sent,
+    including step rounding, input shaping and pressure advance.
+    """
+
+    def __init__(self, clock: Clock, settings: Settings, lead_time_s: float = 0.1,
                  start_position: Vec4 = (0.0, 0.0, 0.0, 0.0),
                  on_move_started: Callable[[float, PlannedMove], None] | None = None,
-                 *, clock_freq: float = SIM_CLOCK_FREQ, oids: dict[str, int] | None = None,
+                 *, clock_freq: float = DEFAULT_CLOCK_FREQ, oids: dict[str, int] | None = None,
                  on_commands: Callable[[StepCommands], None] | None = None) -> None:
         super().__init__(clock, lead_time_s, start_position, on_move_started)
         self._models: dict[str, StepperModel] = models_from_settings(settings)
