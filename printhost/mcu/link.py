@@ -99,6 +99,8 @@ class SerialLink:
         self._sample: tuple[int, float] | None = None
         self.srtt_s = self.rttvar_s = 0.0
         self.rto_s = INITIAL_RTO_S
+        # Host time of the latest retransmission: how the MCU layer tells a noisy line.
+        self.last_retransmit_s = -math.inf
         # Receiving side.
         self._parser = BlockParser()
         self._rx_tail = bytearray()        # the latest bytes read (what the parser holds)
@@ -405,6 +407,7 @@ class SerialLink:
         self._tx += data
         self._counts["retransmits"] += 1
         self._counts["retransmitted_bytes"] += len(data)
+        self.last_retransmit_s = now
         # Copies of blocks the firmware already holds draw naks carrying at most the
         # number the next new block will get; answering those echoes would retransmit
         # again and again. Naks up to that number wait for the timer; a higher one

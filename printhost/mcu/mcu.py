@@ -44,9 +44,11 @@ LOST_TIMEOUT_S = 4.0
 # simulation at any time factor.
 MIN_SCHEDULE_AHEAD_S = 0.25
 # The link's own latency is host time: a retransmission costs a retransmission timeout
-# of the host's clock whatever the MCU's clock rate, so the margin also covers this many
-# timeouts (converted to print time).
+# of the host's clock whatever the MCU's clock rate. On a line that needed a
+# retransmission in the last NOISY_LINE_S of host time, the margin also covers this many
+# timeouts (converted to print time); a clean line keeps the print-time margin alone.
 SCHEDULE_RTOS = 4.0
+NOISY_LINE_S = 30.0
 # ...but never more than this far ahead in print time: the firmware reads 32-bit clock
 # values as lying within 2**31 ticks of now (29.8 s at 72 MHz), and a fast simulation
 # would otherwise turn a host-time margin into a clock value it reads as the past.
@@ -419,6 +421,8 @@ class Mcu:
         At least MIN_SCHEDULE_AHEAD_S of print time; more on a noisy line, where a block
         may need several retransmissions (SCHEDULE_RTOS timeouts of host time), so the
         line gets room instead of a "Timer too close" shutdown of the MCU."""
+        if self._time() - self.link.last_retransmit_s > NOISY_LINE_S:
+            return MIN_SCHEDULE_AHEAD_S
         link = self.wall_to_print_s(min(2.0, SCHEDULE_RTOS * self.link.rto_s))
         return min(MAX_SCHEDULE_AHEAD_S, max(MIN_SCHEDULE_AHEAD_S, link))
 
