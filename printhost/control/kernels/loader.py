@@ -56,6 +56,7 @@ _OUR_FILES = (_VERIFIED_FILE, kernels._FINGERPRINT_FILE)
 # that on a Pi; a probe running this long is stuck (damaged code can loop).
 PROBE_TIMEOUT_S = 900.0
 _POLL_S = 0.05
+_PACKAGE_ROOT = Path(kernels.__file__).resolve().parents[3]     # holds `printhost/`
 
 
 @dataclass
@@ -125,8 +126,11 @@ def probe(directory: Path, should_stop: Callable[[], bool] = lambda: False,
     else one line saying what failed. Kernels missing from the cache are compiled
     into it. Raises _Stopped if `should_stop` turns true meanwhile."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(directory))
+    # The child must test the very package this process runs, whatever its directory.
+    script = (f"import sys; sys.path.insert(0, {str(_PACKAGE_ROOT)!r}); "
+              "from printhost.control.kernels.selftest import main; sys.exit(main())")
     with tempfile.TemporaryFile() as err:
-        child = subprocess.Popen([sys.executable, "-m", "printhost.control.kernels.selftest"],
+        child = subprocess.Popen([sys.executable, "-c", script],
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=err, env=env)
         deadline = time.monotonic() + timeout_s
@@ -166,9 +170,9 @@ def _set_numba_cache(directory: Path) -> None:
         numba_config.reload_config()
 
 
-def _fresh_directory(base: Path) -> Path:
+def _fresh_directory(base: Path) -> Path | None:
     """Move `base` aside to `<base>.damaged` (dropping an older one) and recreate it;
-    a new temporary directory if that is not possible."""
+    a new temporary directory if that is not possible; None if neither is."""
     aside = base.with_name(base.name + DAMAGED_SUFFIX)
     try:
         if aside.is_dir() and not aside.is_symlink():
@@ -181,7 +185,10 @@ def _fresh_directory(base: Path) -> Path:
             return base
     except OSError:
         pass
-    return Path(tempfile.mkdtemp(prefix="printhost-numba-cache-"))
+    try:
+        return Path(tempfile.mkdtemp(prefix="printhost-numba-cache-"))
+    except OSError:
+        return None
 
 
 def _make_removable(func, path, exc_info) -> None:
@@ -223,7 +230,13 @@ def _load(base: Path, should_stop: Callable[[], bool], probe_timeout_s: float) -
         if not _verified(directory):
             damage = probe(directory, should_stop, probe_timeout_s)
     if damage is not None:
-        directory = _fresh_directory(base)
+        fresh = _fresh_directory(base)
+        if fresh is None:
+            reason = (f"kernel cache at {base} is unusable ({damage}) and no directory to "
+                      "compile into can be created")
+            log.error("%s; heaters and motion stay disabled", reason)
+            return KernelLoad(False, None, reason, damage)
+        directory = fresh
         log.error("kernel cache at %s is damaged (%s); recompiling into %s", base, damage,
                   directory)
         kernels.drop_stale_cache(directory)
