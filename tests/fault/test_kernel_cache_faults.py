@@ -10,14 +10,16 @@ kernel itself is wrong: the freshly compiled kernels fail their self-test too, a
 the printer refuses to heat.
 
 A good cache is compiled once per module; every test damages its own copy. The
-poisoned kernel is compiled from a copy of the package with one constant changed
-(its size and modification time kept, so numba's own staleness check, which
-compares those, does not notice), as a cache written by another build would be.
+poisoned kernel is compiled from a copy of the package with one constant changed,
+and its index given the real source's stamp, so that numba's own staleness check
+(a hash of the source file) passes it, as it would a damaged index or a cache
+written by another build.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -78,6 +80,14 @@ def _kernel_files(cache: Path, prefix: str) -> list[Path]:
     return sorted(cache.rglob(f"{prefix}*.nb[ic]"))
 
 
+def _read_index(path: Path) -> tuple:
+    """(format version, source stamp, overloads) of a numba index file."""
+    with open(path, "rb") as fh:
+        version = pickle.load(fh)
+        stamp, overloads = pickle.loads(fh.read())
+    return version, stamp, overloads
+
+
 def _damage(kind: str, good: Path, cache: Path, poisoned: tuple[Path, Path]) -> None:
     """Put a damaged copy of the good cache at `cache`."""
     if kind == "file":
@@ -101,13 +111,23 @@ def _damage(kind: str, good: Path, cache: Path, poisoned: tuple[Path, Path]) -> 
         flipped[data.index(b"\x7fELF") + 1] ^= 0x10
         nbc.write_bytes(bytes(flipped))
     elif kind == "wrong-kernel":
-        # The stepgen entries compiled from the poisoned copy, in place of the good ones.
+        # The stepgen entries compiled from the poisoned copy, in place of the good ones,
+        # their indexes carrying the good sources' stamp (numba hashes the source file):
+        # what a damaged index or a cache from another build looks like to numba.
         _, bad_cache = poisoned
         target = nbc.parent
+        stamps = {old.name: _read_index(old)[1] for old in _kernel_files(cache, "stepgen.")
+                  if old.suffix == ".nbi"}
         for old in _kernel_files(cache, "stepgen."):
             old.unlink()
         for new in _kernel_files(bad_cache, "stepgen."):
-            shutil.copy2(new, target / new.name)
+            if new.suffix == ".nbi":
+                version, _, overloads = _read_index(new)
+                with open(target / new.name, "wb") as fh:
+                    pickle.dump(version, fh, protocol=-1)
+                    fh.write(pickle.dumps((stamps[new.name], overloads), protocol=-1))
+            else:
+                shutil.copy2(new, target / new.name)
     else:
         raise ValueError(kind)
 
