@@ -33,7 +33,11 @@ class OfflinePrinter:
         if req.command == Command.SHUTDOWN:
             self.stop()
             return Reply(req.id, True, {})
-        if req.command == Command.PRINT:
+        if req.command == Command.SET_TARGET and req.args.get("target") == 0:
+            # Turning a heater off is always accepted; nothing here heats anyway.
+            return Reply(req.id, True, {"heater": req.args.get("heater"), "target": 0.0})
+        if req.command in (Command.PRINT, Command.SET_TARGET, Command.PID_TUNE):
+            # Nothing here can heat: say why rather than pretend the target was set.
             return Reply(req.id, False, {}, ErrorKind.NOT_READY, f"Printer not ready: {self.error}")
         return Reply(req.id, False, {}, ErrorKind.CONFLICT, "No job")
 

@@ -85,16 +85,14 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
     status = StatusBlock.attach(status_name)
     server = CommandServer(conn)
     # Compiled kernels are cached under the state directory (the installed package may
-    # be read-only) and loaded, or compiled, before the printer exists: nothing can
-    # heat until they are ready.
-    from printhost.control.kernels import configure_cache
-    configure_cache(settings.state_path() / "numba-cache")
+    # be read-only), loaded or compiled and self-tested before the printer exists:
+    # nothing can heat or move until they pass (kernels/loader.py).
     started = time.monotonic()
-    from printhost.control.kernels import stepcompress, stepgen
-    stepgen.warm_up()
-    stepcompress.warm_up()
-    log.info("step kernels ready in %.2f s", time.monotonic() - started)
-    printer = build_printer(settings)
+    from printhost.control.kernels.loader import load_kernels
+    kernels = load_kernels(settings.state_path(), stop_requested)
+    log.info("kernels %s in %.2f s", "ready" if kernels.ok else "refused",
+             time.monotonic() - started)
+    printer = build_printer(settings) if kernels.ok else _refused_printer(kernels.reason)
     closers = attach_pi_devices(settings, printer)
     timing = LoopTiming(LOOP_PERIOD_S)
     rt = settle_realtime(CONTROL_PRIORITY)
@@ -153,6 +151,11 @@ def build_printer(settings: Settings) -> Any:
         log.error("MCU unavailable: %s", exc)
         mcu.close()
         return OfflinePrinter(str(exc))
+
+
+def _refused_printer(reason: str | None) -> Any:
+    from printhost.control.offline import OfflinePrinter
+    return OfflinePrinter(f"kernels unusable: {reason}")
 
 
 def attach_pi_devices(settings: Settings, printer: Any) -> list[Any]:

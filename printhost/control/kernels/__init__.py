@@ -29,10 +29,16 @@ submodules, so that `configure_cache` can run before any kernel is defined.
 numba checks a cached function against its own source file only. Kernels call
 kernels in other modules (`stepgen` those of `position`, `plan_kernel` those of
 `plan_lookahead`) and read constants of others (`trapq`, `plan_ops`), and a cached
-caller would keep the old version of what it compiled in. So on import this
-package fingerprints the sources of every kernel module together and, when the
-fingerprint differs from the one stored beside the cache, deletes this package's
-cached kernels first: an edit anywhere, or a new version, always recompiles.
+caller would keep the old version of what it compiled in. So this package
+fingerprints the sources of every kernel module together and, when the fingerprint
+differs from the one stored beside the cache, deletes this package's cached kernels
+first: an edit anywhere, or a new version, always recompiles. That check runs on
+import for the cache then in effect, and again for the directory `configure_cache`
+or `loader.load_kernels` (the control process, with the state directory's cache)
+points numba at.
+
+`loader` loads the kernels at control-process start-up, replacing a damaged cache,
+and `selftest` holds every family to its reference before the printer is built.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ def configure_cache(directory: str | os.PathLike[str]) -> bool:
     if numba_config is not None:
         # numba reads its environment once at import; make it notice the change.
         numba_config.reload_config()
+    drop_stale_cache(path)
     return True
 
 
@@ -113,25 +120,28 @@ def _cache_dirs(files: list[Path]) -> list[Path]:
     return sorted({path.parent / "__pycache__" for path in files})
 
 
-def drop_stale_cache() -> bool:
+def drop_stale_cache(directory: str | os.PathLike[str] | None = None) -> bool:
     """Delete cached kernels compiled from other sources; True if any were removed.
 
-    Only the cache files of printhost's own kernel modules are touched. Failures
-    (a read-only cache) are ignored here: numba then recompiles in memory.
+    Checks `directory`, or else the cache numba would use now (NUMBA_CACHE_DIR, or
+    the package's `__pycache__`). Only the cache files of printhost's own kernel
+    modules are touched. Failures (a read-only cache) are ignored here: numba then
+    recompiles in memory, and `loader` replaces a cache it cannot write.
     """
     files = _module_files()
     current = _fingerprint(files)
     stems = tuple(f"{path.stem}." for path in files)
     removed = False
-    for directory in _cache_dirs(files):
-        marker = directory / _FINGERPRINT_FILE
+    dirs = [Path(directory)] if directory is not None else _cache_dirs(files)
+    for cache in dirs:
+        marker = cache / _FINGERPRINT_FILE
         try:
             if marker.read_text() == current:
                 continue
         except OSError:
             pass
-        if directory.is_dir():
-            for cached in directory.rglob("*.nb[ic]"):
+        if cache.is_dir():
+            for cached in cache.rglob("*.nb[ic]"):
                 if cached.name.startswith(stems):
                     try:
                         cached.unlink()
@@ -140,8 +150,8 @@ def drop_stale_cache() -> bool:
                         pass
         try:
             # Never create directories outside the package or the configured cache.
-            if directory.parent.is_dir():
-                directory.mkdir(exist_ok=True)
+            if cache.parent.is_dir():
+                cache.mkdir(exist_ok=True)
                 marker.write_text(current)
         except OSError:
             pass
