@@ -3,6 +3,7 @@ pty, and what the MCU executed is compared with what the host planned."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -83,7 +84,7 @@ def test_print_on_simulated_mcu_steppers_follow_the_plan(service_factory, api_fo
     assert x == pytest.approx(px, abs=1.5 * step_xy) and y == pytest.approx(py, abs=1.5 * step_xy)
     assert z == pytest.approx(pz, abs=1.5 * 8.0 / 3200)
     # The fan and heaters were switched off by the program through MCU PWM pins (each
-    # change is scheduled a quarter second of host time ahead on the MCU clock).
+    # change is scheduled a quarter second of print time ahead on the MCU clock).
     deadline = time.monotonic() + 5.0
     while True:
         board_state = board.state()["board"]
@@ -94,3 +95,16 @@ def test_print_on_simulated_mcu_steppers_follow_the_plan(service_factory, api_fo
         assert time.monotonic() < deadline, board_state
         time.sleep(0.05)
     assert board_state["outputs"]["PC8"] == 0.0 and board_state["outputs"]["PC9"] == 0.0
+
+    # The loop kept its books all along, and the board never ran out of pool entries.
+    control = final["printer"]["control"]
+    assert control["period_ms"] == 4.0 and control["passes"] > 100
+    assert control["tick_p50_ms"] is not None and control["tick_max_ms"] >= control["tick_p99_ms"]
+    assert control["realtime"]["gc_frozen"] is True
+    if os.geteuid() == 0:  # root may take SCHED_FIFO and lock memory (docs/deploy.md)
+        assert control["realtime"]["policy"] == "SCHED_FIFO"
+        assert control["realtime"]["memory_locked"] is True
+        assert state["realtime"]["policy"] == "SCHED_FIFO"      # the simulated board too
+        assert state["realtime"]["priority"] > control["realtime"]["priority"]
+    assert mcu_status["reserved_move_slots"] == 3             # two heaters and the fan
+    assert state["firmware"]["max_queued_moves"] <= state["firmware"]["move_count"]
