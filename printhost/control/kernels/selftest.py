@@ -178,12 +178,11 @@ def check_plan() -> None:
 
     from printhost.config import Settings
     from printhost.control.gcode_bulk import parse_bytes
-    from printhost.control.heaters import build_simulated_heaters
+    from printhost.control.heaters import HeaterBank
     from printhost.control.interpreter import GCodeInterpreter, PartFan
     from printhost.control.kernels.plan import N_MOVE_COLUMNS, plan_file
     from printhost.control.motion import QueueClockExecutor
     from printhost.control.toolhead import Toolhead
-    from printhost.sim.clock import ManualClock
     settings = Settings()
     start = (117.5, 117.5, 10.0, 0.0)
     parsed = parse_bytes(_PROGRAM)
@@ -192,7 +191,7 @@ def check_plan() -> None:
         raise SelfTestFailure("plan", "the planner kernel refused the test program")
     executor = QueueClockExecutor(0.0, start, record=True)
     toolhead = Toolhead(settings.printer, executor, settings.extruder)
-    heaters, _ = build_simulated_heaters(settings, ManualClock())
+    heaters = HeaterBank()          # the program heats nothing
     interp = GCodeInterpreter(toolhead, heaters, PartFan(), executor.now, settings.gcode,
                               settings.firmware_retraction)
     for cmd in parsed.commands():
