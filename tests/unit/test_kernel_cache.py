@@ -8,6 +8,7 @@ tests/fault/test_kernel_cache_faults.py.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,22 @@ def test_unreadable_or_read_only_cache_directory(tmp_path, mode):
         assert loader.cache_problem(path) is not None
     finally:
         path.chmod(0o700)
+
+
+def test_an_immutable_cache_directory_is_read_only_even_for_root(tmp_path):
+    """`chattr +i` makes a directory read-only for every user, root included (the case
+    of a cache on a read-only mount, which root cannot write either)."""
+    path = tmp_path / "numba-cache"
+    path.mkdir()
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True) \
+        if shutil.which("chattr") else None
+    if made is None or made.returncode != 0:
+        pytest.skip("chattr +i is not available on this file system: "
+                    + (made.stderr.strip() if made is not None else "no chattr"))
+    try:
+        assert loader.cache_problem(path) is not None
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def test_digest_follows_every_byte_but_not_printhosts_markers(tmp_path):
