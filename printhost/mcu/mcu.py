@@ -33,8 +33,16 @@ IDENTIFY_CHUNK = 40
 # Period of clock queries once running. Slightly off a round second, so the queries do
 # not beat against other once-a-second activity on the MCU.
 CLOCK_QUERY_PERIOD_S = 0.9839
-# Clock samples taken at connect time before anything is scheduled.
-CONNECT_CLOCK_SAMPLES = 8
+# Clock samples taken at connect time before anything is scheduled, this far apart: the
+# rate is estimated too (nothing assumes the nominal rate), and its error shrinks with the
+# span of the samples. Ten samples over a quarter second put the rate within a few
+# hundredths of a percent, where eight over 40 ms left it a few percent off: tens of
+# milliseconds of error a second later, more than a schedule margin at a high time factor.
+CONNECT_CLOCK_SAMPLES = 10
+CONNECT_CLOCK_SPACING_S = 0.025
+# Until this many samples entered the estimate, the clock is queried this often.
+YOUNG_CLOCK_SAMPLES = 40
+YOUNG_CLOCK_QUERY_PERIOD_S = 0.1
 # With no progress on the link for this long the MCU is considered lost. Clock queries
 # keep traffic going about once a second, so silence this long is never normal.
 LOST_TIMEOUT_S = 4.0
@@ -199,10 +207,10 @@ class Mcu:
             sent = self._time()
             reply = self._request("get_clock", {}, "clock", deadline)
             sync.add_sample(int(reply["clock"]), sent, self._time())
-            time.sleep(0.005)
+            time.sleep(CONNECT_CLOCK_SPACING_S)
         self.clocksync = sync
         self._last_clock64 = clock64
-        self._next_clock_query_s = self._time() + CLOCK_QUERY_PERIOD_S
+        self._next_clock_query_s = self._time() + YOUNG_CLOCK_QUERY_PERIOD_S
 
     def configure(self, timeout_s: float = 10.0) -> None:
         """Load the registered objects' configuration, or verify the one the MCU holds."""
@@ -361,7 +369,9 @@ class Mcu:
             if self._clock_sent_s is None or now - self._clock_sent_s > 2 * CLOCK_QUERY_PERIOD_S:
                 self._clock_sent_s = now
                 self.send("get_clock")
-            self._next_clock_query_s = now + CLOCK_QUERY_PERIOD_S
+            young = self.clocksync is not None and self.clocksync.used < YOUNG_CLOCK_SAMPLES
+            self._next_clock_query_s = now + (YOUNG_CLOCK_QUERY_PERIOD_S if young
+                                              else CLOCK_QUERY_PERIOD_S)
 
     def _on_shutdown(self, reason: str) -> None:
         if self.shutdown_reason is None:
