@@ -224,7 +224,12 @@ class JobRunner:
         while not self._eof and lines < MAX_LINES_PER_TICK \
                 and self.toolhead.buffered_time() < self.buffer_time_s:
             assert self._lines is not None
-            item = next(self._lines, None)
+            try:
+                item = next(self._lines, None)
+            except GCodeError as exc:  # a line too long to read (gcode.MAX_LINE_BYTES)
+                job.line = exc.lineno
+                self._fail(job, f"{job.file}: {exc}", now)
+                return
             if item is None:
                 self._eof = True
                 self.toolhead.flush()
