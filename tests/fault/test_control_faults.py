@@ -66,3 +66,31 @@ def test_a_line_over_the_limit_fails_the_job_and_the_printer_stays_up(
     log = svc.log_path.read_text(errors="replace")
     assert "Traceback" not in log and "control process exited" not in log, log
     assert f"line 4: line longer than {MAX_LINE_BYTES} bytes" in log
+
+
+def _blocks_of(state_dir: Path) -> set[str]:
+    """Names of the status blocks recorded in this state directory (printhost/ipc/status.py)."""
+    return {p.name[:-len(".lock")] for p in (state_dir / "run").glob("printhost_*.lock")}
+
+
+def test_a_killed_services_status_block_is_reclaimed_by_the_next_start(service_factory, api_for):
+    """kill -9 of the whole service leaves its shared-memory status block behind (no
+    process is left to remove it); the next start on the same state directory removes
+    it, and a normal stop leaves none at all."""
+    svc = service_factory(time_factor=20.0).start()
+    api_for(svc).wait_for(lambda s: s["state"] == "idle", timeout_s=60, what="idle")
+    first = _blocks_of(svc.state_dir)
+    assert len(first) == 1, first
+    assert all(Path("/dev/shm", name).exists() for name in first)
+    svc.kill_all()
+    # Nothing survives a kill -9 of the process group to clean up: the block stays.
+    assert all(Path("/dev/shm", name).exists() for name in first)
+    svc.start()
+    second = _blocks_of(svc.state_dir)
+    assert len(second) == 1 and not (second & first), (first, second)
+    assert not any(Path("/dev/shm", name).exists() for name in first), first
+    assert "left by an earlier run" in svc.log_path.read_text(errors="replace")
+    assert svc.stop() < 5.0
+    assert not any(Path("/dev/shm", name).exists() for name in first | second)
+    assert _blocks_of(svc.state_dir) == set()
+    assert "Traceback" not in svc.log_path.read_text(errors="replace")
