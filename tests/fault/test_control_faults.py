@@ -94,3 +94,119 @@ def test_a_killed_services_status_block_is_reclaimed_by_the_next_start(service_f
     assert not any(Path("/dev/shm", name).exists() for name in first | second)
     assert _blocks_of(svc.state_dir) == set()
     assert "Traceback" not in svc.log_path.read_text(errors="replace")
+
+
+# Z homes at 2 mm/s from z = 10 (simulation.start_position): about 5 s of travel before
+# the switch, and the whole homing move (1.5 x 250 mm) would take over three minutes.
+SLOW_Z = """
+[printer.axes.z]
+homing_speed = 2.0
+"""
+HEAT_AND_HOME = "M140 S60\nM104 S200\nG28\nG1 X10 Y10 Z5 F3000\n"
+
+
+def _start_homing_z(svc, api, tmp_path: Path) -> tuple[str, list[dict]]:
+    """Start a job that heats and homes; return once Z is visibly moving towards its
+    endstop, with every status seen so far."""
+    job_id = _print(api, tmp_path, "home.gcode", HEAT_AND_HOME.encode())
+    seen: list[dict] = []
+
+    def z_moving(s: dict) -> bool:
+        seen.append(s)
+        return s["printer"]["homed_axes"] == "xy" and s["printer"]["live_position"][2] < 9.0
+    api.wait_for(z_moving, timeout_s=60, what="Z homing under way")
+    return job_id, seen
+
+
+def _board_z(board) -> float:
+    return board.state()["toolhead"][2]
+
+
+def _assert_stopped_and_truthful(api, board, seen: list[dict]) -> dict:
+    """The Z motor no longer moves, status shows where it is, and no status ever showed
+    an axis outside its range."""
+    z1 = _board_z(board)
+    st = api.wait_for(lambda s: seen.append(s) or abs(s["printer"]["live_position"][2] - z1) < 0.01,
+                      timeout_s=5, what="live Z at the motor's position")
+    t0 = time.monotonic()
+    # The motor stays put (over 0.5 s, Z homing would move 1 mm).
+    api.wait_for(lambda s: time.monotonic() - t0 > 0.5, timeout_s=5, what="half a second")
+    assert _board_z(board) == z1
+    assert 0.0 < z1 < 9.0, z1
+    for s in seen:
+        live = s["printer"]["live_position"]
+        assert 0.0 <= live[0] <= 235.0 and 0.0 <= live[1] <= 235.0 and 0.0 <= live[2] <= 250.0, live
+    return st
+
+
+def test_cancel_during_homing_stops_the_axis_at_once(service_factory, api_for, tmp_path):
+    """Safety row 14: cancel during G28 takes effect at once: the homing move is aborted
+    on the MCU (trsync triggered by the host), Z is not homed, the position is read back
+    from the MCU; the job is cancelled within 1 s with heaters off; exactly one of two
+    cancels wins; the next print homes and runs."""
+    svc = service_factory(time_factor=1.0, extra_config=SLOW_Z).start()
+    api = api_for(svc)
+    board = SimMcuClient(svc.state_dir)
+    job_id, seen = _start_homing_z(svc, api, tmp_path)
+    t0 = time.monotonic()
+    first = api.post("/api/v1/cancel")
+    second = api.post("/api/v1/cancel")
+    assert first.status_code == 200, first.text
+    assert second.status_code == 409 and "No job to cancel" in second.text, second.text
+    st = api.wait_for(lambda s: seen.append(s) or s["job"]["state"] == "cancelled", timeout_s=5,
+                      what="job cancelled")
+    cancelled_after = time.monotonic() - t0
+    while not _heaters_off(board):
+        assert time.monotonic() - t0 < 1.0, board.state()["board"]
+        time.sleep(0.01)
+    heaters_off_after = time.monotonic() - t0
+    print(f"cancel during homing: cancelled after {cancelled_after:.3f} s, "
+          f"heaters off after {heaters_off_after:.3f} s")
+    assert cancelled_after < 1.0, cancelled_after
+    assert st["printer"]["homed_axes"] == "xy", st["printer"]
+    assert st["state"] == "idle" and st["error"] is None
+    assert st["printer"]["target_hotend_temp"] == 0 and st["printer"]["target_bed_temp"] == 0
+    _assert_stopped_and_truthful(api, board, seen)
+    # Homing works again, from where the motor stopped.
+    job_id = _print(api, tmp_path, "again.gcode", b"G28\nG1 X10 Y10 Z5 F3000\n")
+    st = _ended(api, job_id, timeout_s=60)
+    assert st["job"]["state"] == "completed", st["job"]
+    assert st["printer"]["homed_axes"] == "xyz"
+    assert abs(_board_z(board) - 5.0) < 0.01
+    log = svc.log_path.read_text(errors="replace")
+    assert "homing Z aborted: motors stopped at Z=" in log
+    assert "Traceback" not in log and "ERROR" not in log, log
+
+
+def test_pause_during_homing_stops_at_once_and_resume_homes_again(service_factory, api_for,
+                                                                 tmp_path):
+    """Pause during G28: the job pauses at once with the homing move aborted and Z not
+    homed; heaters keep their targets; a second pause is refused; resume runs the G28
+    again and the print goes on from there."""
+    svc = service_factory(time_factor=1.0, extra_config=SLOW_Z).start()
+    api = api_for(svc)
+    board = SimMcuClient(svc.state_dir)
+    job_id, seen = _start_homing_z(svc, api, tmp_path)
+    t0 = time.monotonic()
+    r = api.post("/api/v1/pause")
+    assert r.status_code == 200, r.text
+    st = api.wait_for(lambda s: seen.append(s) or s["job"]["state"] == "paused", timeout_s=5,
+                      what="job paused")
+    paused_after = time.monotonic() - t0
+    print(f"pause during homing: paused after {paused_after:.3f} s")
+    assert paused_after < 1.0, paused_after
+    assert st["printer"]["homed_axes"] == "xy", st["printer"]
+    assert st["printer"]["target_hotend_temp"] == 200 and st["printer"]["target_bed_temp"] == 60
+    assert api.post("/api/v1/pause").status_code == 409
+    _assert_stopped_and_truthful(api, board, seen)
+    r = api.post("/api/v1/resume")
+    assert r.status_code == 200, r.text
+    st = api.wait_for(lambda s: seen.append(s) or s["printer"]["homed_axes"] == "xyz",
+                      timeout_s=30, what="Z homed again")
+    assert st["job"]["id"] == job_id and st["job"]["line"] >= 3, st["job"]
+    st = _ended(api, job_id, timeout_s=30)
+    assert st["job"]["state"] == "completed", st["job"]
+    assert abs(_board_z(board) - 5.0) < 0.01
+    log = svc.log_path.read_text(errors="replace")
+    assert "resumed at line 3: homing again" in log
+    assert "Traceback" not in log and "ERROR" not in log, log
