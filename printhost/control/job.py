@@ -202,7 +202,7 @@ class JobRunner:
         self._close()
         self._homing_cmd = self._rehome = None
         # A homing move stops where it is; its axis is unhomed, so there is no park.
-        homing_stopped = self.toolhead.abort_homing()
+        homing_stopped = self.toolhead.abort_homing() or self.toolhead.homing_stopping
         self.toolhead.abort()
         self.interp.sync_from_toolhead()
         if self.pause_cfg.park_on_cancel and not homing_stopped:

@@ -196,9 +196,14 @@ class Toolhead:
         ahead = max(0.0, self._executor.queue_end_time() - horizon)
         return ahead + self._planner.queued_time_estimate()
 
+    @property
+    def homing_stopping(self) -> bool:
+        """An aborted homing move's end position is still being read back from the MCU."""
+        return self.homing_driver is not None and self.homing_driver.stopping
+
     def is_idle(self) -> bool:
-        if self.homing_driver is not None and self.homing_driver.stopping:
-            return False  # an aborted homing move's end position is still being read back
+        if self.homing_stopping:
+            return False
         return self._planner.queued_moves == 0 and self._executor.is_idle()
 
     def live_position(self) -> Vec4:
@@ -234,11 +239,14 @@ class Toolhead:
 
     def abort(self) -> Vec4:
         """Drop planned motion, stop after the running move; returns the stop position.
+        A homing move is stopped at once instead (`abort_homing`).
 
         The stop position becomes the commanded one, so whatever runs next (a park
         move after cancel) starts from where the toolhead really is.
         """
-        homing = self.abort_homing()
+        # During a homing move (or its read-back) the executor's stop position is the end
+        # of that move, which the motors never reach; the read-back sets the position.
+        homing = self.abort_homing() or self.homing_stopping
         self._planner.clear()
         stop = self._executor.abort()
         if not homing:

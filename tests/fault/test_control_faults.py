@@ -210,3 +210,30 @@ def test_pause_during_homing_stops_at_once_and_resume_homes_again(service_factor
     log = svc.log_path.read_text(errors="replace")
     assert "resumed at line 3: homing again" in log
     assert "Traceback" not in log and "ERROR" not in log, log
+
+
+def test_pause_then_cancel_during_homing(service_factory, api_for, tmp_path):
+    """A pause and a cancel right behind it, while Z homes: both are accepted (cancel may
+    follow a pause), the job ends `cancelled` within 1 s with heaters off, Z unhomed
+    where its motor stopped, and nothing moves afterwards."""
+    svc = service_factory(time_factor=1.0, extra_config=SLOW_Z).start()
+    api = api_for(svc)
+    board = SimMcuClient(svc.state_dir)
+    job_id, seen = _start_homing_z(svc, api, tmp_path)
+    t0 = time.monotonic()
+    assert api.post("/api/v1/pause").status_code == 200
+    assert api.post("/api/v1/cancel").status_code == 200
+    st = api.wait_for(lambda s: seen.append(s) or s["job"]["state"] == "cancelled", timeout_s=5,
+                      what="job cancelled")
+    cancelled_after = time.monotonic() - t0
+    print(f"pause + cancel during homing: cancelled after {cancelled_after:.3f} s")
+    assert cancelled_after < 1.0, cancelled_after
+    assert st["printer"]["homed_axes"] == "xy", st["printer"]
+    assert st["printer"]["target_hotend_temp"] == 0 and st["printer"]["target_bed_temp"] == 0
+    while not _heaters_off(board):
+        assert time.monotonic() - t0 < 1.0, board.state()["board"]
+        time.sleep(0.01)
+    _assert_stopped_and_truthful(api, board, seen)
+    assert api.post("/api/v1/resume").status_code == 409
+    log = svc.log_path.read_text(errors="replace")
+    assert "Traceback" not in log and "ERROR" not in log, log
