@@ -15,6 +15,11 @@ report the switch first, and that report wins; only "past end time" means the mo
 really ended without a trigger, which is an error naming the axis, as is a trsync that
 expired (the host stopped extending it). The wait returned to the G-code interpreter
 finishes when all requested axes are homed.
+
+A pause or cancel aborts a homing move: the host triggers the trsync itself ("host
+request"), which halts the axis' motors in the firmware at once. The MCU's step counters
+of those motors, read when the move began and again after the stop, give where the
+toolhead stopped; the axis is left unhomed.
 """
 
 from __future__ import annotations

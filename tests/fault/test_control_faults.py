@@ -140,9 +140,9 @@ def _assert_stopped_and_truthful(api, board, seen: list[dict]) -> dict:
 
 
 def test_cancel_during_homing_stops_the_axis_at_once(service_factory, api_for, tmp_path):
-    """Concurrent or repeated cancel during homing (safety requirement): cancel during G28 takes effect at once: the homing move is aborted
-    on the MCU (trsync triggered by the host), Z is not homed, the position is read back
-    from the MCU; the job is cancelled within 1 s with heaters off; exactly one of two
+    """Cancel during G28 takes effect at once: the homing move is aborted on the MCU
+    (trsync triggered by the host), Z is not homed, the position is read back from the
+    MCU; the job is cancelled within 1 s with heaters off; exactly one of two
     cancels wins; the next print homes and runs."""
     svc = service_factory(time_factor=1.0, extra_config=SLOW_Z).start()
     api = api_for(svc)
