@@ -122,6 +122,19 @@ def _board_z(board) -> float:
     return board.state()["toolhead"][2]
 
 
+def _motor_stopped_after(board, t0: float, timeout_s: float = 2.0) -> float:
+    """Seconds from `t0` until the Z motor on the board stands still (two readings 20 ms
+    apart agree; homing Z at 2 mm/s moves 16 steps in that time)."""
+    z = _board_z(board)
+    while time.monotonic() - t0 < timeout_s:
+        time.sleep(0.02)
+        z_now = _board_z(board)
+        if z_now == z:
+            return time.monotonic() - t0
+        z = z_now
+    raise AssertionError(f"Z still moving {timeout_s} s after the request")
+
+
 def _assert_stopped_and_truthful(api, board, seen: list[dict]) -> dict:
     """The Z motor no longer moves, status shows where it is, and no status ever showed
     an axis outside its range."""
@@ -153,6 +166,7 @@ def test_cancel_during_homing_stops_the_axis_at_once(service_factory, api_for, t
     second = api.post("/api/v1/cancel")
     assert first.status_code == 200, first.text
     assert second.status_code == 409 and "No job to cancel" in second.text, second.text
+    stopped_after = _motor_stopped_after(board, t0)
     st = api.wait_for(lambda s: seen.append(s) or s["job"]["state"] == "cancelled", timeout_s=5,
                       what="job cancelled")
     cancelled_after = time.monotonic() - t0
@@ -160,9 +174,9 @@ def test_cancel_during_homing_stops_the_axis_at_once(service_factory, api_for, t
         assert time.monotonic() - t0 < 1.0, board.state()["board"]
         time.sleep(0.01)
     heaters_off_after = time.monotonic() - t0
-    print(f"cancel during homing: cancelled after {cancelled_after:.3f} s, "
-          f"heaters off after {heaters_off_after:.3f} s")
-    assert cancelled_after < 1.0, cancelled_after
+    print(f"cancel during homing: motor stopped within {stopped_after:.3f} s, cancelled "
+          f"after {cancelled_after:.3f} s, heaters off after {heaters_off_after:.3f} s")
+    assert stopped_after < 1.0 and cancelled_after < 1.0, (stopped_after, cancelled_after)
     assert st["printer"]["homed_axes"] == "xy", st["printer"]
     assert st["state"] == "idle" and st["error"] is None
     assert st["printer"]["target_hotend_temp"] == 0 and st["printer"]["target_bed_temp"] == 0
@@ -190,11 +204,13 @@ def test_pause_during_homing_stops_at_once_and_resume_homes_again(service_factor
     t0 = time.monotonic()
     r = api.post("/api/v1/pause")
     assert r.status_code == 200, r.text
+    stopped_after = _motor_stopped_after(board, t0)
     st = api.wait_for(lambda s: seen.append(s) or s["job"]["state"] == "paused", timeout_s=5,
                       what="job paused")
     paused_after = time.monotonic() - t0
-    print(f"pause during homing: paused after {paused_after:.3f} s")
-    assert paused_after < 1.0, paused_after
+    print(f"pause during homing: motor stopped within {stopped_after:.3f} s, paused after "
+          f"{paused_after:.3f} s")
+    assert stopped_after < 1.0 and paused_after < 1.0, (stopped_after, paused_after)
     assert st["printer"]["homed_axes"] == "xy", st["printer"]
     assert st["printer"]["target_hotend_temp"] == 200 and st["printer"]["target_bed_temp"] == 60
     assert api.post("/api/v1/pause").status_code == 409
