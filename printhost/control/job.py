@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import IO, Iterator
 
 from printhost.config import PauseSettings, PrinterSettings
-from printhost.control.gcode import GCodeError, iter_lines, parse_line
+from printhost.control.gcode import GCodeCommand, GCodeError, iter_lines, parse_line
 from printhost.control.heaters import HeaterBank
 from printhost.control.interpreter import CommandError, GCodeInterpreter, GCodeState, PartFan, Wait
 from printhost.control.motion import Vec4
@@ -108,6 +108,10 @@ class JobRunner:
         self._wait: Wait | None = None
         self._eof = False
         self._resume: ResumePoint | None = None
+        # The G28 whose homing `_wait` is polling, and one that a pause interrupted and
+        # that runs again, from its start, on resume.
+        self._homing_cmd: GCodeCommand | None = None
+        self._rehome: GCodeCommand | None = None
         self._filament_at_start = 0.0
 
     # ------------------------------------------------------------------ queries
@@ -127,6 +131,7 @@ class JobRunner:
         self._wait = None
         self._eof = False
         self._resume = None
+        self._homing_cmd = self._rehome = None
         self._filament_at_start = self.interp.filament_used_mm
         self.job = PrintJob(job_id, file, path, size, _utc_now(), now)
         log.info("job %s: printing %s (%d bytes)", job_id, file, size)
@@ -136,6 +141,9 @@ class JobRunner:
         job = self.job
         if job is None or job.state != JobState.PRINTING:
             raise JobConflict("No job in progress")
+        if self._homing_cmd is not None:
+            self._pause_homing(job, now)
+            return
         self.toolhead.flush()
         resume_pos = self.toolhead.commanded_position
         retracted = self._queue_park_moves(retract=True)
@@ -143,8 +151,26 @@ class JobRunner:
         job.state = JobState.PAUSING
         log.info("job %s: pausing at line %d", job.id, job.line)
 
+    def _pause_homing(self, job: PrintJob, now: float) -> None:
+        """Pause during G28: the homing move stops at once (the axis is no longer homed)
+        and nothing is parked, as nothing has been printed since the last known position;
+        motion queued before the G28 still runs. Resume runs the G28 again."""
+        self._rehome, self._homing_cmd = self._homing_cmd, None
+        self._wait = None
+        if job.waiting_since is not None:
+            job.wait_total_s += now - job.waiting_since
+            job.waiting_since = None
+        self.toolhead.abort_homing()
+        job.state = JobState.PAUSING
+        log.info("job %s: pausing at line %d: homing stopped", job.id, job.line)
+
     def resume(self, now: float) -> None:
         job = self.job
+        if job is not None and job.state == JobState.PAUSED and self._rehome is not None:
+            self._settle_pause_time(now)
+            job.state = JobState.PRINTING
+            log.info("job %s: resumed at line %d: homing again", job.id, job.line)
+            return
         if job is None or job.state != JobState.PAUSED or self._resume is None:
             raise JobConflict("Job not paused")
         rp = self._resume
@@ -174,9 +200,12 @@ class JobRunner:
         self.heaters.all_off()
         self.fan.set_speed(0.0)
         self._close()
+        self._homing_cmd = self._rehome = None
+        # A homing move stops where it is; its axis is unhomed, so there is no park.
+        homing_stopped = self.toolhead.abort_homing() or self.toolhead.homing_stopping
         self.toolhead.abort()
         self.interp.sync_from_toolhead()
-        if self.pause_cfg.park_on_cancel:
+        if self.pause_cfg.park_on_cancel and not homing_stopped:
             self._queue_park_moves(retract=False)
         self._settle_pause_time(now)
         job.state = JobState.CANCELLING
@@ -204,11 +233,18 @@ class JobRunner:
                 log.info("job %s: paused", job.id)
         elif job.state == JobState.CANCELLING:
             if self.toolhead.is_idle():
+                # The G-code position follows the park moves (or an aborted homing move).
+                self.interp.sync_from_toolhead()
                 self._finish(JobState.CANCELLED, now, None)
         elif job.state == JobState.PRINTING:
             self._feed(job, now)
 
     def _feed(self, job: PrintJob, now: float) -> None:
+        if self._rehome is not None:
+            # Resumed after a pause that stopped a G28: run that G28 again.
+            cmd, self._rehome = self._rehome, None
+            if not self._execute(job, cmd, now):
+                return
         if self._wait is not None:
             try:
                 if not self._wait():
@@ -217,6 +253,7 @@ class JobRunner:
                 self._fail(job, f"{job.file}: line {job.line}: {exc}", now)
                 return
             self._wait = None
+            self._homing_cmd = None
             if job.waiting_since is not None:
                 job.wait_total_s += now - job.waiting_since
                 job.waiting_since = None
@@ -224,7 +261,12 @@ class JobRunner:
         while not self._eof and lines < MAX_LINES_PER_TICK \
                 and self.toolhead.buffered_time() < self.buffer_time_s:
             assert self._lines is not None
-            item = next(self._lines, None)
+            try:
+                item = next(self._lines, None)
+            except GCodeError as exc:  # a line too long to read (gcode.MAX_LINE_BYTES)
+                job.line = exc.lineno
+                self._fail(job, f"{job.file}: {exc}", now)
+                return
             if item is None:
                 self._eof = True
                 self.toolhead.flush()
@@ -235,23 +277,34 @@ class JobRunner:
             job.bytes_read = offset
             try:
                 cmd = parse_line(text, lineno)
-                if cmd is None:
-                    continue
-                if cmd.name == "M112":
-                    raise EmergencyStop(f"emergency stop (M112) at line {lineno}")
-                wait = self.interp.execute(cmd)
             except GCodeError as exc:
                 self._fail(job, f"{job.file}: {exc}", now)
                 return
-            except CommandError as exc:
-                self._fail(job, f"{job.file}: line {lineno}: {exc}", now)
-                return
-            if wait is not None:
-                self._wait = wait
-                job.waiting_since = now
+            if cmd is None:
+                continue
+            if cmd.name == "M112":
+                raise EmergencyStop(f"emergency stop (M112) at line {lineno}")
+            if not self._execute(job, cmd, now):
                 return
         if self._eof and self.toolhead.is_idle():
             self._finish(JobState.COMPLETED, now, None)
+
+    def _execute(self, job: PrintJob, cmd: GCodeCommand, now: float) -> bool:
+        """Run one command; False when the job must stop reading (it waits, or failed)."""
+        try:
+            wait = self.interp.execute(cmd)
+        except GCodeError as exc:
+            self._fail(job, f"{job.file}: {exc}", now)
+            return False
+        except CommandError as exc:
+            self._fail(job, f"{job.file}: line {cmd.lineno}: {exc}", now)
+            return False
+        if wait is None:
+            return True
+        self._wait = wait
+        self._homing_cmd = cmd if cmd.name == "G28" else None
+        job.waiting_since = now
+        return False
 
     # ------------------------------------------------------------------ helpers
     def _queue_park_moves(self, retract: bool) -> float:
@@ -303,6 +356,7 @@ class JobRunner:
         self._close()
         self._wait = None
         self._resume = None
+        self._homing_cmd = self._rehome = None
         job.state = state
         job.error = error
         job.ended_print_time = now

@@ -148,13 +148,15 @@ class Toolhead:
         self._planner.flush()
         self.commanded_position = target
 
-    def rebase(self, position: Vec4, homed_axis: str) -> None:
-        """The MCU stopped the motors at an endstop: forget the rest of the motion and
-        take `position` as where the toolhead is."""
+    def rebase(self, position: Vec4, homed_axis: str | None) -> None:
+        """The MCU stopped the motors (at an endstop, or because homing was aborted):
+        forget the rest of the motion and take `position` as where the toolhead is;
+        `homed_axis` is the axis now homed, if any."""
         self._planner.clear()
         self._executor.rebase(position)
         self.commanded_position = position
-        self._homed.add(homed_axis)
+        if homed_axis is not None:
+            self._homed.add(homed_axis)
 
     def motors_off(self) -> None:
         """Release the motors (M84/M18): queued motion still runs, then every axis is unhomed.
@@ -176,6 +178,8 @@ class Toolhead:
 
     def update(self) -> None:
         """Advance the executor; release held moves if it is about to run out of work."""
+        if self.homing_driver is not None:
+            self.homing_driver.update()
         self._executor.update()
         horizon = self._executor.now() + getattr(self._executor, "lead_time_s", 0.0)
         if (self._planner.queued_moves
@@ -192,21 +196,61 @@ class Toolhead:
         ahead = max(0.0, self._executor.queue_end_time() - horizon)
         return ahead + self._planner.queued_time_estimate()
 
+    @property
+    def homing_stopping(self) -> bool:
+        """An aborted homing move's end position is still being read back from the MCU."""
+        return self.homing_driver is not None and self.homing_driver.stopping
+
     def is_idle(self) -> bool:
+        if self.homing_stopping:
+            return False
         return self._planner.queued_moves == 0 and self._executor.is_idle()
 
     def live_position(self) -> Vec4:
-        return self._executor.position()
+        """Where the steppers are now. While an axis homes, its coordinate is kept within
+        the axis' range: the MCU halts the motors at the endstop, so the model moving on
+        past the range only means the host has not heard of the trigger (or of the
+        stop after an abort) yet."""
+        pos = self._executor.position()
+        axis = self.homing_driver.moving_axis if self.homing_driver is not None else None
+        if axis is None:
+            return pos
+        limits = self._axis(axis)
+        i = _AXES.index(axis)
+        clamped = list(pos)
+        clamped[i] = min(max(pos[i], limits.position_min), limits.position_max)
+        return (clamped[0], clamped[1], clamped[2], clamped[3])
+
+    def abort_homing(self) -> bool:
+        """Stop a homing move in progress (pause, cancel, shutdown): the MCU halts the
+        motors at once, the axis is no longer homed, and the toolhead moves to where the
+        motors stopped once the MCU has reported it (`is_idle()` is False until then).
+        False when no homing move was running."""
+        if self.homing_driver is None:
+            return False
+        stopped = self.homing_driver.abort()
+        if stopped is None:
+            return False
+        axis, start = stopped
+        self._planner.clear()
+        self._homed.discard(axis)
+        self.commanded_position = start
+        return True
 
     def abort(self) -> Vec4:
         """Drop planned motion, stop after the running move; returns the stop position.
+        A homing move is stopped at once instead (`abort_homing`).
 
         The stop position becomes the commanded one, so whatever runs next (a park
         move after cancel) starts from where the toolhead really is.
         """
+        # During a homing move (or its read-back) the executor's stop position is the end
+        # of that move, which the motors never reach; the read-back sets the position.
+        homing = self.abort_homing() or self.homing_stopping
         self._planner.clear()
         stop = self._executor.abort()
-        self.commanded_position = tuple(stop)  # type: ignore[assignment]
+        if not homing:
+            self.commanded_position = tuple(stop)  # type: ignore[assignment]
         return self.commanded_position
 
     def get_status(self) -> dict[str, Any]:

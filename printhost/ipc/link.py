@@ -63,7 +63,8 @@ class ControlLink:
     # ------------------------------------------------------------------ lifecycle
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self.status_block = StatusBlock.create()
+        # Recorded in the state directory, so a start after a kill -9 reclaims it.
+        self.status_block = StatusBlock.create(registry=self.settings.state_path() / "run")
         parent, child = self._ctx.Pipe(duplex=True)
         self.process = self._ctx.Process(
             target=control_main, args=(self.settings, child, self.status_block.name),

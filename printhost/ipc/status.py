@@ -18,11 +18,18 @@ with every subsystem) at a cost of a few tens of microseconds per write at 25 Hz
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import os
+import secrets
 import struct
 import time
 from multiprocessing import shared_memory
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<QII")
 DEFAULT_SIZE = 256 * 1024
@@ -33,21 +40,94 @@ class StatusBlockError(Exception):
     """The block could not be read consistently or the payload does not fit."""
 
 
+# Names of the blocks made by this package: the prefix makes them recognisable in
+# /dev/shm; the random part keeps two instances apart.
+NAME_PREFIX = "printhost_"
+_RECORD_SUFFIX = ".lock"
+
+
+def _unlink(name: str) -> bool:
+    """Remove the segment `name`; False if it was already gone."""
+    try:
+        shm = shared_memory.SharedMemory(name=name, create=False)
+    except FileNotFoundError:
+        return False
+    shm.close()
+    try:
+        shm.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def reclaim_stale(registry: Path) -> list[str]:
+    """Unlink the blocks recorded in `registry` whose owners are gone; returns their names.
+
+    Every owner holds an exclusive `flock` on its record for as long as it runs, and the
+    kernel drops that lock when the process dies however it dies (kill -9 included), so
+    a record that can be locked belongs to no living process. A record still locked is
+    another running instance's and is left alone.
+    """
+    reclaimed: list[str] = []
+    try:
+        records = sorted(registry.glob(NAME_PREFIX + "*" + _RECORD_SUFFIX))
+    except OSError:
+        return reclaimed
+    for record in records:
+        name = record.name[:-len(_RECORD_SUFFIX)]
+        try:
+            fh = open(record, "a")
+        except OSError:
+            continue
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            if _unlink(name):
+                reclaimed.append(name)
+            record.unlink(missing_ok=True)
+    return reclaimed
+
+
 class StatusBlock:
     """A named shared-memory segment holding the latest status snapshot."""
 
-    def __init__(self, shm: shared_memory.SharedMemory, owner: bool) -> None:
+    def __init__(self, shm: shared_memory.SharedMemory, owner: bool,
+                 record: IO[str] | None = None, record_path: Path | None = None) -> None:
         self._shm = shm
         self._owner = owner
         self._buf = shm.buf
         self._capacity = shm.size - HEADER.size
         self._seq = 0
+        self._record = record
+        self._record_path = record_path
 
     @classmethod
-    def create(cls, size: int = DEFAULT_SIZE) -> "StatusBlock":
-        shm = shared_memory.SharedMemory(create=True, size=size)
+    def create(cls, size: int = DEFAULT_SIZE, registry: Path | None = None) -> "StatusBlock":
+        """Create a new block. With `registry` (a directory of the state directory), first
+        reclaim the blocks that earlier owners killed before they could remove them, then
+        record this one there under a lock held until `close()` or death."""
+        name = NAME_PREFIX + secrets.token_hex(6)
+        record = record_path = None
+        if registry is not None:
+            registry.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for stale in reclaim_stale(registry):
+                log.warning("removed status block %s left by an earlier run", stale)
+            # The record exists and is locked before the segment does, so a kill at
+            # any point leaves nothing that the next start cannot find.
+            record_path = registry / (name + _RECORD_SUFFIX)
+            record = open(record_path, "a")
+            fcntl.flock(record, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+        except BaseException:
+            if record is not None:
+                record.close()
+                os.unlink(record_path)  # type: ignore[arg-type]
+            raise
         shm.buf[:HEADER.size] = HEADER.pack(0, 0, 0)
-        return cls(shm, owner=True)
+        return cls(shm, owner=True, record=record, record_path=record_path)
 
     @classmethod
     def attach(cls, name: str) -> "StatusBlock":
@@ -109,3 +189,8 @@ class StatusBlock:
                 self._shm.unlink()
             except FileNotFoundError:
                 pass
+        if self._record is not None:
+            if self._record_path is not None:
+                self._record_path.unlink(missing_ok=True)
+            self._record.close()   # releases the lock
+            self._record = None

@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from printhost.ipc.status import reclaim_stale
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
 PASSWORDS = {"admin": "admin-pass-123", "operator": "operator-pass-123", "viewer": "viewer-pass-123"}
@@ -177,6 +179,11 @@ class Service:
             raise AssertionError(f"service did not stop within {timeout_s} s:\n{self.log()}")
         return time.monotonic() - t0
 
+    def reclaim_status_block(self) -> None:
+        """After `kill_all`: remove the status block the killed service left in /dev/shm,
+        as the next start on this state directory would."""
+        reclaim_stale(self.state_dir / "run")
+
     def kill_all(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             try:
@@ -262,6 +269,7 @@ def service_factory(tmp_path):
     yield make
     for svc in started:
         svc.kill_all()
+        svc.reclaim_status_block()
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +279,7 @@ def shared_service(tmp_path_factory):
     svc.start()
     yield svc
     svc.kill_all()
+    svc.reclaim_status_block()
 
 
 @pytest.fixture
