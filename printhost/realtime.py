@@ -125,8 +125,9 @@ def lock_memory() -> tuple[bool, str]:
 def settle_realtime(priority: int, *, lock: bool = True) -> RealtimeState:
     """After start-up: freeze the start-up heap, lock memory and take SCHED_FIFO.
 
-    Called once the expensive start-up work (compiling kernels, connecting to the MCU)
-    is done, so a minute-long compile never runs at real-time priority."""
+    Called once the expensive start-up work (compiling kernels) is done, so a
+    minute-long compile never runs at real-time priority; threads started later (the
+    MCU link's) inherit the policy."""
     state = RealtimeState()
     notes = []
     gc.collect()

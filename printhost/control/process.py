@@ -19,6 +19,7 @@ supervisor coordinates the stop). SIGTERM means "stop now": heaters off, then ex
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -92,12 +93,15 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
     kernels = load_kernels(settings.state_path(), stop_requested)
     log.info("kernels %s in %.2f s", "ready" if kernels.ok else "refused",
              time.monotonic() - started)
-    printer = build_printer(settings) if kernels.ok else _refused_printer(kernels.reason)
-    closers = attach_pi_devices(settings, printer)
+    # Real-time from here on: the compile is over, and connecting to the MCU already
+    # measures its clock, which a descheduled link thread would skew.
     timing = LoopTiming(LOOP_PERIOD_S)
     rt = settle_realtime(CONTROL_PRIORITY)
     timing.realtime = rt.as_dict()
     (log.info if rt.realtime else log.warning)("control loop: %s", rt.describe())
+    printer = build_printer(settings) if kernels.ok else _refused_printer(kernels.reason)
+    closers = attach_pi_devices(settings, printer)
+    gc.freeze()   # the printer's own long-lived objects join the start-up heap
     status.write(_status(printer, timing))
     log.info("control process ready (pid %d, backend %s)", os.getpid(), settings.control.backend)
     try:
