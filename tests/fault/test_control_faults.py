@@ -98,7 +98,12 @@ def test_a_killed_services_status_block_is_reclaimed_by_the_next_start(service_f
 
 # Z homes at 2 mm/s from z = 10 (simulation.start_position): about 5 s of travel before
 # the switch, and the whole homing move (1.5 x 250 mm) would take over three minutes.
+# The host is told where the toolhead really stands at power-on, so the position it
+# reads back from the motors after an abort can be compared with the board's.
 SLOW_Z = """
+[printer]
+power_on_position = [117.5, 117.5, 10.0]
+
 [printer.axes.z]
 homing_speed = 2.0
 """
