@@ -32,6 +32,12 @@ from printhost.control import kernels
 from printhost.control.kernels import loader
 from tests.e2e.conftest import REPO, Service, printhost_cmd
 
+# Minutes of compiling and no reaction times measured: beside the other service tests.
+# A fresh compile of every kernel takes about 20 s on two idle cores; running beside the
+# other tests at normal priority, several times that.
+COMPILE_WAIT_S = 360
+pytestmark = [pytest.mark.beside_services, pytest.mark.timeout(600)]
+
 STEPGEN = REPO / "printhost" / "control" / "kernels" / "stepgen.py"
 # A constant of the step generator: root-finding stops at 0.1 s instead of 10 ps.
 GOOD_CONSTANT, BAD_CONSTANT = "ROOT_TOLERANCE_S = 1e-11", "ROOT_TOLERANCE_S = 1e-01"
@@ -182,7 +188,7 @@ def test_damaged_kernel_cache_is_recompiled_before_anything_heats(
     _start(svc, monkeypatch)
     api = api_for(svc)
     api.wait_for(lambda s: s["state"] != "error" and s.get("printer") is not None,
-                 timeout_s=120, what="the control process with its kernels")
+                 timeout_s=COMPILE_WAIT_S, what="the control process with its kernels")
 
     log = _full_log(svc)
     lines = [m for m in DAMAGE_LINE.finditer(log)]
@@ -246,7 +252,7 @@ def test_kernels_that_fail_after_a_fresh_compile_keep_heaters_off(poisoned, api_
         svc.start()
         api = api_for(svc)
         st = api.wait_for(lambda s: "kernels unusable" in (s.get("error") or ""),
-                          timeout_s=150, what="the kernels to be refused")
+                          timeout_s=COMPILE_WAIT_S, what="the kernels to be refused")
         assert st["state"] == "error"
         assert "stepgen kernels disagree with their reference" in st["error"]
         log = _full_log(svc)
