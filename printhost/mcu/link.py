@@ -86,6 +86,7 @@ class SerialLink:
         # Sending side (all guarded by _lock).
         self._window = receive_window
         self._queue: deque[bytes] = deque()
+        self._urgent: deque[bytes] = deque()
         self._sent: deque[_Block] = deque()
         self._inflight = 0
         self._tx = bytearray()             # bytes the OS has not taken yet
@@ -128,8 +129,15 @@ class SerialLink:
         self._thread = threading.Thread(target=self._run, name=f"link {self.port}", daemon=True)
         self._thread.start()
 
-    def send(self, messages: bytes | Iterable[bytes]) -> None:
-        """Queue encoded commands (each at most 59 bytes) for delivery in this order."""
+    def send(self, messages: bytes | Iterable[bytes], urgent: bool = False) -> None:
+        """Queue encoded commands (each at most 59 bytes) for delivery in this order.
+
+        `urgent` ones (a heater update due a quarter second from now, a clock query, an
+        emergency stop) go ahead of every ordinary message not yet packed into a block:
+        a burst of step commands, queued up to a second ahead of their time, must not
+        hold back a command whose deadline is sooner (Klipper's host orders its queue by
+        each command's deadline for the same reason). Urgent messages keep their order
+        among themselves, and so do ordinary ones."""
         items = [messages] if isinstance(messages, (bytes, bytearray, memoryview)) else messages
         batch = [bytes(message) for message in items]
         for message in batch:
@@ -139,7 +147,7 @@ class SerialLink:
         with self._lock:
             if self.error is not None or self._stop:
                 return
-            self._queue.extend(batch)
+            (self._urgent if urgent else self._queue).extend(batch)
             self._wake()
 
     def poll(self) -> list[tuple[float, bytes]]:
@@ -155,7 +163,7 @@ class SerialLink:
 
     def idle(self) -> bool:
         with self._lock:
-            return not self._queue and not self._sent
+            return not self._queue and not self._urgent and not self._sent
 
     @property
     def running(self) -> bool:
@@ -172,7 +180,7 @@ class SerialLink:
             return {**self._counts, "bad_bytes": self._parser.discarded + self._stall_bytes,
                     "srtt_s": self.srtt_s, "rttvar_s": self.rttvar_s, "rto_s": self.rto_s,
                     "inflight_bytes": self._inflight, "inflight_blocks": len(self._sent),
-                    "queued_messages": len(self._queue)}
+                    "queued_messages": len(self._queue) + len(self._urgent)}
 
     def close(self) -> None:
         """Stop the thread and release the port; safe to call more than once."""
@@ -306,8 +314,8 @@ class SerialLink:
         """Pack queued messages into new blocks while the receive window allows."""
         if not self._synced:
             return
-        queue = self._queue
-        while queue:
+        while self._urgent or self._queue:
+            queue = self._urgent or self._queue
             if len(self._sent) >= MAX_PENDING_BLOCKS:
                 return
             marker = (self._next_seq & MESSAGE_SEQ_MASK) == MESSAGE_SEQ_MASK

@@ -315,8 +315,10 @@ class Mcu:
                 self._handlers[(response, None)] = previous
 
     # ------------------------------------------------------------------ running
-    def send(self, name: str, **params: Any) -> None:
-        self.link.send(self.codec.encode(name, **params))
+    def send(self, name: str, urgent: bool = False, **params: Any) -> None:
+        """Encode and queue a command; `urgent` ones overtake queued ordinary ones
+        (`SerialLink.send`): for commands whose deadline is near."""
+        self.link.send(self.codec.encode(name, **params), urgent=urgent)
 
     def send_encoded(self, messages: bytes | list[bytes]) -> None:
         self.link.send(messages)
@@ -368,7 +370,7 @@ class Mcu:
         if now >= self._next_clock_query_s and self.lost_reason is None:
             if self._clock_sent_s is None or now - self._clock_sent_s > 2 * CLOCK_QUERY_PERIOD_S:
                 self._clock_sent_s = now
-                self.send("get_clock")
+                self.send("get_clock", urgent=True)   # not delayed behind queued steps
             young = self.clocksync is not None and self.clocksync.used < YOUNG_CLOCK_SAMPLES
             self._next_clock_query_s = now + (YOUNG_CLOCK_QUERY_PERIOD_S if young
                                               else CLOCK_QUERY_PERIOD_S)
@@ -396,7 +398,7 @@ class Mcu:
         is then logged as information rather than as an error."""
         self._stop_expected = expected
         try:
-            self.send("emergency_stop")
+            self.send("emergency_stop", urgent=True)
         except Exception:
             log.exception("%s: could not send emergency_stop", self.name)
 

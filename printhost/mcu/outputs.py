@@ -94,7 +94,8 @@ class McuPwmOutput:
         if self.pin.invert:
             on_ticks = self.cycle_ticks - on_ticks
         clock = mcu.clock_of(when)
-        mcu.send("queue_digital_out", oid=self.oid, clock=clock & 0xFFFFFFFF,
+        # Due a schedule margin from now: ahead of any queued burst of step commands.
+        mcu.send("queue_digital_out", urgent=True, oid=self.oid, clock=clock & 0xFFFFFFFF,
                  on_ticks=on_ticks)
         self.value = duty
         self.last_time = when

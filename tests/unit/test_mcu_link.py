@@ -431,3 +431,27 @@ def test_mcu_reset_never_counts_unaccepted_blocks_as_acknowledged(mcu_end, link_
         # Start the next round from a clean slate: whatever was lost is sent again.
         sent_total = len(accepted)
     assert refused >= 8      # most rounds saw a nak that an ack check had to refuse
+
+
+def test_an_urgent_command_overtakes_queued_ordinary_ones(mcu_end, link_for):
+    """A heater update due soon must not wait behind a second of queued steps: with the
+    line held up, 300 ordinary commands queue, then one urgent; it arrives right after
+    what was already in flight, and both classes keep their own order."""
+    end = mcu_end()
+    link = link_for(end.path)
+    stream(link, commands(10))
+    end.call(lambda: setattr(end.faults, "hung", True))
+    ordinary = commands(300, start=10)
+    link.send(ordinary)
+    assert wait_for(lambda: link.stats()["inflight_blocks"] > 0)
+    urgent = HOST.encode("queue_digital_out", oid=3, clock=123456, on_ticks=42)
+    link.send(urgent, urgent=True)
+    end.call(lambda: setattr(end.faults, "hung", False))
+    assert wait_for(link.idle, 30.0), link.stats()
+    got = decode_all(end.payloads)
+    want_ordinary = decode_all(commands(10) + ordinary)
+    at = got.index(decode_all([urgent])[0])
+    assert [m for m in got if m[0] == "queue_step"] == want_ordinary
+    # Only blocks already packed before it (at most the receive window's worth) come
+    # first: 192 bytes hold a few dozen of these small commands, not hundreds.
+    assert at < 10 + 60, at
