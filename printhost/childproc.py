@@ -15,6 +15,14 @@ import sys
 from printhost.config import Settings
 
 
+def signal_name(signum: int) -> str:
+    """"SIGKILL" for 9: how a child that died of a signal is named in a log line."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 class StopFlag:
     """Set by SIGTERM; read by the child's main loop."""
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import signal
 import time
 from typing import Any
 
+from printhost.childproc import signal_name
 from printhost.config import Settings
 from printhost.control.process import control_main
 from printhost.ipc.channel import ChannelClosed, Command, CommandClient, CommandTimeout, Reply
@@ -38,11 +38,7 @@ def _describe_exit(code: int | None) -> str:
     if code is None:
         return "control process exited"
     if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"control process was killed by {name}"
+        return f"control process was killed by {signal_name(-code)}"
     return f"control process exited with code {code}"
 
 

@@ -34,7 +34,6 @@ import hashlib
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from printhost.childproc import signal_name
 from printhost.control import kernels
 
 log = logging.getLogger("printhost.control.kernels")
@@ -155,11 +155,7 @@ def probe(directory: Path, should_stop: Callable[[], bool] = lambda: False,
         lines = [line for line in err.read().decode(errors="replace").splitlines()
                  if line.strip()]
     if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"loading the kernels crashed the self-test process ({name})"
+        return f"loading the kernels crashed the self-test process ({signal_name(-code)})"
     return lines[-1].strip() if lines else f"the kernel self-test exited with status {code}"
 
 
