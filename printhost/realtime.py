@@ -36,10 +36,14 @@ from dataclasses import asdict, dataclass
 
 log = logging.getLogger(__name__)
 
-#: FIFO priorities: the simulated board above the control process (hardware is never
-#: late), both well below the kernel's own threads (50 for IRQ threads on PREEMPT_RT).
+#: FIFO priorities, both well below the kernel's own threads (50 for IRQ threads on
+#: PREEMPT_RT). The simulated board is real-time (no busy process delays it) but below
+#: the control process: with two simulated printers on two cores, boards above their
+#: hosts could hold both cores through a burst of commands and starve the hosts' link
+#: threads, so that commands went out late. A board that reads late is harmless: it
+#: judges deadlines as of when it last looked at its input (sim/mcu/process.py).
 CONTROL_PRIORITY = 10
-SIM_BOARD_PRIORITY = 20
+SIM_BOARD_PRIORITY = 5
 
 _MCL_CURRENT = 1
 _MCL_ONFAULT = 4

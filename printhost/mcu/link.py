@@ -87,6 +87,11 @@ class SerialLink:
         self._window = receive_window
         self._queue: deque[bytes] = deque()
         self._urgent: deque[bytes] = deque()
+        # When the oldest urgent message still waiting was queued, and the longest any
+        # urgent message waited before it went out in a block (host seconds): the part
+        # of a deadline the link itself spends.
+        self._urgent_since: float | None = None
+        self.urgent_wait_max_s = 0.0
         self._sent: deque[_Block] = deque()
         self._inflight = 0
         self._tx = bytearray()             # bytes the OS has not taken yet
@@ -147,7 +152,12 @@ class SerialLink:
         with self._lock:
             if self.error is not None or self._stop:
                 return
-            (self._urgent if urgent else self._queue).extend(batch)
+            if urgent:
+                if not self._urgent:
+                    self._urgent_since = self._time()
+                self._urgent.extend(batch)
+            else:
+                self._queue.extend(batch)
             self._wake()
 
     def poll(self) -> list[tuple[float, bytes]]:
@@ -180,7 +190,8 @@ class SerialLink:
             return {**self._counts, "bad_bytes": self._parser.discarded + self._stall_bytes,
                     "srtt_s": self.srtt_s, "rttvar_s": self.rttvar_s, "rto_s": self.rto_s,
                     "inflight_bytes": self._inflight, "inflight_blocks": len(self._sent),
-                    "queued_messages": len(self._queue) + len(self._urgent)}
+                    "queued_messages": len(self._queue) + len(self._urgent),
+                    "urgent_wait_max_s": self.urgent_wait_max_s}
 
     def close(self) -> None:
         """Stop the thread and release the port; safe to call more than once."""
@@ -332,6 +343,9 @@ class SerialLink:
                                > self._window):
                 return
             payload = b"".join(queue.popleft() for _ in range(count))
+            if queue is self._urgent and self._urgent_since is not None:
+                self.urgent_wait_max_s = max(self.urgent_wait_max_s, now - self._urgent_since)
+                self._urgent_since = now if queue else None
             self._counts["messages_sent"] += count
             self._push_block(payload, count, now)
 

@@ -51,6 +51,13 @@ LOST_TIMEOUT_S = 4.0
 # (PIN_MIN_TIME and the sensor's report time): the same on a real board and in a
 # simulation at any time factor.
 MIN_SCHEDULE_AHEAD_S = 0.25
+# The host's own scheduling is host time too: between deciding a command and the board
+# reading it lie the control loop's pass, the link thread's turn and the line. At a time
+# factor of 1 the print-time margin dwarfs that; a fast simulation (20x: 0.25 s of print
+# time is 12.5 ms of host time) gets at least this much host time. Measured: stalls of
+# up to about 35 ms between queueing a heater update and the board reading it, at 20x
+# with the control loop itself on time.
+SCHEDULE_FLOOR_WALL_S = 0.05
 # The link's own latency is host time: a retransmission costs a retransmission timeout
 # of the host's clock whatever the MCU's clock rate. On a line that needed a
 # retransmission in the last NOISY_LINE_S of host time, the margin also covers this many
@@ -430,13 +437,15 @@ class Mcu:
     def schedule_margin_s(self) -> float:
         """How far ahead of the MCU's present (print seconds) a scheduled command goes.
 
-        At least MIN_SCHEDULE_AHEAD_S of print time; more on a noisy line, where a block
+        At least MIN_SCHEDULE_AHEAD_S of print time and SCHEDULE_FLOOR_WALL_S of host
+        time (which only counts in a simulation faster than 5x); more on a noisy line, where a block
         may need several retransmissions (SCHEDULE_RTOS timeouts of host time), so the
         line gets room instead of a "Timer too close" shutdown of the MCU."""
+        floor = max(MIN_SCHEDULE_AHEAD_S, self.wall_to_print_s(SCHEDULE_FLOOR_WALL_S))
         if self._time() - self.link.last_retransmit_s > NOISY_LINE_S:
-            return MIN_SCHEDULE_AHEAD_S
+            return min(MAX_SCHEDULE_AHEAD_S, floor)
         link = self.wall_to_print_s(min(2.0, SCHEDULE_RTOS * self.link.rto_s))
-        return min(MAX_SCHEDULE_AHEAD_S, max(MIN_SCHEDULE_AHEAD_S, link))
+        return min(MAX_SCHEDULE_AHEAD_S, max(floor, link))
 
     def earliest_schedule_time(self) -> float:
         """The soonest print time a command may be scheduled for and still arrive early."""

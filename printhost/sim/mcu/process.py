@@ -23,9 +23,9 @@ them, and it must not turn its own lateness into a fault a board would never rai
 
 A command that was late even for the earliest possible arrival still fails exactly as
 on hardware ("Timer too close", "Stepper too far in past"). Where the system allows, the
-process runs at SCHED_FIFO priority above the control process (`printhost.realtime`), so
-the window it cannot see into stays a few milliseconds wide; `state` reports the widest
-one so far (`late_ms_max`).
+process runs at SCHED_FIFO priority, below the control process but above every ordinary
+process (`printhost.realtime`), so the window it cannot see into stays a few
+milliseconds wide; `state` reports the widest one so far (`late_ms_max`).
 
 A small control socket (JSON lines, Linux abstract namespace, name written next to the
 pty link) lets tests and `printhost sim` inspect the MCU (step positions, outputs,
@@ -228,7 +228,7 @@ def sim_mcu_main(settings: Settings, tty_link: str, control_name: str) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(os.ttyname(slave), tmp)
     mcu = SimMcu(settings, master)
-    # Hardware is never late: the board takes real-time priority where allowed.
+    # No busy process may delay the board: real-time priority where allowed.
     rt = settle_realtime(SIM_BOARD_PRIORITY, lock=False)
     mcu.realtime = rt.as_dict()
     os.replace(tmp, link)
