@@ -53,11 +53,14 @@ LOST_TIMEOUT_S = 4.0
 MIN_SCHEDULE_AHEAD_S = 0.25
 # The host's own scheduling is host time too: between deciding a command and the board
 # reading it lie the control loop's pass, the link thread's turn and the line. At a time
-# factor of 1 the print-time margin dwarfs that; a fast simulation (20x: 0.25 s of print
-# time is 12.5 ms of host time) gets at least this much host time. Measured: stalls of
-# up to about 35 ms between queueing a heater update and the board reading it, at 20x
-# with the control loop itself on time.
-SCHEDULE_FLOOR_WALL_S = 0.05
+# factor of 1 this floor equals the print-time margin; a fast simulation (at 20x, 0.25 s
+# of print time is 12.5 ms of host time) gets at least this much host time. Measured at
+# 20x with the control loop itself on time: heater updates reaching the board 25-80 ms
+# of host time after they were scheduled, young services most often (cause not found).
+SCHEDULE_FLOOR_WALL_S = 0.25
+# Queued updates one output may have waiting on the MCU: enough for a heater's value
+# after every reading (0.3 s of print time apart) over the largest margin (5 s).
+MAX_PENDING_UPDATES = 20
 # The link's own latency is host time: a retransmission costs a retransmission timeout
 # of the host's clock whatever the MCU's clock rate. On a line that needed a
 # retransmission in the last NOISY_LINE_S of host time, the margin also covers this many
@@ -98,9 +101,10 @@ class Mcu:
         self.clock_freq = 0.0
         self.clocksync: ClockSync | None = None
         self.move_count = 0
-        # Entries of the firmware's move pool kept for queued pin updates (one per
-        # output that queues them); the step sender may use the rest.
-        self.reserved_move_slots = 0
+        # Outputs that queue pin updates; each may have `pending_updates_limit` of them
+        # waiting on the MCU, in entries of the move pool kept for them.
+        self.queued_outputs = 0
+        self.reserve_for_outputs = True
         self.shutdown_reason: str | None = None
         self.lost_reason: str | None = None
         self.on_fault: Callable[[str], None] | None = None
@@ -138,14 +142,28 @@ class Mcu:
         self._config_cmds.append((name, params))
 
     def reserve_move_slot(self) -> None:
-        """Keep one entry of the firmware's move pool for an object that queues commands
-        (`queue_digital_out`) and never has more than one of them waiting on the MCU.
+        """Keep entries of the firmware's move pool for an object that queues commands
+        (`queue_digital_out`) and never has more than `pending_updates_limit` of them
+        waiting on the MCU.
 
         The firmware's pool is shared by steps and queued pin updates, and a command
         that finds it full shuts the MCU down ("Move queue overflow"): so the step sender
         is only given `move_count - reserved_move_slots` entries, as Klipper's host
         reserves a slot for each of its output pins."""
-        self.reserved_move_slots += 1
+        self.queued_outputs += 1
+
+    @property
+    def pending_updates_limit(self) -> int:
+        """Updates one output may have waiting: MAX_PENDING_UPDATES, or fewer on a small
+        pool (the outputs together take at most half of it)."""
+        share = self.move_count // (2 * max(1, self.queued_outputs))
+        return max(1, min(MAX_PENDING_UPDATES, share))
+
+    @property
+    def reserved_move_slots(self) -> int:
+        if not self.reserve_for_outputs:
+            return 0
+        return self.queued_outputs * self.pending_updates_limit
 
     @property
     def step_move_slots(self) -> int:

@@ -5,20 +5,27 @@ default (off) and shuts down when the host has not renewed a non-default value w
 that time. So a host that dies, freezes or loses the link cannot leave a heater on.
 
 Queued updates (`queue_digital_out`) take an entry of the firmware's move pool, which
-steps share. Each output reserves one entry and never has more than one update waiting
-on the MCU: a new value is sent once the previous one has been applied (by the clock
-estimate); until then only the latest value is kept, and `flush()` (every control
-tick) sends it when its turn comes. This is Klipper's rule for output pins too, and it
-is what lets the step sender fill the rest of the pool without ever overflowing it.
+steps share. Each output reserves `Mcu.pending_updates_limit` entries (20 on a board's pool) and never has more updates
+than that waiting on the MCU: beyond them, a new value waits until the oldest has been
+applied (by the clock estimate), only the latest value is kept, and `flush()` (every
+control tick) sends it when its turn comes. That is what lets the step sender fill the
+rest of the pool without ever overflowing it. Klipper keeps one per pin; a heater's
+value follows every reading (0.3 s of print time apart) and is scheduled a margin
+ahead, so more than one may be waiting whenever the margin exceeds the reading
+interval (in a simulation faster than real time), and one entry would make each update
+wait for the previous: a dead time that varies from one update to the next.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 from printhost.mcu.mcu import Mcu
 from printhost.mcu.pins import PinSpec
 
 # Klipper's limit for heater pins: the host must renew the value at least this often.
 HEATER_MAX_DURATION_S = 3.0
+
 
 
 class McuPwmOutput:
@@ -39,9 +46,9 @@ class McuPwmOutput:
         self.cycle_ticks = 0
         self.value = 0.0
         self.last_time = 0.0
-        # Clock of the update last sent (not yet applied while the MCU is before it),
-        # and the value waiting for its turn.
-        self._last_clock = 0
+        # Clocks of the updates sent and perhaps not applied yet, oldest first, and the
+        # value waiting for its turn.
+        self._sent_clocks: deque[int] = deque()
         self._held: tuple[float, float] | None = None
         mcu.reserve_move_slot()
         mcu.register_config(self._build_config)
@@ -49,7 +56,7 @@ class McuPwmOutput:
 
     def _forget_updates(self) -> None:
         """After (re)configuration the MCU's clock and queues start afresh."""
-        self._last_clock = 0
+        self._sent_clocks.clear()
         self.last_time = 0.0
         self._held = None
 
@@ -69,24 +76,30 @@ class McuPwmOutput:
 
     def set(self, print_time: float, duty: float) -> float | None:
         """Schedule `duty` at `print_time` (moved later if that is too soon or before the
-        previous update). Returns the print time it was scheduled for, or None when the
-        previous update is still waiting on the MCU: the value is then sent by a later
-        `flush()`, replacing any value held before it."""
+        previous update). Returns the print time it was scheduled for, or None when
+        `Mcu.pending_updates_limit` updates are still waiting on the MCU: the value is then sent by a
+        later `flush()`, replacing any value held before it."""
         self._held = (print_time, min(1.0, max(0.0, float(duty))))
         return self.flush()
 
     @property
     def pending(self) -> bool:
-        """A value is held until the previous update has been applied."""
+        """A value is held until an earlier update has been applied."""
         return self._held is not None
 
     def flush(self) -> float | None:
-        """Send the held value if the previous update has been applied on the MCU."""
+        """Send the held value if fewer than `Mcu.pending_updates_limit` updates wait."""
         if self._held is None:
             return None
         mcu = self.mcu
-        if self._last_clock and mcu.reached_clock() < self._last_clock:
-            return None
+        sent = self._sent_clocks
+        limit = mcu.pending_updates_limit
+        if len(sent) >= limit:
+            reached = mcu.reached_clock()
+            while sent and sent[0] <= reached:
+                sent.popleft()
+            if len(sent) >= limit:
+                return None
         print_time, duty = self._held
         self._held = None
         when = max(print_time, mcu.earliest_schedule_time(), self.last_time + 1e-6)
@@ -99,5 +112,5 @@ class McuPwmOutput:
                  on_ticks=on_ticks)
         self.value = duty
         self.last_time = when
-        self._last_clock = clock
+        sent.append(clock)
         return when

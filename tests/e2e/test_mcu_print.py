@@ -106,5 +106,5 @@ def test_print_on_simulated_mcu_steppers_follow_the_plan(service_factory, api_fo
         assert control["realtime"]["memory_locked"] is True
         assert state["realtime"]["policy"] == "SCHED_FIFO"      # the simulated board too
         assert 0 < state["realtime"]["priority"] < control["realtime"]["priority"]
-    assert mcu_status["reserved_move_slots"] == 3             # two heaters and the fan
+    assert mcu_status["reserved_move_slots"] == 3 * 20        # two heaters and the fan
     assert state["firmware"]["max_queued_moves"] <= state["firmware"]["move_count"]

@@ -69,7 +69,7 @@ def _run_starved_host(reserve: bool) -> tuple[dict, int, int]:
     mcu = Mcu(b.path)
     heaters = [McuPwmOutput(mcu, parse_pin(pin), 0.1, 3.0) for pin in ("PC8", "PC9")]
     if not reserve:
-        mcu.reserved_move_slots = 0     # the accounting this test guards, switched off
+        mcu.reserve_for_outputs = False  # the accounting this test guards, switched off
     stepper = McuStepper(mcu, "x", parse_pin(STEP_PIN), parse_pin("PB12"))
     try:
         mcu.connect(5.0)
