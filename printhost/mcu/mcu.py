@@ -51,13 +51,6 @@ LOST_TIMEOUT_S = 4.0
 # (PIN_MIN_TIME and the sensor's report time): the same on a real board and in a
 # simulation at any time factor.
 MIN_SCHEDULE_AHEAD_S = 0.25
-# The host's own scheduling is host time too: between deciding a command and the board
-# reading it lie the control loop's pass, the link thread's turn and the line. At a time
-# factor of 1 this floor equals the print-time margin; a fast simulation (at 20x, 0.25 s
-# of print time is 12.5 ms of host time) gets at least this much host time. Measured at
-# 20x with the control loop itself on time: heater updates reaching the board 25-80 ms
-# of host time after they were scheduled, young services most often (cause not found).
-SCHEDULE_FLOOR_WALL_S = 0.25
 # Queued updates one output may have waiting on the MCU: enough for a heater's value
 # after every reading (0.3 s of print time apart) over the largest margin (5 s).
 MAX_PENDING_UPDATES = 20
@@ -455,15 +448,14 @@ class Mcu:
     def schedule_margin_s(self) -> float:
         """How far ahead of the MCU's present (print seconds) a scheduled command goes.
 
-        At least MIN_SCHEDULE_AHEAD_S of print time and SCHEDULE_FLOOR_WALL_S of host
-        time (which only counts in a simulation faster than 5x); more on a noisy line, where a block
-        may need several retransmissions (SCHEDULE_RTOS timeouts of host time), so the
-        line gets room instead of a "Timer too close" shutdown of the MCU."""
-        floor = max(MIN_SCHEDULE_AHEAD_S, self.wall_to_print_s(SCHEDULE_FLOOR_WALL_S))
+        MIN_SCHEDULE_AHEAD_S of print time, whatever the time factor; more on a noisy
+        line, where a block may need several retransmissions (SCHEDULE_RTOS timeouts of
+        host time), so the line gets room instead of a "Timer too close" shutdown of the
+        MCU."""
         if self._time() - self.link.last_retransmit_s > NOISY_LINE_S:
-            return min(MAX_SCHEDULE_AHEAD_S, floor)
+            return MIN_SCHEDULE_AHEAD_S
         link = self.wall_to_print_s(min(2.0, SCHEDULE_RTOS * self.link.rto_s))
-        return min(MAX_SCHEDULE_AHEAD_S, max(floor, link))
+        return min(MAX_SCHEDULE_AHEAD_S, max(MIN_SCHEDULE_AHEAD_S, link))
 
     def earliest_schedule_time(self) -> float:
         """The soonest print time a command may be scheduled for and still arrive early."""

@@ -16,7 +16,7 @@ import pytest
 
 from printhost.config import parse_settings
 from printhost.control.stepstream import QUEUE_STEP, SET_NEXT_STEP_DIR, StepCommands
-from printhost.mcu.mcu import Mcu, McuError
+from printhost.mcu.mcu import MIN_SCHEDULE_AHEAD_S, Mcu, McuError
 from printhost.mcu.outputs import McuPwmOutput
 from printhost.mcu.pins import PinSpec, parse_pin
 from printhost.mcu.steppers import McuStepper, StepSender
@@ -244,4 +244,20 @@ def test_step_sender_never_overflows_the_move_pool():
         assert b.sim.step_stream_crc == sender.stream_crc
     finally:
         mcu.close()
+        b.close()
+
+
+@pytest.mark.parametrize("time_factor", [1.0, 20.0])
+def test_schedule_margin_is_print_time_at_any_time_factor(time_factor):
+    # Klipper's margins are print time; a fast simulation must not stretch them (that
+    # would hide a late host), and a clean line adds nothing for retransmissions.
+    b = Board(time_factor=time_factor)
+    try:
+        mcu = configured_mcu(b.path)
+        try:
+            assert mcu.wall_to_print_s(1.0) == pytest.approx(time_factor, rel=0.05)
+            assert mcu.schedule_margin_s() == MIN_SCHEDULE_AHEAD_S
+        finally:
+            mcu.close()
+    finally:
         b.close()

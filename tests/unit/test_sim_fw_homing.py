@@ -132,3 +132,74 @@ def test_endstop_home_in_the_past_is_timer_too_close() -> None:
     h.cmd(f"endstop_home oid=2 clock={MS} sample_ticks={SAMPLE} sample_count=4"
           f" rest_ticks={REST} pin_value=1 trsync_oid=3 trigger_reason=1", 2 * MS)
     assert h.fw.shutdown_reason == "Timer too close"
+
+
+def _counted_levels(h: Harness) -> list[int]:
+    """Record the clock of every endstop level the firmware asks the board for."""
+    asked: list[int] = []
+    level = h.board.endstops["PC0"]
+
+    def counted(clock: int, pos) -> int:
+        asked.append(clock)
+        return level(clock, pos)
+
+    h.board.endstops["PC0"] = counted
+    return asked
+
+
+def test_samples_that_cannot_match_are_skipped_with_the_same_outcome() -> None:
+    # Sampled one by one (no kinematics known) and with the coordinate known to follow
+    # PA1 step for step: the same trigger, the same stop, far fewer level readings.
+    outcomes = []
+    for gradient in ({}, {"PA1": 1.0, "PA3": 0.0}):
+        h = homing_harness()
+        h.board.gradients["PC0"] = gradient
+        asked = _counted_levels(h)
+        h.fw.advance(100 * MS)
+        reports = [(p, clock) for _, p, clock in h.take("trsync_state")]
+        h.cmd("endstop_query_state oid=2", 100 * MS)
+        outcomes.append((reports, h.fw.stepper_positions(100 * MS), h.last("endstop_state"),
+                         len(asked)))
+    (one_by_one, skipping) = outcomes
+    assert skipping[:3] == one_by_one[:3]
+    sample, trigger = expected_trigger(homing_harness())
+    assert one_by_one[0][0][0]["clock"] == trigger
+    assert one_by_one[3] >= (sample - 2 * MS) // REST        # every sample up to the hit
+    assert skipping[3] < 20                                  # a bisection and the run
+
+
+def test_a_move_queued_later_wakes_an_endstop_that_saw_no_motion() -> None:
+    h = Harness()
+    h.configure("config_stepper oid=0 step_pin=PA1 dir_pin=PA2 invert_step=0"
+                " step_pulse_ticks=144",
+                "config_endstop oid=2 pin=PC0 pull_up=1",
+                "config_trsync oid=3")
+    h.board.endstops["PC0"] = lambda clock, pos: int(pos["PA1"] <= ENDSTOP_AT)
+    h.board.gradients["PC0"] = {"PA1": 1.0}
+    asked = _counted_levels(h)
+    h.cmd(f"trsync_start oid=3 report_clock={2 * MS} report_ticks=0 expire_reason=4", MS)
+    h.cmd("stepper_stop_on_trigger oid=0 trsync_oid=3", MS)
+    h.cmd(f"endstop_home oid=2 clock={2 * MS} sample_ticks={SAMPLE} sample_count=4"
+          f" rest_ticks={REST} pin_value=1 trsync_oid=3 trigger_reason=1", MS)
+    h.fw.advance(20 * MS)
+    assert len(asked) == 1           # nothing moves: one look, then wait for motion
+    h.cmd(f"reset_step_clock oid=0 clock={20 * MS}", 20 * MS)
+    h.cmd(f"queue_step oid=0 interval={10 * US} count=1000 add=0", 20 * MS)
+    h.fw.advance(100 * MS)
+    ((_, report, _),) = h.take("trsync_state")
+    steps = [c for c, _ in h.fw.step_clocks("PA1", 0, 10**9)]
+    first_hit = steps[-ENDSTOP_AT - 1]
+    sample = 2 * MS + -(-(first_hit - 2 * MS) // REST) * REST
+    assert report["clock"] == sample + 3 * SAMPLE
+
+
+def test_motors_pulling_the_coordinate_both_ways_are_sampled_one_by_one() -> None:
+    # A coordinate made of two motors turning opposite ways is not monotonic.
+    h = homing_harness()
+    h.board.gradients["PC0"] = {"PA1": 1.0, "PA3": -1.0}
+    asked = _counted_levels(h)
+    sample, trigger = expected_trigger(h)
+    h.fw.advance(100 * MS)
+    ((_, report, _),) = h.take("trsync_state")
+    assert report["clock"] == trigger
+    assert len(asked) >= (sample - 2 * MS) // REST

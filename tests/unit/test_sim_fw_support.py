@@ -26,6 +26,9 @@ class FakeBoard:
     def __init__(self) -> None:
         self.adc: dict[str, Callable[[int], int]] = {}
         self.endstops: dict[str, Callable[[int, Mapping[str, int]], int]] = {}
+        # Per endstop pin, how its coordinate moves per step of each motor (by step
+        # pin). Left empty, the level is an arbitrary function and is sampled each time.
+        self.gradients: dict[str, dict[str, float]] = {}
         self.output_log: list[tuple[str, float, int]] = []
         self.adc_log: list[tuple[str, int]] = []
 
@@ -38,6 +41,9 @@ class FakeBoard:
 
     def endstop_level(self, pin: str, clock: int, positions: Mapping[str, int]) -> int:
         return self.endstops.get(pin, lambda c, p: 0)(clock, positions)
+
+    def endstop_gradient(self, pin: str) -> dict[str, float]:
+        return self.gradients.get(pin, {})
 
     def outputs_of(self, pin: str) -> list[tuple[float, int]]:
         return [(duty, clock) for p, duty, clock in self.output_log if p == pin]

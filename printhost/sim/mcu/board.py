@@ -168,6 +168,19 @@ class SimBoard:
         if pin == self.fan_pin:
             self.fan = duty
 
+    def endstop_gradient(self, pin: str) -> dict[str, float]:
+        """How far the coordinate an endstop watches moves per step of each motor (by
+        step pin); empty for a pin that is no endstop. Both kinematics here are linear
+        in the motor positions, so one step from zero gives the exact coefficient."""
+        axis = self._axes.get(pin)
+        if axis is None:
+            return {}
+        index = "xyz".index(axis.name)
+        zero = dict.fromkeys(self._step_mm, 0)
+        base = self.toolhead(zero)[index]
+        return {step_pin: self.toolhead({**zero, step_pin: 1})[index] - base
+                for step_pin in self._step_mm}
+
     def endstop_level(self, pin: str, clock: int, positions: Mapping[str, int]) -> int:
         axis = self._axes.get(pin)
         if axis is None:

@@ -34,7 +34,7 @@ from printhost.sim.mcu.fw_clock import FirmwareShutdown, Scheduler, Timer, low32
 from printhost.sim.mcu.fw_commands import OBJECT_COMMANDS
 from printhost.sim.mcu.fw_gpio import DigitalOut, PwmOut
 from printhost.sim.mcu.fw_steppers import Stepper
-from printhost.sim.mcu.fw_triggers import Trsync
+from printhost.sim.mcu.fw_triggers import Endstop, Trsync
 
 __all__ = ["BoardModel", "DEFAULT_MOVE_COUNT", "IN_SHUTDOWN_COMMANDS", "SimFirmware"]
 
@@ -70,6 +70,12 @@ class BoardModel(Protocol):
     def endstop_level(self, pin: str, clock: int, positions: Mapping[str, int]) -> int:
         """The raw level (0/1) of input `pin` at `clock`; `positions` are the step
         counts of every stepper, by step pin name, at that clock."""
+        ...
+
+    def endstop_gradient(self, pin: str) -> dict[str, float]:
+        """How the coordinate endstop `pin` watches changes per step of each motor (by
+        step pin), when its level is a threshold on a coordinate linear in the motor
+        positions; empty when it is not, and the endstop then samples every time."""
         ...
 
 
@@ -308,6 +314,16 @@ class SimFirmware:
         self.board.set_output(pin, duty, self.now)
 
     # --- inspection ---
+
+    @property
+    def steppers(self) -> list[Stepper]:
+        return self._steppers
+
+    def recheck_endstops(self) -> None:
+        """A move was queued or the board changed: endstops that skipped samples they
+        judged unable to match (see `Endstop`) look again from their next sample due."""
+        for endstop in self._by_type.get(Endstop, ()):
+            endstop.motion_changed()
 
     def stepper_positions(self, clock: int) -> dict[str, int]:
         """Steps executed at or before `clock` (net, dir=1 counting up), by step pin."""

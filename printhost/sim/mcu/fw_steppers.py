@@ -164,6 +164,19 @@ class Stepper:
             out.extend((int(c), move.sign) for c in clocks[lo:hi])
         return out
 
+    def motion_after(self, clock: int) -> tuple[int, int] | None:
+        """(direction, last step clock) of the queued move running at `clock`, or of
+        the next one when none runs; None when no step is queued after `clock`. Until
+        that last step the motor moves one way only (or not at all)."""
+        moves = self.moves
+        j = max(self.head, bisect.bisect_right(self.firsts, clock, self.head) - 1)
+        while j < len(moves):
+            move = moves[j]
+            if move.last >= clock and move.count:
+                return move.sign, move.last
+            j += 1
+        return None
+
     # --- commands ---
 
     def queue_step(self, interval: int, count: int, add: int) -> None:
@@ -186,6 +199,7 @@ class Stepper:
         else:
             self.last_dir = new_dir
             self._append_idle(interval, count, add)
+        fw.recheck_endstops()
 
     def _append_idle(self, interval: int, count: int, add: int) -> None:
         fw = self.fw

@@ -12,6 +12,19 @@ the trigger instant the host reconstructs is `next_clock - rest_ticks` from
 stays set after it triggers until homing is switched off with `sample_count=0`; trsync
 reports are sent from the main loop after the timer that caused them, so a trigger and
 a `trsync_trigger` command in the same breath produce a single report.
+
+A real endstop samples its pin every `rest_ticks` while it waits, a few microseconds of
+work each. Here a sample costs far more (every motor's position, then the kinematics),
+and homing samples once per step: at a high time factor that is tens of thousands of
+samples per host second, more than the process can compute, and a process at real-time
+priority that never sleeps starves the kernel's own workers (the pty's among them, which
+the host's serial thread then waits for). So while the pin does not show the wanted
+level the endstop skips samples that cannot match: until the end of the moves running
+now every motor turns one way only, the watched coordinate is linear in the motors'
+positions, and where their contributions all point the same way the coordinate is
+monotonic, so the first sample on the same grid that shows the level is found by
+bisection. Outcomes are the same sample for sample; a move queued meanwhile makes the
+endstop look again from the next sample due.
 """
 
 from __future__ import annotations
@@ -129,16 +142,23 @@ class Endstop:
         self.pin_value = 0
         self.confirming = False  # inside a run of matching samples
         self.trsync: Trsync | None = None
+        self.last_sample = 0  # clock of the latest sample taken (the grid's origin)
+        self._gradient: dict[str, float] | None = None
 
     def level(self) -> int:
         fw = self.fw
         return int(fw.board.endstop_level(self.pin, fw.now, fw.stepper_positions(fw.now)))
 
+    def level_at(self, clock: int) -> int:
+        fw = self.fw
+        return int(fw.board.endstop_level(self.pin, clock, fw.stepper_positions(clock)))
+
     def _event(self, timer: Timer) -> int | None:
+        self.last_sample = timer.waketime
         matches = self.level() == self.pin_value
         if not self.confirming:
             if not matches:
-                return timer.waketime + self.rest_ticks
+                return self._next_possible_sample(timer.waketime)
             # First matching sample: it counts as the first of the run.
             self.next_wake = timer.waketime + self.rest_ticks
             self.confirming = True
@@ -153,6 +173,64 @@ class Endstop:
             return None
         self.trigger_count = remaining
         return timer.waketime + self.sample_ticks
+
+    def _next_possible_sample(self, sampled: int) -> int | None:
+        """The first sample after `sampled` (which did not match) that can show the
+        wanted level, judged from the moves queued now; None when no motor has a step
+        queued (only a new move can change the level then)."""
+        fw = self.fw
+        rest = self.rest_ticks
+        if self._gradient is None:
+            self._gradient = fw.board.endstop_gradient(self.pin)
+        if not self._gradient:
+            return sampled + rest
+        end: int | None = None
+        direction = 0
+        for stepper in fw.steppers:
+            motion = stepper.motion_after(sampled)
+            if motion is None:
+                continue
+            sign, last = motion
+            end = last if end is None else min(end, last)
+            weight = self._gradient.get(stepper.step_pin, 0.0) * sign
+            if weight:
+                way = 1 if weight > 0 else -1
+                if direction and way != direction:
+                    return sampled + rest  # not monotonic: sample by sample
+                direction = way
+        if end is None:
+            return None
+        samples = (end - sampled) // rest      # grid samples up to the end of the moves
+        if samples < 2:
+            return sampled + rest
+        if direction and self.level_at(sampled + samples * rest) == self.pin_value:
+            lo, hi = 1, samples                 # the first matching sample is in (lo-1, hi]
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if self.level_at(sampled + mid * rest) == self.pin_value:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            return sampled + lo * rest
+        return sampled + (samples + 1) * rest   # the level cannot change before then
+
+    def motion_changed(self) -> None:
+        """A move was queued: a waiting endstop looks again from its next sample due."""
+        if not self.homing or self.confirming or self.trsync is None:
+            return
+        fw = self.fw
+        rest = self.rest_ticks
+        if self.timer.scheduled and self.timer.waketime <= fw.now + rest:
+            return
+        if not self.timer.scheduled and self.last_sample == 0:
+            return
+        behind = max(0, fw.now - self.last_sample)
+        due = self.last_sample + -(-behind // rest) * rest
+        if self.timer.scheduled:
+            if self.timer.waketime <= due:
+                return
+            fw.sched.delete(self.timer)
+        fw.add_timer(self.timer, due)
 
     # --- commands ---
 
@@ -175,6 +253,7 @@ class Endstop:
         self.pin_value = 1 if pin_value else 0
         self.trsync = fw.lookup(trsync, Trsync)
         self.trigger_reason = reason
+        self.last_sample = 0
         fw.add_timer(self.timer, clock)
 
     def query_state(self) -> None:

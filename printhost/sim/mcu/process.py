@@ -205,6 +205,7 @@ class SimMcu:
             if not isinstance(target, set) or heater not in names:
                 return {"ok": False, "error": "unknown fault or heater"}
             (target.add if request.get("on", True) else target.discard)(heater)
+            self.firmware.recheck_endstops()
             return {"ok": True}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
