@@ -1,5 +1,5 @@
 """Uploads on the real service: what is G-code, name collisions and overwrite, names in
-any script."""
+any script, and the home page at `GET /`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from conftest import REPO, Api, Service
+from printhost import __version__
 from tests import gcode_samples as samples
 
 pytestmark = pytest.mark.e2e
@@ -238,3 +239,47 @@ def test_unicode_names_are_accepted_and_stored_in_nfc(service, api):
 ])
 def test_names_still_refused(api, name, problem):
     assert problem in _refused(_send(api, name, b"G28\n"))
+
+
+# --------------------------------------------------------------------------- GET /
+
+
+def test_home_page(service):
+    r = httpx.get(service.url + "/", timeout=10)   # no token
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "text/html; charset=utf-8"
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")
+    assert r.headers["x-request-id"]
+    page = r.text
+    escaped = "Bench &lt;3&gt; &amp; &quot;Lab&quot; &#x27;B&#x27;"
+    assert f"<title>{escaped}</title>" in page and f"<h1>{escaped}</h1>" in page
+    assert INSTANCE_NAME not in page
+    assert f'<dd id="version">{__version__}</dd>' in page
+    assert '<dd id="state">idle</dd>' in page
+    assert '<dd id="control">running</dd>' in page
+    assert '<a href="/api/v1/openapi.json">' in page
+    # Nothing is loaded from anywhere.
+    lowered = page.lower()
+    for needle in ("<script", "src=", "http://", "https://", "<link", "@import"):
+        assert needle not in lowered, needle
+    # The link leads to the document, which lists the page too.
+    doc = httpx.get(service.url + "/api/v1/openapi.json", timeout=10).json()
+    assert "text/html" in doc["paths"]["/"]["get"]["responses"]["200"]["content"]
+    head = httpx.head(service.url + "/", timeout=10)
+    assert head.status_code == 200 and head.content == b""
+
+
+def test_home_page_shows_the_printer_state(service, api):
+    assert _send(api, "dwell.gcode", LONG_JOB).status_code == 201
+    assert api.post("/api/v1/print", json={"file": "dwell.gcode"}).status_code == 200
+    try:
+        api.wait_for(lambda s: s["state"] == "printing", timeout_s=30, what="printing")
+        # The page reads the same status as /api/v1/status; the job dwells for minutes.
+        page = httpx.get(service.url + "/", timeout=10).text
+        assert '<dd id="state">printing</dd>' in page, page
+        # The page names no job or file.
+        assert "dwell" not in page
+    finally:
+        assert api.post("/api/v1/cancel").status_code == 200
+        api.wait_for(lambda s: s["job"]["state"] == "cancelled", timeout_s=30,
+                     what="the job to be cancelled")

@@ -794,6 +794,11 @@ def test_openapi_upload_declares_the_overwrite_query_parameter(openapi):
     assert {"400", "409"} <= set(op["responses"])
 
 
+def test_openapi_home_page_is_public_html(openapi):
+    op = openapi["paths"]["/"]["get"]
+    assert op["security"] == [] and op["operationId"] == "get_home"
+    assert op["responses"]["200"]["content"] == {"text/html": {"schema": {"type": "string"}}}
+
 
 def test_openapi_rate_limited_endpoints_document_429_and_retry_after(openapi):
     limited = {(ep.method, ep.path) for ep in all_endpoints() if ep.rate_limited}
