@@ -442,9 +442,11 @@ PRINT_REQUEST = Schema("PrintRequest", {
 })
 
 FILE_UPLOAD = Schema("FileUpload", {
-    "file": Field("string", "The G-code file. The part's file name (in its "
-                  "Content-Disposition) is the name it is stored under, and must be one "
-                  "that `POST /api/v1/print` accepts", media_type="application/octet-stream"),
+    "file": Field("string", "The G-code file: plain text with G, M or T commands (an "
+                  "empty, binary or other text file is refused with 400). The part's file "
+                  "name (in its Content-Disposition) is the name it is stored under, in "
+                  "Unicode NFC, and must be one that `POST /api/v1/print` accepts",
+                  media_type="application/octet-stream"),
 }, "A multipart/form-data upload with one file part named `file`")
 
 OVERWRITE_PARAM = Field("boolean", "true replaces a stored file of the same name (not "
