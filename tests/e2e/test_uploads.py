@@ -158,6 +158,21 @@ def test_a_name_collision_is_409_unless_overwrite_is_asked_for(api):
     assert r.json()["size"] == len(second) == _stored(api)["twice.gcode"]
 
 
+def test_concurrent_uploads_of_one_new_name_give_one_201(service, api):
+    import concurrent.futures
+    headers = api.auth("operator")
+
+    def send(i: int) -> int:
+        with httpx.Client(base_url=service.url, timeout=30) as c:
+            return c.post("/api/v1/files", headers=headers, files={
+                "file": ("race.gcode", b"G28\nG1 X%d\n" % i, "application/octet-stream")}
+            ).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        codes = sorted(pool.map(send, range(6)))
+    assert codes == [201] + [409] * 5, codes
+
+
 def test_overwrite_must_be_true_or_false(api):
     for value in ("yes", "1", "TRUE", ""):
         r = _send(api, "flag.gcode", b"G28\n", overwrite=value)

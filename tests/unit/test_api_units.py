@@ -52,7 +52,7 @@ from printhost.api.schemas import (
     json_depth,
     read_json,
 )
-from printhost.store.files import FileNameError, GCodeFiles, check_name
+from printhost.store.files import FileExists, FileNameError, GCodeFiles, check_name
 
 # --------------------------------------------------------------------------- Field / Schema
 
@@ -654,6 +654,30 @@ def test_gcode_files_commit_list_delete(tmp_path):
     assert [f["name"] for f in files.list()] == ["b part (1).gcode"]
     with pytest.raises(FileNotFoundError):
         files.delete("a.gcode")
+
+
+def test_gcode_files_commit_without_replace_keeps_the_stored_file(tmp_path):
+    files = GCodeFiles(tmp_path)
+    _upload(files, "a.gcode", b"G28\n")
+    fh, tmp = files.open_temp()
+    with fh:
+        fh.write(b"G28\nG1 X5\n")
+    with pytest.raises(FileExists):
+        files.commit(tmp, "a.gcode", replace=False)
+    assert (files.root / "a.gcode").read_bytes() == b"G28\n"
+    # A new name is linked into place and the temp file is gone.
+    info = files.commit(tmp, "b.gcode", replace=False)
+    assert info["size"] == 10
+    assert sorted(os.listdir(files.root)) == ["a.gcode", "b.gcode"]
+    # Either normal form of a name is the same file.
+    fh, tmp = files.open_temp()
+    fh.close()
+    assert files.commit(tmp, "wu\u0308rfel.gcode", replace=False)["name"] == "w\u00fcrfel.gcode"
+    fh, tmp = files.open_temp()
+    fh.close()
+    with pytest.raises(FileExists):
+        files.commit(tmp, "w\u00fcrfel.gcode", replace=False)
+    files.discard(tmp)
 
 
 def test_gcode_files_list_skips_a_file_deleted_while_listing(tmp_path):
