@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -105,9 +106,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(_load(args))
 
 
+def serial_device_warning(settings: Settings) -> str | None:
+    """With control.backend = "mcu": what is wrong with [mcu] serial on this machine
+    now, or None. Not an error of the file: a board that is unplugged or switched off
+    has no device until it comes back (the service then reports the printer as not
+    ready until it restarts)."""
+    if settings.control.backend != "mcu":
+        return None
+    port = settings.mcu.serial
+    hint = ("hint: is the board connected and powered? `ls /dev/serial/by-id/` lists USB "
+            "boards; set [mcu] serial to the board's path")
+    if not port:
+        return f"mcu.serial: not set, so the printer stays offline; {hint}"
+    try:
+        mode = os.stat(port).st_mode
+    except FileNotFoundError:
+        return f"mcu.serial: {port} does not exist; {hint}"
+    except OSError as exc:
+        return f"mcu.serial: {port} cannot be checked ({exc.strerror}); {hint}"
+    if not stat.S_ISCHR(mode):
+        return f"mcu.serial: {port} is not a serial device (not a character device); {hint}"
+    return None
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
+    """0 for a valid file, also when a warning about the machine is printed (the file
+    is right; the device may appear later); 2 for an invalid file."""
     settings = load_settings(args.file)
     print(f"{args.file}: OK ({settings.printer.kinematics}, backend {settings.control.backend})")
+    warning = serial_device_warning(settings)
+    if warning is not None:
+        print(f"printhost: warning: {args.file}: {warning}", file=sys.stderr)
     return 0
 
 

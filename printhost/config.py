@@ -153,6 +153,10 @@ class DiscoverySettings:
     enabled: bool = _field(True, doc="advertise _printhost._tcp and _http._tcp")
     instance_name: str = _field("", doc="service instance name; empty means 'printhost on <hostname>'")
 
+    def display_name(self) -> str:
+        """The name announced over mDNS and shown on the home page."""
+        return self.instance_name or f"printhost on {os.uname().nodename}"
+
 
 # --------------------------------------------------------------------------- control
 

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_printhost._tcp.local."
 HTTP_SERVICE_TYPE = "_http._tcp.local."
+# What `path` of the _http._tcp service points at: the HTML home page.
+HOME_PATH = "/"
 
 # RFC 6763 section 4.1.1: an instance name is one DNS label, at most 63 bytes.
 _MAX_LABEL_BYTES = 63
@@ -149,8 +151,9 @@ class Advertiser:
     def txt_records(self, service_type: str = SERVICE_TYPE) -> dict[str, str]:
         txt = {"uuid": self.uuid, "version": self.version, "api": self.api_path}
         if service_type == HTTP_SERVICE_TYPE:
-            # RFC 6763 section 7.1 / the _http registry: "path" is where the page lives.
-            txt["path"] = self.api_path
+            # RFC 6763 section 7.1 / the _http registry: "path" is where the page lives,
+            # here the home page (printhost/api/routes/home.py), which links the API.
+            txt["path"] = HOME_PATH
         return txt
 
     def _service_info(self, service_type: str) -> AsyncServiceInfo:

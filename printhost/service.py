@@ -151,7 +151,7 @@ class Service:
         if s.discovery.enabled:
             # After READY: mDNS probing takes a second or two and is not needed to print.
             from printhost.discovery import Advertiser
-            name = s.discovery.instance_name or f"printhost on {os.uname().nodename}"
+            name = s.discovery.display_name()
             # Listening on one address: advertise that address, on that interface only
             # (a service bound to loopback must not announce itself on the LAN).
             wildcard = s.server.host in ("0.0.0.0", "::", "")

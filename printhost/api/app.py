@@ -21,13 +21,13 @@ from printhost.api.middleware import (BodyLimitMiddleware, CorsMiddleware,
                                       ErrorBoundaryMiddleware, RequestContextMiddleware)
 from printhost.api.openapi import build_openapi
 from printhost.api.ratelimit import RateLimiter
-from printhost.api.routes import api_keys, auth, files, heaters, meta, printer, users
+from printhost.api.routes import api_keys, auth, files, heaters, home, meta, printer, users
 from printhost.config import Settings
 from printhost.store.db import Store
 from printhost.store.files import GCodeFiles
 from printhost.store.jobs import JobHistory
 
-ROUTE_MODULES = (meta, auth, users, api_keys, printer, files, heaters)
+ROUTE_MODULES = (home, meta, auth, users, api_keys, printer, files, heaters)
 
 
 def all_endpoints() -> list[Endpoint]:

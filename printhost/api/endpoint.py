@@ -48,6 +48,10 @@ class Endpoint:
     error_bodies: dict[int, Schema] = field(default_factory=dict)
     # Marked for removal in the next major version (docs/api.md, Versioning).
     deprecated: bool = False
+    # Optional query parameters the handler reads (none by default).
+    query_params: dict[str, Field] = field(default_factory=dict)
+    # The success body's media type; anything but JSON is a string in the OpenAPI document.
+    media_type: str = "application/json"
 
     def all_errors(self) -> list[int]:
         codes = set(self.errors) | {500}
@@ -55,6 +59,8 @@ class Endpoint:
             codes |= {401, 403}
         if self.request is not None:
             codes |= {400, 413, 415}
+        if self.query_params:
+            codes.add(400)
         if self.rate_limited:
             codes.add(429)
         return sorted(codes)
@@ -72,7 +78,8 @@ class EndpointSet:
               errors: tuple[int, ...] = (), status: int = 200,
               description: str = "", path_params: dict[str, Field] | None = None,
               rate_limited: bool = False, error_bodies: dict[int, Schema] | None = None,
-              deprecated: bool = False) -> Callable[[Handler], Handler]:
+              deprecated: bool = False, query_params: dict[str, Field] | None = None,
+              media_type: str = "application/json") -> Callable[[Handler], Handler]:
         declared = [seg[1:-1] for seg in path.split("/") if seg.startswith("{")]
         unknown = set(path_params or {}) - set(declared)
         if unknown:
@@ -82,7 +89,8 @@ class EndpointSet:
             self.endpoints.append(Endpoint(method, path, summary, description or (fn.__doc__ or ""),
                                            role, request, response, status, errors, fn,
                                            dict(path_params or {}), rate_limited,
-                                           dict(error_bodies or {}), deprecated))
+                                           dict(error_bodies or {}), deprecated,
+                                           dict(query_params or {}), media_type))
             return fn
         return decorate
 

@@ -56,7 +56,7 @@ def _header_ref(name: str) -> dict[str, str]:
 
 
 def operation_id(ep: Endpoint) -> str:
-    path = ep.path.strip("/")
+    path = ep.path.strip("/") or "home"
     for old, new in (("/", "_"), ("{", ""), ("}", ""), (".", "_")):
         path = path.replace(old, new)
     return f"{ep.method.lower()}_{path}"
@@ -64,6 +64,8 @@ def operation_id(ep: Endpoint) -> str:
 
 def _tag(ep: Endpoint) -> str:
     """The first path segment after the version: files, heaters, auth, status, ..."""
+    if ep.path == "/":
+        return "home"
     parts = ep.path.split("/")
     return parts[3].split(".")[0] if len(parts) > 3 else "api"
 
@@ -114,11 +116,13 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
     if ep.deprecated:
         op["deprecated"] = True
     path_params = [seg[1:-1] for seg in ep.path.split("/") if seg.startswith("{")]
-    if path_params:
+    params = [(name, "path", ep.path_param(name)) for name in path_params]
+    params += [(name, "query", f) for name, f in ep.query_params.items()]
+    if params:
         op["parameters"] = []
-        for name in path_params:
-            f = ep.path_param(name)
-            param: dict[str, Any] = {"name": name, "in": "path", "required": True,
+        for name, where, f in params:
+            param: dict[str, Any] = {"name": name, "in": where,
+                                     "required": where == "path" or f.required,
                                      "schema": f.json_schema()}
             if f.description:
                 param["description"] = f.description
@@ -129,8 +133,11 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
         op["requestBody"] = body
     ok: dict[str, Any] = {"description": "Success",
                           "headers": {REQUEST_ID_HEADER: _header_ref("RequestId")}}
-    ok["content"] = {"application/json": {
-        "schema": _ref(ep.response) if ep.response is not None else {"type": "object"}}}
+    if ep.media_type != "application/json":
+        ok["content"] = {ep.media_type: {"schema": {"type": "string"}}}
+    else:
+        ok["content"] = {"application/json": {
+            "schema": _ref(ep.response) if ep.response is not None else {"type": "object"}}}
     op["responses"][str(ep.status)] = ok
     for code in ep.all_errors():
         if code in ep.error_bodies:

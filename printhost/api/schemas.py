@@ -47,6 +47,9 @@ class Field:
     # the problem reported to the client (default: "must match the pattern ...").
     pattern: str | None = None
     explain: Callable[[str], str] | None = field(default=None, compare=False, repr=False)
+    # A further check of a string that fits the pattern: the problem, or None. For rules
+    # the pattern can only approximate (letters of every script in file names).
+    verify: Callable[[str], str | None] | None = field(default=None, compare=False, repr=False)
     examples: tuple[Any, ...] | None = None
     values: "Field | None" = None            # for a map: the type of every member
     media_type: str | None = None            # contentMediaType of a string (a file part)
@@ -73,6 +76,10 @@ class Field:
                 return f"must be at most {self.max_length} characters"
             if self.pattern is not None and not re.fullmatch(self.pattern, value):
                 return self.explain(value) if self.explain else f"must match {self.pattern}"
+            if self.verify is not None:
+                problem = self.verify(value)
+                if problem is not None:
+                    return problem
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if self.minimum is not None and value < self.minimum:
                 return f"must be at least {self.minimum:g}"
@@ -217,25 +224,37 @@ async def read_json(request: Request, schema: Schema, *, allow_empty: bool = Fal
 # --------------------------------------------------------------------------- shared schemas
 
 # The names `store.files.check_name` accepts, as one regular expression for the OpenAPI
-# document (a unit test compares the two): a letter, digit or underscore first; then
-# letters, digits and `_ ( ) + , -` and spaces, with single dots between them; then the
-# suffix .gcode, .gco or .g in any case. At most 255 characters (maxLength).
-FILE_NAME_PATTERN = (r"^[A-Za-z0-9_](?:[A-Za-z0-9_ ()+,-]|\.[A-Za-z0-9_ ()+,-])*"
+# document, written in the subset of Python and ECMA-262 regular expressions both
+# understand. On ASCII it is exact (a unit test compares the two): a letter, digit or
+# underscore first; then letters, digits and `_ ( ) + , -` and spaces, with single dots
+# between them; then the suffix .gcode, .gco or .g in any case. Beyond ASCII it lets
+# every character from U+00A0 on through, because that subset has no Unicode classes;
+# the server refuses those that are not letters, combining marks or digits (and checks
+# the name after normalising it to NFC). At most 255 characters (maxLength) and 255
+# bytes in UTF-8.
+_NAME_FIRST = r"(?:[A-Za-z0-9_]|[^\x00-\x9f])"
+_NAME_INSIDE = r"(?:[A-Za-z0-9_ ()+,-]|[^\x00-\x9f])"
+FILE_NAME_PATTERN = (rf"^{_NAME_FIRST}(?:{_NAME_INSIDE}|\.{_NAME_INSIDE})*"
                      r"\.(?:[gG][cC][oO][dD][eE]|[gG][cC][oO]|[gG])$")
 
 
 def _file_name_problem(value: str) -> str:
+    return _file_name_check(value) or "must be a G-code file name"
+
+
+def _file_name_check(value: str) -> str | None:
     try:
         check_name(value)
     except FileNameError as exc:
         return str(exc)
-    return "must be a G-code file name"
+    return None
 
 
 def file_name_field(description: str) -> Field:
-    return Field("string", description, min_length=3, max_length=255,
-                 pattern=FILE_NAME_PATTERN, explain=_file_name_problem,
-                 examples=("cube.gcode",))
+    return Field("string", description + ". Letters and digits of any script are allowed; "
+                 "the name is compared after Unicode NFC normalisation", min_length=3,
+                 max_length=255, pattern=FILE_NAME_PATTERN, explain=_file_name_problem,
+                 verify=_file_name_check, examples=("cube.gcode", "würfel.gcode"))
 
 
 HEATER_NAME = Field("string", "The heater's name in the configuration, e.g. extruder",
@@ -423,10 +442,16 @@ PRINT_REQUEST = Schema("PrintRequest", {
 })
 
 FILE_UPLOAD = Schema("FileUpload", {
-    "file": Field("string", "The G-code file. The part's file name (in its "
-                  "Content-Disposition) is the name it is stored under, and must be one "
-                  "that `POST /api/v1/print` accepts", media_type="application/octet-stream"),
+    "file": Field("string", "The G-code file: plain text with G, M or T commands (an "
+                  "empty, binary or other text file is refused with 400). The part's file "
+                  "name (in its Content-Disposition) is the name it is stored under, in "
+                  "Unicode NFC, and must be one that `POST /api/v1/print` accepts",
+                  media_type="application/octet-stream"),
 }, "A multipart/form-data upload with one file part named `file`")
+
+OVERWRITE_PARAM = Field("boolean", "true replaces a stored file of the same name (not "
+                        "while it is being printed); without it, or with false, an upload "
+                        "of a name that exists is refused with 409", required=False)
 
 PRINT_RESPONSE = Schema("PrintStarted", {
     "result": Field("string", "Always \"ok\"", enum=("ok",)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from printhost.klipper_import.errors import KlipperImportError
+from printhost.klipper_import.errors import KlipperImportError, NotAKlipperConfig
 from printhost.klipper_import.importer import import_klipper
 from printhost.store.atomic import replace_file
 
@@ -24,7 +24,9 @@ def _write_atomically(target: Path, text: str) -> None:
 
 
 def main_import(cfg_path: str, out: str | None) -> int:
-    """`printhost config import-klipper CFG [-o OUT]`: 0 on success, 2 on a fatal error.
+    """`printhost config import-klipper CFG [-o OUT]`: 0 on success, 2 on a fatal error
+    (one line on standard error, nothing written), including a file that is not a
+    Klipper config at all.
 
     The TOML goes to OUT (replaced atomically) or to standard output; the list of what
     was not converted, and the notes, go to standard error.
@@ -35,6 +37,9 @@ def main_import(cfg_path: str, out: str | None) -> int:
         return 2
     try:
         result = import_klipper(Path(cfg_path))
+    except NotAKlipperConfig as exc:
+        print(f"printhost: {exc}", file=sys.stderr)
+        return 2
     except KlipperImportError as exc:
         print(f"printhost: cannot import Klipper config: {exc}", file=sys.stderr)
         return 2

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from printhost.config import ConfigError
 
-__all__ = ["KlipperImportError"]
+__all__ = ["KlipperImportError", "NotAKlipperConfig"]
 
 
 class KlipperImportError(ConfigError):
     """The Klipper file cannot be imported at all (Klipper itself would not start)."""
+
+
+class NotAKlipperConfig(KlipperImportError):
+    """The file is not a Klipper config at all (printhost's own TOML, prose, ...)."""

@@ -31,7 +31,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from printhost.klipper_import.errors import KlipperImportError
+from printhost.klipper_import.detect import not_klipper_reason
+from printhost.klipper_import.errors import KlipperImportError, NotAKlipperConfig
 
 __all__ = ["KlipperConfig", "KlipperOption", "SAVED_PREFIX", "SAVE_CONFIG_HEADER", "Sections",
            "read_klipper_config"]
@@ -195,6 +196,9 @@ def _read_file(path: Path, display: str, cfg: KlipperConfig, visited: set[Path],
     text = _read_text(path, display)
     saved: list[tuple[int, str]] | None = None
     if is_main:
+        reason = not_klipper_reason(text)
+        if reason is not None:
+            raise NotAKlipperConfig(f"{display} is not a Klipper config: {reason}")
         text, saved = _split_saved_block(text, display, cfg.problems)
     elif f"\n{SAVED_PREFIX}" in "\n" + text:
         cfg.problems.append(f"{display}: SAVE_CONFIG block: Klipper only reads it from the "

@@ -223,10 +223,12 @@ class Api:
         assert r.status_code == 200, r.text
         return r.json()
 
-    def upload(self, path: Path, name: str | None = None) -> httpx.Response:
+    def upload(self, path: Path, name: str | None = None,
+               overwrite: bool | None = None) -> httpx.Response:
+        params = {} if overwrite is None else {"overwrite": "true" if overwrite else "false"}
         with open(path, "rb") as fh:
-            return self.post("/api/v1/files", files={"file": (name or path.name, fh,
-                                                              "application/octet-stream")})
+            return self.post("/api/v1/files", params=params,
+                             files={"file": (name or path.name, fh, "application/octet-stream")})
 
     def wait_for(self, predicate, timeout_s: float = 60.0, what: str = "condition") -> dict:
         deadline = time.monotonic() + timeout_s

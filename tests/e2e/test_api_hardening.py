@@ -147,10 +147,10 @@ def test_429_rate_limit_on_expensive_routes_with_retry_after(api, tmp_path):
     gcode.write_text("G28\nG1 X10 Y10 F3000\n")
     # The burst is 3 requests; every authenticated request counts, whatever its answer
     # (an earlier test of this module sent one to this endpoint).
-    codes = [api.upload(gcode).status_code for _ in range(3)]
+    codes = [api.upload(gcode, overwrite=True).status_code for _ in range(3)]
     allowed = codes.count(201)
     assert allowed >= 2 and codes == [201] * allowed + [429] * (3 - allowed), codes
-    r = api.upload(gcode)
+    r = api.upload(gcode, overwrite=True)
     body = _error(r, 429)
     assert body["error"] == f"Too many requests; try again in {body['retry_after']} s"
     assert 1 <= body["retry_after"] <= 2
@@ -161,7 +161,7 @@ def test_429_rate_limit_on_expensive_routes_with_retry_after(api, tmp_path):
     assert all(api.get("/api/v1/files").status_code == 200 for _ in range(10))
     # Waiting as told makes the next upload go through.
     time.sleep(body["retry_after"] + 0.2)
-    assert api.upload(gcode).status_code == 201
+    assert api.upload(gcode, overwrite=True).status_code == 201
 
 
 def test_429_is_checked_after_authentication_and_before_the_body(api):

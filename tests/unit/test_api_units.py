@@ -52,7 +52,7 @@ from printhost.api.schemas import (
     json_depth,
     read_json,
 )
-from printhost.store.files import FileNameError, GCodeFiles, check_name
+from printhost.store.files import FileExists, FileNameError, GCodeFiles, check_name
 
 # --------------------------------------------------------------------------- Field / Schema
 
@@ -564,9 +564,17 @@ def test_failure_counters_are_bounded(clock):
 @pytest.mark.parametrize("name", [
     "cube.gcode", "Benchy (0.2mm) v2.gcode", "my part, final+1.gcode", "a.GCODE", "b.gco", "c.g",
     "_under.gcode", "9.gcode", "a" * 249 + ".gcode",
+    "würfel.gcode", "Ölwanne (2).gcode", "立方体.gcode", "кубик.g", "हिंदी.gcode", "x٣.gco",
+    "ü" * 124 + ".gcode",
 ])
 def test_check_name_accepts(name):
     assert check_name(name) == name
+
+
+def test_check_name_normalises_to_nfc():
+    decomposed = "wu\u0308rfel.gcode"          # u + COMBINING DIAERESIS
+    assert len(decomposed) == len("würfel.gcode") + 1
+    assert check_name(decomposed) == "würfel.gcode" == "w\u00fcrfel.gcode"
 
 
 @pytest.mark.parametrize("name, reason", [
@@ -579,13 +587,21 @@ def test_check_name_accepts(name):
     ("..gcode", "must not start with a dot"),
     ("a..b.gcode", "letters, digits"),
     (" lead.gcode", "letters, digits"),
-    ("tab\t.gcode", "letters, digits"),
-    ("new\nline.gcode", "letters, digits"),
-    ("ü.gcode", "letters, digits"),
+    ("tab\t.gcode", "control characters"),
+    ("new\nline.gcode", "control characters"),
+    ("a\u0085b.gcode", "control characters"),       # C1 NEXT LINE
+    ("a\u00a0b.gcode", "letters, digits"),          # NO-BREAK SPACE
+    ("a\u202eb.gcode", "letters, digits"),          # RIGHT-TO-LEFT OVERRIDE
+    ("cube\U0001f680.gcode", "letters, digits"),    # an emoji
+    ("a;b.gcode", "letters, digits"),
+    ("a\u037eb.gcode", "letters, digits"),          # GREEK QUESTION MARK: ';' in NFC
+    ("\u0301a.gcode", "must start with a letter"),  # a combining mark first
+    ("\ud800.gcode", "valid Unicode"),
+    ("ü" * 125 + ".gcode", "at most 255 bytes"),
     ("x.stl", "must end in .gcode"),
     ("x.gcode.stl", "must end in .gcode"),
     ("gcode", "must end in .gcode"),
-    ("x.gcode\n", "must end in .gcode"),
+    ("x.gcode\n", "control characters"),
     ("x.gcode ", "must end in .gcode"),
     ("a" * 250 + ".gcode", "at most 255"),
     ("", "must not be empty"),
@@ -638,6 +654,30 @@ def test_gcode_files_commit_list_delete(tmp_path):
     assert [f["name"] for f in files.list()] == ["b part (1).gcode"]
     with pytest.raises(FileNotFoundError):
         files.delete("a.gcode")
+
+
+def test_gcode_files_commit_without_replace_keeps_the_stored_file(tmp_path):
+    files = GCodeFiles(tmp_path)
+    _upload(files, "a.gcode", b"G28\n")
+    fh, tmp = files.open_temp()
+    with fh:
+        fh.write(b"G28\nG1 X5\n")
+    with pytest.raises(FileExists):
+        files.commit(tmp, "a.gcode", replace=False)
+    assert (files.root / "a.gcode").read_bytes() == b"G28\n"
+    # A new name is linked into place and the temp file is gone.
+    info = files.commit(tmp, "b.gcode", replace=False)
+    assert info["size"] == 10
+    assert sorted(os.listdir(files.root)) == ["a.gcode", "b.gcode"]
+    # Either normal form of a name is the same file.
+    fh, tmp = files.open_temp()
+    fh.close()
+    assert files.commit(tmp, "wu\u0308rfel.gcode", replace=False)["name"] == "w\u00fcrfel.gcode"
+    fh, tmp = files.open_temp()
+    fh.close()
+    with pytest.raises(FileExists):
+        files.commit(tmp, "w\u00fcrfel.gcode", replace=False)
+    files.discard(tmp)
 
 
 def test_gcode_files_list_skips_a_file_deleted_while_listing(tmp_path):
@@ -765,7 +805,23 @@ def test_openapi_path_parameters(openapi):
     for path, ops in openapi["paths"].items():
         declared = {seg[1:-1] for seg in path.split("/") if seg.startswith("{")}
         for op in ops.values():
-            assert {p["name"] for p in op.get("parameters", [])} == declared, path
+            assert {p["name"] for p in op.get("parameters", [])
+                    if p["in"] == "path"} == declared, path
+
+
+def test_openapi_upload_declares_the_overwrite_query_parameter(openapi):
+    op = openapi["paths"]["/api/v1/files"]["post"]
+    [param] = op["parameters"]
+    assert (param["name"], param["in"], param["required"]) == ("overwrite", "query", False)
+    assert param["schema"] == {"type": "boolean"}
+    assert "409" in param["description"]
+    assert {"400", "409"} <= set(op["responses"])
+
+
+def test_openapi_home_page_is_public_html(openapi):
+    op = openapi["paths"]["/"]["get"]
+    assert op["security"] == [] and op["operationId"] == "get_home"
+    assert op["responses"]["200"]["content"] == {"text/html": {"schema": {"type": "string"}}}
 
 
 def test_openapi_rate_limited_endpoints_document_429_and_retry_after(openapi):
@@ -844,11 +900,39 @@ def test_file_name_pattern_agrees_with_check_name(name):
     assert _pattern_accepts(name) == _check_name_accepts(name)
 
 
+# The pattern without its non-ASCII alternative: on ASCII it is exact.
+ASCII_FILE_NAME_PATTERN = FILE_NAME_PATTERN.replace("|[^\\x00-\\x9f]", "")
+
+
+def test_the_ascii_part_of_the_pattern_is_ascii_only():
+    assert ASCII_FILE_NAME_PATTERN != FILE_NAME_PATTERN
+    assert "x9f" not in ASCII_FILE_NAME_PATTERN
+
+
 @hsettings(max_examples=300, deadline=None, database=None)
-@given(st.from_regex(FILE_NAME_PATTERN, fullmatch=True))
-def test_every_name_the_pattern_generates_is_accepted(name):
+@given(st.from_regex(ASCII_FILE_NAME_PATTERN, fullmatch=True))
+def test_every_ascii_name_the_pattern_generates_is_accepted(name):
     if len(name) <= 255:
         assert _check_name_accepts(name), name
+
+
+@hsettings(max_examples=300, deadline=None, database=None)
+@given(st.from_regex(FILE_NAME_PATTERN, fullmatch=True))
+def test_the_pattern_only_overstates_what_is_allowed_beyond_ascii(name):
+    """Names the full pattern generates that the server refuses have a character
+    beyond ASCII (the pattern cannot tell letters from other characters there)."""
+    if len(name.encode("utf-8", "surrogatepass")) <= 255 and not _check_name_accepts(name):
+        assert not name.isascii(), name
+
+
+@hsettings(max_examples=500, deadline=None, database=None)
+@given(st.text(alphabet=st.sampled_from(list("aZ9_ .()+,-gcode") + [
+    "\u00fc", "u", "\u0308", "\u0301", "\u00a0", "\u0085", "\u037e", "\u212a", "\u7acb",
+    "\u0939", "\u093f", "\U0001f680", "\u0663", "/", "\n"]), max_size=14))
+def test_every_name_check_name_accepts_fits_the_pattern(name):
+    for candidate in (name, name + ".gcode"):
+        if _check_name_accepts(candidate):
+            assert _pattern_accepts(candidate), repr(candidate)
 
 
 @hsettings(max_examples=500, deadline=None, database=None)
@@ -860,6 +944,10 @@ def test_pattern_and_check_name_agree_on_arbitrary_strings(name):
 def test_file_fields_explain_refusals_like_the_file_store():
     field = PRINT_REQUEST.fields["file"]
     assert field.check("cube.gcode") is None
+    assert field.check("würfel.gcode") is None
+    # Fits the pattern (every character beyond ASCII does), refused by the file store.
+    assert re.fullmatch(FILE_NAME_PATTERN, "a\u00a0b.gcode")
+    assert "letters, digits" in field.check("a\u00a0b.gcode")
     assert field.check("notes.txt") == "must end in .gcode, .gco or .g"
     assert field.check("../x.gcode") == "file name must not contain a path"
     assert field.json_schema()["pattern"] == FILE_NAME_PATTERN

@@ -101,6 +101,14 @@ def batch(tmp_path_factory):
     env_cfg.write_text('[server]\nlog_level = "debug"\n')
     real_sim_devices = b.path("real_sim_devices.toml")
     real_sim_devices.write_text('[control]\nbackend = "mcu"\n[devices.estop]\npin = "GPIO22"\n')
+    missing_serial = b.path("missing_serial.toml")
+    missing_serial.write_text('[control]\nbackend = "mcu"\n[mcu]\nserial = "'
+                              + str(b.path("no-such-board")) + '"\n')
+    not_a_device = b.path("not_a_device.toml")
+    not_a_device.write_text('[control]\nbackend = "mcu"\n[mcu]\nserial = "'
+                            + str(b.path("not_a_device.toml")) + '"\n')
+    prose = b.path("printer.cfg")
+    prose.write_text("Dear printer,\nplease print the cube again.\n\nThanks!\n")
     serve_bad = b.path("serve_bad.toml")
     serve_bad.write_text('[server]\nport = "http"\n')
 
@@ -125,6 +133,13 @@ def batch(tmp_path_factory):
     b.start("check_missing", "config", "check", str(b.path("absent.toml")))
     b.start("check_broken", "config", "check", str(broken))
     b.start("check_real_sim_devices", "config", "check", str(real_sim_devices))
+    b.start("check_missing_serial", "config", "check", str(missing_serial))
+    b.start("check_not_a_device", "config", "check", str(not_a_device))
+    b.start("import_own_toml", "config", "import-klipper", str(SHIPPED),
+            "-o", str(b.path("imported-own.toml")))
+    b.start("import_prose", "config", "import-klipper", str(prose),
+            "-o", str(b.path("imported-prose.toml")))
+    b.start("import_prose_stdout", "config", "import-klipper", str(prose))
     b.start("show", "config", "show", "--config", str(shown))
     b.start("show_env", "config", "show", "--state-dir", str(b.path("show-state")),
             env_extra={"PRINTHOST_CONFIG": str(env_cfg)})
@@ -289,6 +304,47 @@ def test_config_check_wants_devices_backend_on_a_real_printer(batch):
     path = batch.path("real_sim_devices.toml")
     assert (f"{path}: devices.backend: must be set with control.backend = \"mcu\" and "
             "devices on the Pi (devices.estop); hint: add backend = \"pi\"") in proc.stderr
+
+
+def test_config_check_warns_about_a_missing_serial_device(batch):
+    """The file is valid, so the status stays 0; the warning names the path and says
+    what to do."""
+    proc = batch.result("check_missing_serial")
+    path = batch.path("missing_serial.toml")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{path}: OK (cartesian, backend mcu)"
+    board = batch.path("no-such-board")
+    assert proc.stderr == (
+        f"printhost: warning: {path}: mcu.serial: {board} does not exist; hint: is the "
+        "board connected and powered? `ls /dev/serial/by-id/` lists USB boards; set [mcu] "
+        "serial to the board's path\n")
+    proc = batch.result("check_not_a_device")
+    assert proc.returncode == 0, proc.stderr
+    assert f"is not a serial device (not a character device); hint: " in proc.stderr
+    # The simulated printer has no serial device to check.
+    assert batch.result("check_ok").stderr == ""
+
+
+def test_import_klipper_refuses_our_own_toml(batch):
+    proc = batch.result("import_own_toml")
+    assert_clean_failure(proc)
+    assert proc.stderr == (
+        f"printhost: {SHIPPED} is not a Klipper config: it is a printhost configuration "
+        "(TOML) already: check it with `printhost config check` and use it with --config\n")
+    assert proc.stdout == ""
+    assert not batch.path("imported-own.toml").exists()
+
+
+def test_import_klipper_refuses_prose(batch):
+    cfg = batch.path("printer.cfg")
+    for key in ("import_prose", "import_prose_stdout"):
+        proc = batch.result(key)
+        assert_clean_failure(proc)
+        assert proc.stderr == (
+            f"printhost: {cfg} is not a Klipper config: line 1 ('Dear printer,') is neither "
+            "a [section] header nor a 'key: value' option\n")
+        assert proc.stdout == ""
+    assert not batch.path("imported-prose.toml").exists()
 
 
 def test_config_check_unknown_nested_key(batch):

@@ -100,7 +100,7 @@ def test_advertise_resolve_and_goodbye():
             http = await _resolve(observer, HTTP_SERVICE_TYPE, http_name)
             assert http is not None, "advertised _http service did not resolve"
             assert http.port == 7131
-            assert http.properties[b"path"] == b"/api/v1"
+            assert http.properties[b"path"] == b"/"   # the home page, GET /
             assert http.properties[b"uuid"] == adv.uuid.encode()
 
             # A browser only reports the removal of instances it has seen appear.

@@ -457,6 +457,37 @@ def test_missing_printer_section_is_fatal(tmp_path):
         import_klipper(path)
 
 
+def test_files_that_are_not_klipper_configs_are_named_as_such(tmp_path):
+    from printhost.klipper_import.errors import NotAKlipperConfig
+    shipped = REPO_ROOT / "config" / "printhost.toml"
+    with pytest.raises(NotAKlipperConfig, match=r"is not a Klipper config: it is a "
+                                                r"printhost configuration \(TOML\)"):
+        import_klipper(shipped)
+    other_toml = write(tmp_path, "pyproject.toml", '[project]\nname = "x"\n[tool.y]\nz = 1\n')
+    with pytest.raises(NotAKlipperConfig, match=r"pyproject\.toml is not a Klipper config: "
+                                                r"it is a TOML file"):
+        import_klipper(other_toml)
+    notes = write(tmp_path, "notes.cfg", "# my printer\nIt prints.\n[printer]\n")
+    with pytest.raises(NotAKlipperConfig, match=r"line 2 \('It prints\.'\) is neither a "
+                                                r"\[section\] header nor a 'key: value'"):
+        import_klipper(notes)
+    headerless = write(tmp_path, "headerless.cfg", "Note: this is a shopping list\nmilk: 2\n")
+    with pytest.raises(NotAKlipperConfig, match="it has no \\[section\\] headers"):
+        import_klipper(headerless)
+    assert issubclass(NotAKlipperConfig, KlipperImportError)
+
+
+def test_a_klipper_config_that_happens_to_be_valid_toml_is_not_refused(tmp_path):
+    """Numbers only and `=` separators: valid TOML, but Klipper's format all the same."""
+    from printhost.klipper_import.detect import not_klipper_reason
+    text = "[printer]\nmax_velocity = 300\nmax_accel = 3000\n[stepper_x]\nmicrosteps = 16\n"
+    tomllib.loads(text)
+    assert not_klipper_reason(text) is None
+    assert not_klipper_reason(MINIMAL) is None
+    assert not_klipper_reason("") is None     # Klipper's own message: no [printer] section
+    assert not_klipper_reason("max_velocity: 5\n[printer]\n") is None
+
+
 def test_unreadable_files_are_fatal(tmp_path):
     with pytest.raises(KlipperImportError, match="file not found"):
         import_klipper(tmp_path / "absent.cfg")

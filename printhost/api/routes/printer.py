@@ -64,10 +64,11 @@ async def start_print(request: Request, principal: Principal | None) -> dict:
     if not await run_in_threadpool(path.is_file):
         raise ApiError(404, "File not found")
     job_id = uuid.uuid4().hex[:16]
+    name = path.name  # the stored name, in NFC whatever form the request used
     await send_command(request, Command.PRINT,
-                       {"job_id": job_id, "file": body["file"], "path": str(path)})
+                       {"job_id": job_id, "file": name, "path": str(path)})
     assert principal is not None
-    await run_in_threadpool(request.app.state.jobs.record_start, job_id, body["file"],
+    await run_in_threadpool(request.app.state.jobs.record_start, job_id, name,
                             principal.username)
     return {"result": "ok", "job_id": job_id}
 
