@@ -105,11 +105,12 @@ class TimelineExecutor:
         self._position = tuple(float(c) for c in pos)  # type: ignore[assignment]
 
     def abort(self) -> Vec4:
-        """Drop every move that has not started; return where the running one will end."""
+        """Drop every move that has not started; return where the running one will end.
+        A running dwell ends now: it holds no motion to lose track of."""
         self.update()
         now = self._clock.now()
         if self._moves and self._moves[0][0] <= now:
-            running = self._moves.popleft()
+            running = _cut_dwell(self._moves.popleft(), now)
             self._moves.clear()
             self._moves.append(running)
             self._end_time = running[0] + running[1].duration
@@ -118,6 +119,15 @@ class TimelineExecutor:
         self._front_announced = False
         self._end_time = min(self._end_time, now)
         return self._position
+
+
+def _cut_dwell(entry: tuple[float, PlannedMove], at: float) -> tuple[float, PlannedMove]:
+    """The scheduled move `entry`, or, when it is a dwell still running at `at`, the part
+    of it before `at`."""
+    start, move = entry
+    if move.distance == 0.0 and move.start == move.end and start + move.duration > at:
+        return start, PlannedMove.dwell(move.start, max(0.0, at - start))
+    return entry
 
 
 class _ExecutedSteps:
@@ -201,6 +211,9 @@ class StepFollowingExecutor(TimelineExecutor):
         self.update()
         committed = self._generated_until
         kept = [entry for entry in self._moves if entry[0] < committed]
+        if kept:
+            # A dwell has no steps: the rest of one (a long G4) goes with the dropped moves.
+            kept[-1] = _cut_dwell(kept[-1], self._clock.now())
         self._moves.clear()
         self._moves.extend(kept)
         if kept:

@@ -100,3 +100,31 @@ def test_moves_after_an_abort_continue_seamlessly():
         for i in range(10):
             head.move_to((50.0 + i * 10.0, 50.0, 6.0, 0.0), 150.0)
         head.flush()
+
+
+@pytest.mark.parametrize("which", ["stepped", "model"])
+def test_abort_ends_a_running_dwell_at_once_and_motion_resumes_after_it(which):
+    """A cancel during a long G4 must not wait for the dwell: it holds no motion, so its
+    remainder is dropped like any move not started; moves queued afterwards run."""
+    settings, clock, stepped, model, heads = rig()
+    head, ex = (heads[0], stepped) if which == "stepped" else (heads[1], model)
+    head.home("xyz")
+    head.move_to((110.0, 100.0, 10.0, 0.0), 100.0)
+    head.dwell(600.0)
+    head.flush()
+    for _ in range(300):                 # homing (to 0, 0, 0), the move, then into the dwell
+        clock.advance(0.1)
+        ex.position()
+    assert ex.position() == pytest.approx((110.0, 100.0, 10.0, 0.0), abs=1e-9)
+    assert not ex.is_idle()
+    end = head.abort()
+    assert end == pytest.approx((110.0, 100.0, 10.0, 0.0))
+    assert ex.queue_end_time() <= clock.now() + 1e-9
+    assert ex.is_idle()
+    head.move_to((120.0, 100.0, 10.0, 0.0), 100.0)
+    head.flush()
+    for _ in range(300):
+        clock.advance(0.01)
+        ex.position()
+    assert ex.is_idle()
+    assert ex.position() == pytest.approx((120.0, 100.0, 10.0, 0.0), abs=1e-9)
