@@ -171,19 +171,28 @@ class Service:
                 server.should_exit = True
                 return
             self.link.settings = with_overrides(s, mcu={"serial": str(self.sim_mcu.tty_path)})
-        from printhost.control.kernels.loader import compile_expected
+        from printhost.control.kernels.loader import compile_expected, verified_stamp
         compiling = await asyncio.to_thread(compile_expected, self.state_dir)
+        stamp = verified_stamp(self.state_dir)
         self._phase("compiling motion kernels (first start)" if compiling
-                    else "starting the control process")
+                    else "loading motion kernels")
         self.link.start(loop)
         # The control process has what it needs; the API in this process never may.
         drop_realtime_rights()
         ready = asyncio.create_task(self.link.wait_ready(timeout_s=READY_TIMEOUT_S))
         try:
+            extended = time.monotonic()
+            kernels_done = False
             while not ready.done():
-                # A first compile on a Pi can outlast systemd's start timeout: extend it.
-                await asyncio.wait({ready}, timeout=EXTEND_TIMEOUT_US / 2e6)
-                sdnotify.notify(f"EXTEND_TIMEOUT_USEC={EXTEND_TIMEOUT_US}")
+                await asyncio.wait({ready}, timeout=0.25)
+                if not kernels_done and verified_stamp(self.state_dir) != stamp:
+                    # The loader marks the cache checked once the kernels passed.
+                    kernels_done = True
+                    self._phase("connecting to the MCU")
+                if time.monotonic() - extended > EXTEND_TIMEOUT_US / 2e6:
+                    # A first compile on a Pi can outlast systemd's start timeout.
+                    sdnotify.notify(f"EXTEND_TIMEOUT_USEC={EXTEND_TIMEOUT_US}")
+                    extended = time.monotonic()
             ready.result()
         except asyncio.CancelledError:
             ready.cancel()

@@ -56,6 +56,12 @@ def test_first_start_says_what_it_does_and_answers_503_until_ready(service_facto
             answers.append(r.json()["error"])
             time.sleep(0.1)
     assert "starting: compiling motion kernels (first start)" in answers, answers
+    # The phases only ever move forward.
+    order = ["starting: starting", "starting: starting the simulated MCU",
+             "starting: compiling motion kernels (first start)",
+             "starting: connecting to the MCU"]
+    seen = [order.index(a) for a in answers]
+    assert seen == sorted(seen), answers
     log = _full_log(svc)
     events = ["API listening on http://127.0.0.1:",
               "compiling motion kernels (first start, about ",

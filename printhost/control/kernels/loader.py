@@ -232,6 +232,15 @@ def compile_expected(state_dir: Path) -> bool:
     return not _verified(directory)
 
 
+def verified_stamp(state_dir: Path) -> int | None:
+    """When the kernel cache was last marked checked (`load_kernels` does at its end,
+    once the kernels passed in the control process), as a value that changes then."""
+    try:
+        return (default_cache_dir(state_dir).expanduser() / _VERIFIED_FILE).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def compile_estimate() -> str:
     """How long compiling every kernel family takes here, roughly."""
     return "about 20 s" if platform.machine() in ("x86_64", "AMD64") else "a minute or more"
