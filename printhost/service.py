@@ -155,7 +155,7 @@ class Service:
             if serving.done():
                 return
             await asyncio.sleep(0.02)
-        host, port = self.sock.getsockname()[:2]
+        port = self.sock.getsockname()[1]
         log.info("API listening on http://%s:%d; it answers 503 until the printer is ready",
                  s.server.host, port)
         if s.control.backend == "simulated":
