@@ -71,6 +71,9 @@ def bind_api_socket(host: str, port: int) -> socket.socket:
     # ~40 ms to a request that follows a response on the same connection).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        # As asyncio's own listening sockets: an IPv6 address means IPv6 only.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
