@@ -275,14 +275,24 @@ def main_batch(config: str, gcode: str, out: str, dictionary: str | None,
 
     from printhost.config import ConfigError, load_settings
     try:
+        # Before the work: an output that cannot be written is found at once.
+        for path, option in ((out, "-o"), (summary, "--summary")):
+            if path and not Path(path).resolve().parent.is_dir():
+                raise BatchError(f"cannot write {path}: the directory "
+                                 f"{Path(path).resolve().parent} does not exist; create it or "
+                                 f"choose another with {option}")
         settings = load_settings(config)
         result = run_batch(settings, gcode, out, dictionary)
+        text = json.dumps(result.to_json(), indent=2)
+        if summary:
+            Path(summary).write_text(text + "\n")
+        else:
+            print(text)
     except (ConfigError, BatchError, GCodeError, ValueError) as exc:
         print(f"printhost batch: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps(result.to_json(), indent=2)
-    if summary:
-        Path(summary).write_text(text + "\n")
-    else:
-        print(text)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"printhost batch: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0

@@ -1,6 +1,6 @@
 """What every child process of the supervisor does first: logging and signals.
 
-Children log to stderr with their own tag (the journal keeps them apart), ignore
+Children log to stderr in the supervisor's format with their own tag (the journal keeps them apart), ignore
 SIGINT (a Ctrl-C in a terminal reaches the whole process group; the supervisor
 coordinates the stop) and treat SIGTERM as a request to stop, which their main loop
 polls through the returned flag.
@@ -33,9 +33,18 @@ class StopFlag:
         return self.requested
 
 
+# The one log format of every printhost process: time, process tag, level, logger.
+LOG_FORMAT = "%(asctime)s {tag} %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str, tag: str) -> None:
+    """Log to stderr, one line per event, in `LOG_FORMAT` with this process's tag."""
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format=LOG_FORMAT.format(tag=tag))
+
+
 def setup_child(settings: Settings, tag: str) -> StopFlag:
-    logging.basicConfig(level=settings.server.log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s {tag} %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.server.log_level, tag)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     flag = StopFlag()
 

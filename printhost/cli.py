@@ -75,7 +75,7 @@ def _state_store(args: argparse.Namespace):
 
 
 def _settings_and_store(args: argparse.Namespace):
-    from printhost.service import prepare_state_dir
+    from printhost.preflight import prepare_state_dir
     from printhost.store.db import Store
     settings = _load(args)
     return settings, Store(prepare_state_dir(settings.state_path()))
@@ -329,6 +329,31 @@ def cmd_pid_tune(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line: the problem and where to read more."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _needs_command(parser: argparse.ArgumentParser, commands: argparse._SubParsersAction):
+    """The default action of a command group given no command: name the commands."""
+    def run(args: argparse.Namespace) -> int:
+        names = list(commands.choices)
+        listed = " or ".join(filter(None, (", ".join(names[:-1]), names[-1])))
+        print(f"{parser.prog}: missing command: {listed} (see {parser.prog} --help)",
+              file=sys.stderr)
+        return 2
+    return run
+
+
+def _commands(parser: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction:
+    """Sub-commands of `parser`; the group alone names them instead of failing."""
+    commands = parser.add_subparsers(dest=dest, metavar="COMMAND")
+    parser.set_defaults(func=_needs_command(parser, commands))
+    return commands
+
+
 def _add_state_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML config (default: $PRINTHOST_CONFIG, "
                    "/etc/printhost/printhost.toml, then ./config/printhost.toml)")
@@ -336,9 +361,9 @@ def _add_state_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="printhost", description="3D printer host")
+    parser = _Parser(prog="printhost", description="3D printer host")
     parser.add_argument("--version", action="version", version=f"printhost {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = _commands(parser, "command")
 
     p = sub.add_parser("serve", help="run the service (API + control process)")
     _add_state_options(p)
@@ -346,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="listen port (overrides server.port)")
     p.set_defaults(func=cmd_serve)
 
-    cfg = sub.add_parser("config", help="configuration tools").add_subparsers(dest="sub", required=True)
+    cfg = _commands(sub.add_parser("config", help="configuration tools"), "sub")
     p = cfg.add_parser("check", help="validate a config file without starting anything")
     p.add_argument("file")
     p.set_defaults(func=cmd_config_check)
@@ -358,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_state_options(p)
     p.set_defaults(func=cmd_config_show)
 
-    users = sub.add_parser("user", help="manage users").add_subparsers(dest="sub", required=True)
+    users = _commands(sub.add_parser("user", help="manage users"), "sub")
     p = users.add_parser("add", help="add a user (password from prompt or stdin)")
     p.add_argument("name")
     p.add_argument("--role", required=True, choices=("admin", "operator", "viewer"))
@@ -391,8 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "to use (default: as for serve)")
     p.set_defaults(func=cmd_user_hash)
 
-    auth = sub.add_parser("auth", help="authentication keys").add_subparsers(dest="sub",
-                                                                              required=True)
+    auth = _commands(sub.add_parser("auth", help="authentication keys"), "sub")
     p = auth.add_parser("rotate-key", help="replace the token signing key; tokens signed "
                                            "with the old key stay valid until they expire")
     _add_state_options(p)
@@ -441,6 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError) as exc:
         msg = exc.args[0] if exc.args else str(exc)
         print(f"printhost: {msg}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A file or directory the command needs: say which and why, never a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"printhost: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

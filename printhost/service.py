@@ -1,7 +1,9 @@
 """The supervisor: starts and watches everything, and stops it in a safe order.
 
-Start: state dir, store, secrets, the control process, the API, the mDNS advertisement;
-READY goes to systemd only when both the API listens and the control process answers.
+Start: the state directory and the API port are checked before anything starts
+(preflight.py); then store, secrets, the API (answering 503 "starting: <phase>"), the
+simulated MCU, the control process, the mDNS advertisement. READY goes to systemd, the
+API opens and `ready` is logged only once all of them are up.
 
 Stop (SIGTERM/SIGINT): the very first thing is a SHUTDOWN command to the control
 process, sent from the signal handler itself, so heaters go off before the HTTP
@@ -15,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -27,8 +30,10 @@ from printhost.api.app import create_app
 from printhost.api.auth.backends import create_backend
 from printhost.realtime import drop_realtime_rights
 from printhost.api.auth.secrets import token_service_for
+from printhost.childproc import configure_logging
 from printhost.config import Settings, with_overrides
 from printhost.ipc.link import ControlLink
+from printhost.preflight import bind_api_socket, prepare_state_dir
 from printhost.store.db import Store
 from printhost.store.files import GCodeFiles
 from printhost.store.jobs import JobHistory
@@ -39,6 +44,12 @@ MONITOR_PERIOD_S = 0.2
 # A control process frozen this long is killed, so it can never wake up and act on
 # stale state (a real MCU has already switched its heaters off by then).
 FROZEN_KILL_S = 5.0
+# How long the control process may take to answer its first ping: a first compile of
+# the kernels on a Pi, with the loader's probe timeout as the bound.
+READY_TIMEOUT_S = 1900.0
+# While starting, systemd's start timeout is pushed this far ahead, again and again.
+EXTEND_TIMEOUT_US = 30_000_000
+MDNS_START_TIMEOUT_S = 10.0
 
 
 class _Server(uvicorn.Server):
@@ -53,12 +64,6 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def prepare_state_dir(path: Path) -> Path:
-    path = path.expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
-
-
 def instance_uuid(state_dir: Path) -> str:
     """A stable id for this printer, advertised over mDNS so apps can tell printers apart."""
     path = state_dir / "instance_id"
@@ -71,17 +76,20 @@ def instance_uuid(state_dir: Path) -> str:
 
 
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sock: socket.socket | None = None) -> None:
         self.settings = settings
-        self.state_dir = prepare_state_dir(settings.state_path())
+        self.state_dir = prepare_state_dir(settings.state_path(), log.warning)
+        # The API's socket, bound before anything starts (`serve`); bound here if not.
+        self.sock = sock or bind_api_socket(settings.server.host, settings.server.port)
         self.link = ControlLink(settings)
         self.advertiser: Any = None
         self.sim_mcu: Any = None
+        self.gate: Any = None
+        self.exit_code = 0
         self._recorded: dict[str, tuple[Any, float]] = {}
 
     async def run(self) -> int:
         s = self.settings
-        loop = asyncio.get_running_loop()
         store = Store(self.state_dir)
         tokens = token_service_for(s, self.state_dir)
         create_backend(s, store)   # a bad users file or token file stops here, before any process
@@ -91,20 +99,13 @@ class Service:
         if stale:
             log.warning("%d job(s) left unfinished by an earlier run marked interrupted", stale)
         files = GCodeFiles(self.state_dir)
-
-        if s.control.backend == "simulated":
-            # The simulated board comes up first, like a board that is powered with the Pi.
-            from printhost.sim.mcu.launcher import SimMcuProcess
-            self.sim_mcu = SimMcuProcess(s, self.state_dir)
-            await asyncio.to_thread(self.sim_mcu.start)
-            self.link.settings = with_overrides(s, mcu={"serial": str(self.sim_mcu.tty_path)})
-        self.link.start(loop)
-        # The control process has what it needs; the API in this process never may.
-        drop_realtime_rights()
-        app = create_app(s, link=self.link, store=store, tokens=tokens, files=files, jobs=jobs)
+        app = create_app(s, link=self.link, store=store, tokens=tokens, files=files, jobs=jobs,
+                         starting="starting")
+        self.gate = app.state.startup
         # No users yet: log the first-boot setup code (docs/security.md).
         await app.state.auth.ensure_setup_code()
-        config = uvicorn.Config(app, host=s.server.host, port=s.server.port,
+        # Our log format for uvicorn's own lines too (log_config=None: no handlers of its own).
+        config = uvicorn.Config(app, host=s.server.host, port=s.server.port, log_config=None,
                                 log_level=s.server.log_level, lifespan="off",
                                 timeout_graceful_shutdown=1, access_log=False,
                                 server_header=False)
@@ -114,12 +115,16 @@ class Service:
         signal.signal(signal.SIGTERM, lambda *_: None)
         signal.signal(signal.SIGINT, lambda *_: None)
         monitor = asyncio.create_task(self._monitor(jobs))
-        ready = asyncio.create_task(self._announce_when_ready(server))
+        # The API answers from the start (503 "starting: <phase>" until ready), while
+        # the simulated MCU and the control process come up.
+        serving = asyncio.create_task(server.serve(sockets=[self.sock]))
+        starting = asyncio.create_task(self._start(server, serving))
         try:
-            await server.serve()
+            await serving
         finally:
             started = time.monotonic()
-            ready.cancel()
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
             await self.link.stop()
             if self.sim_mcu is not None:
                 await asyncio.to_thread(self.sim_mcu.stop)
@@ -132,24 +137,73 @@ class Service:
                     log.warning("mDNS unregistration did not finish")
             sdnotify.notify("STOPPING=1")
             log.info("stopped in %.2f s", time.monotonic() - started)
+        if self.exit_code:
+            return self.exit_code
         return 0 if server.started else 1
 
-    async def _announce_when_ready(self, server: uvicorn.Server) -> None:
-        while not server.started:
-            await asyncio.sleep(0.02)
-        try:
-            await self.link.wait_ready()
-        except Exception as exc:
-            log.error("control process did not become ready: %s", exc)
-            return
+    def _phase(self, phase: str) -> None:
+        """What start-up is doing now: in the API's 503 answers and in systemd's status."""
+        self.gate.phase = phase
+        sdnotify.notify(f"STATUS=starting: {phase}\nEXTEND_TIMEOUT_USEC={EXTEND_TIMEOUT_US}")
+
+    async def _start(self, server: uvicorn.Server, serving: asyncio.Task) -> None:
+        """Everything after the API listens: the simulated MCU, the control process
+        (kernels, MCU), mDNS; then READY and the `ready` log line."""
         s = self.settings
-        port = s.server.port
-        for srv in server.servers:
-            for sock in srv.sockets:
-                port = sock.getsockname()[1]
-        sdnotify.notify("READY=1")
+        loop = asyncio.get_running_loop()
+        while not server.started:
+            if serving.done():
+                return
+            await asyncio.sleep(0.02)
+        port = self.sock.getsockname()[1]
+        log.info("API listening on http://%s:%d; it answers 503 until the printer is ready",
+                 s.server.host, port)
+        if s.control.backend == "simulated":
+            # The simulated board comes up first, like a board that is powered with the Pi.
+            from printhost.sim.mcu.launcher import SimMcuProcess
+            self._phase("starting the simulated MCU")
+            self.sim_mcu = SimMcuProcess(s, self.state_dir)
+            try:
+                await asyncio.to_thread(self.sim_mcu.start)
+            except RuntimeError as exc:
+                log.error("%s; see the lines above for its error", exc)
+                self.exit_code = 2
+                server.should_exit = True
+                return
+            self.link.settings = with_overrides(s, mcu={"serial": str(self.sim_mcu.tty_path)})
+        from printhost.control.kernels.loader import compile_expected, verified_stamp
+        compiling = await asyncio.to_thread(compile_expected, self.state_dir)
+        stamp = verified_stamp(self.state_dir)
+        self._phase("compiling motion kernels (first start)" if compiling
+                    else "loading motion kernels")
+        self.link.start(loop)
+        # The control process has what it needs; the API in this process never may.
+        drop_realtime_rights()
+        ready = asyncio.create_task(self.link.wait_ready(timeout_s=READY_TIMEOUT_S))
+        try:
+            extended = time.monotonic()
+            kernels_done = False
+            while not ready.done():
+                await asyncio.wait({ready}, timeout=0.25)
+                if not kernels_done and verified_stamp(self.state_dir) != stamp:
+                    # The loader marks the cache checked once the kernels passed.
+                    kernels_done = True
+                    self._phase("connecting to the MCU")
+                if time.monotonic() - extended > EXTEND_TIMEOUT_US / 2e6:
+                    # A first compile on a Pi can outlast systemd's start timeout.
+                    sdnotify.notify(f"EXTEND_TIMEOUT_USEC={EXTEND_TIMEOUT_US}")
+                    extended = time.monotonic()
+            ready.result()
+        except asyncio.CancelledError:
+            ready.cancel()
+            raise
+        except Exception as exc:
+            # The API reports the printer's error from here on (status, health 503).
+            log.error("control process did not become ready: %s", exc)
+            self.gate.phase = None
+            return
         if s.discovery.enabled:
-            # After READY: mDNS probing takes a second or two and is not needed to print.
+            self._phase("announcing the printer on the network (mDNS)")
             from printhost.discovery import Advertiser
             name = s.discovery.display_name()
             # Listening on one address: advertise that address, on that interface only
@@ -159,9 +213,18 @@ class Service:
                                          "interfaces": [s.server.host]}
             self.advertiser = Advertiser(name, port, instance_uuid(self.state_dir), __version__,
                                          **extra)
-            await self.advertiser.start()
+            try:
+                # About two seconds; a network without multicast is reported, not waited for.
+                await asyncio.wait_for(self.advertiser.start(), MDNS_START_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                log.warning("mDNS announcement not done after %.0f s; continuing without "
+                            "waiting for it", MDNS_START_TIMEOUT_S)
+        # In this order, with nothing in between: no request is answered before the
+        # log says ready.
         log.info("printhost %s ready on http://%s:%d (state in %s)", __version__,
                  s.server.host, port, self.state_dir)
+        self.gate.phase = None
+        sdnotify.notify("READY=1\nSTATUS=ready")
 
     async def _monitor(self, jobs: JobHistory) -> None:
         """Copy job changes into the store; kill a control process that stays frozen."""
@@ -199,6 +262,14 @@ class Service:
 
 
 def serve(settings: Settings) -> int:
-    logging.basicConfig(level=settings.server.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(Service(settings).run())
+    """Run the service until a signal stops it.
+
+    The state directory and the API port are checked first, before any process starts:
+    a problem with either raises StartupError (one line with a hint, exit 2)."""
+    configure_logging(settings.server.log_level, "supervisor")
+    sock = bind_api_socket(settings.server.host, settings.server.port)
+    try:
+        prepare_state_dir(settings.state_path(), log.warning)
+        return asyncio.run(Service(settings, sock).run())
+    finally:
+        sock.close()

@@ -18,7 +18,8 @@ from printhost.api.auth.tokens import TokenService
 from printhost.api.endpoint import Endpoint
 from printhost.api.errors import EXCEPTION_HANDLERS
 from printhost.api.middleware import (BodyLimitMiddleware, CorsMiddleware,
-                                      ErrorBoundaryMiddleware, RequestContextMiddleware)
+                                      ErrorBoundaryMiddleware, RequestContextMiddleware,
+                                      StartupGate)
 from printhost.api.openapi import build_openapi
 from printhost.api.ratelimit import RateLimiter
 from printhost.api.routes import api_keys, auth, files, heaters, home, meta, printer, users
@@ -35,7 +36,9 @@ def all_endpoints() -> list[Endpoint]:
 
 
 def create_app(settings: Settings, *, link: Any, store: Store, tokens: TokenService,
-               files: GCodeFiles, jobs: JobHistory) -> ASGIApp:
+               files: GCodeFiles, jobs: JobHistory, starting: str | None = None) -> ASGIApp:
+    """The app; with `starting`, it answers 503 "starting: <phase>" until
+    `app.state.startup.phase` is set to None (the supervisor does at `ready`)."""
     routes = [r for module in ROUTE_MODULES for r in module.endpoints.starlette_routes()]
     app = Starlette(routes=routes, exception_handlers=dict(EXCEPTION_HANDLERS))
     app.state.settings = settings
@@ -61,11 +64,13 @@ def create_app(settings: Settings, *, link: Any, store: Store, tokens: TokenServ
             return upload_limit
         return body_limit
 
-    # From the inside out: body limits, the last-resort 500, CORS (so that errors, too,
-    # carry CORS headers for a listed origin), then request ids and the access log
-    # around everything, so that every response, even a 500, has an X-Request-Id.
+    # From the inside out: body limits, the last-resort 500, the start-up gate, CORS (so
+    # that errors, too, carry CORS headers for a listed origin), then request ids and
+    # the access log around everything, so that every response, even a 500, has an
+    # X-Request-Id.
     wrapped: ASGIApp = BodyLimitMiddleware(app, limit_for)
     wrapped = ErrorBoundaryMiddleware(wrapped)
+    wrapped = app.state.startup = StartupGate(wrapped, starting)
     wrapped = CorsMiddleware(wrapped, server.cors_origins,
                              {ep.method for ep in all_endpoints()}, server.cors_max_age_s)
     outer = RequestContextMiddleware(wrapped, server.access_log)

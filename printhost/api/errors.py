@@ -55,7 +55,8 @@ STATUS_DESCRIPTIONS = {
     429: "Rate limit or login lockout; retry after `retry_after` seconds (also in the "
          "`Retry-After` header)",
     500: "Internal error; details are only in the service log",
-    503: "Control process or MCU unavailable (for a login: the external authentication "
+    503: "The service is still starting (`starting: <what it is doing>`), or the control "
+         "process or MCU is unavailable (for a login: the external authentication "
          "service)",
 }
 

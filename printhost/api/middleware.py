@@ -4,7 +4,8 @@ last-resort error boundary.
 Pure ASGI (rather than BaseHTTPMiddleware) so that uploads stream through without
 being buffered and the limits apply while bytes arrive, not after. From the outside
 in: `RequestContextMiddleware` (request id, one log record per request),
-`CorsMiddleware`, `ErrorBoundaryMiddleware`, `BodyLimitMiddleware`, then the app.
+`CorsMiddleware`, `StartupGate` (503 while the service starts), `ErrorBoundaryMiddleware`,
+`BodyLimitMiddleware`, then the app.
 """
 
 from __future__ import annotations
@@ -166,6 +167,29 @@ class CorsMiddleware:
             "Access-Control-Allow-Headers": ", ".join(self.ALLOWED_HEADERS),
             "Access-Control-Max-Age": str(self.max_age_s),
         })
+
+
+class StartupGate:
+    """While the service starts, every request is answered 503 with what it is doing.
+
+    The supervisor sets `phase` (e.g. "compiling motion kernels (first start)") while
+    it starts the simulated MCU, the control process and mDNS, and sets it to None at
+    the moment it logs `ready`; until then the body is `{"error": "starting: <phase>"}`
+    with `Retry-After: 1`, for health as for everything else. None from the start
+    (the default) lets every request through.
+    """
+
+    def __init__(self, app: ASGIApp, phase: str | None = None) -> None:
+        self.app = app
+        self.phase = phase
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        phase = self.phase
+        if phase is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await error_response(503, f"starting: {phase}", headers={"Retry-After": "1"})(
+            scope, receive, send)
 
 
 class BodyTooLarge(ApiError):

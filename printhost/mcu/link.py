@@ -33,6 +33,7 @@ simulation's time factor; `time_source` only stamps what the caller sees.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import select
@@ -65,6 +66,19 @@ class _Block:
     seq: int          # unwrapped sequence number
     data: bytes       # the framed block
     messages: int     # commands packed in it
+
+
+def _open_problem(exc: Exception) -> str:
+    """Why a port could not be opened, once (pyserial's text repeats the port and the
+    errno), with what usually fixes it."""
+    code = getattr(exc, "errno", None)
+    if not isinstance(code, int):
+        return str(exc)
+    hints = {errno.ENOENT: " (is the board connected? see ls /dev/serial/by-id/)",
+             errno.EACCES: " (is this user in the dialout group?)",
+             errno.EAGAIN: " (another program, e.g. Klipper, has it open)",
+             errno.EBUSY: " (another program, e.g. Klipper, has it open)"}
+    return os.strerror(code) + hints.get(code, "")
 
 
 class SerialLink:
@@ -126,7 +140,7 @@ class SerialLink:
         try:
             self._serial = serial.Serial(self.port, self.baud, timeout=0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise LinkError(f"cannot open {self.port}: {exc}") from None
+            raise LinkError(f"cannot open {self.port}: {_open_problem(exc)}") from None
         self._fd = self._serial.fileno()
         os.set_blocking(self._fd, False)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

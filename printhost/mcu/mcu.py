@@ -188,7 +188,7 @@ class Mcu:
         try:
             self.link.open()
         except LinkError as exc:
-            raise McuError(f"{self.name}: cannot open {self.port}: {exc}") from None
+            raise McuError(f"{self.name}: {exc}") from None
         raw = bytearray()
         while True:
             params = self._request("identify", {"offset": len(raw), "count": IDENTIFY_CHUNK},

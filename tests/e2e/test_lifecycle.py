@@ -91,8 +91,9 @@ def test_systemd_ready_notification(service_factory, tmp_path, monkeypatch):
     monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
     svc = service_factory().start(wait=False)
     try:
-        message = sock.recv(4096).decode()
-        assert "READY=1" in message
+        message = ""
+        while "READY=1" not in message:   # after STATUS= lines saying what start-up does
+            message = sock.recv(4096).decode()
         # Once READY is sent, the API is already serving and the printer is up.
         r = httpx.get(svc.url + "/api/v1/health", timeout=2)
         assert r.status_code == 200 and r.json()["control"] == "running"

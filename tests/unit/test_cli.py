@@ -410,4 +410,4 @@ def test_serve_port_must_be_an_integer(batch):
 
 def test_no_command_is_a_usage_error(batch):
     proc = batch.result("no_command")
-    assert proc.returncode == 2 and "usage:" in proc.stderr
+    assert proc.returncode == 2 and "printhost: missing command: serve, config" in proc.stderr

@@ -151,10 +151,16 @@ def test_a_different_config_needs_a_restart(board):
 
 
 def test_missing_device_is_a_clear_error(tmp_path):
-    mcu = Mcu(str(tmp_path / "no-such-tty"))
-    with pytest.raises(McuError, match="cannot open"):
+    port = str(tmp_path / "no-such-tty")
+    mcu = Mcu(port)
+    with pytest.raises(McuError, match="cannot open") as caught:
         mcu.connect(1.0)
     mcu.close()
+    # Said once, with what to check: not pyserial's text wrapped twice more.
+    message = str(caught.value)
+    assert message.count(port) == 1, message
+    assert message.count("No such file or directory") == 1, message
+    assert message.count("cannot open") == 1 and "/dev/serial/by-id/" in message, message
 
 
 def test_silent_device_is_a_clear_error():

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -218,13 +219,53 @@ def load_kernels(state_dir: Path, should_stop: Callable[[], bool] = lambda: Fals
         return KernelLoad(False, None, "stopped while loading the kernels")
 
 
+def compile_expected(state_dir: Path) -> bool:
+    """Whether `load_kernels` will compile (no checked cache for these sources), judged
+    without changing the cache: the supervisor says so while the control process starts."""
+    directory = default_cache_dir(state_dir).expanduser()
+    try:
+        current = kernels._fingerprint(kernels._module_files())
+        if (directory / kernels._FINGERPRINT_FILE).read_text() != current:
+            return True
+    except OSError:
+        return True
+    return not _verified(directory)
+
+
+def verified_stamp(state_dir: Path) -> int | None:
+    """When the kernel cache was last marked checked (`load_kernels` does at its end,
+    once the kernels passed in the control process), as a value that changes then."""
+    try:
+        return (default_cache_dir(state_dir).expanduser() / _VERIFIED_FILE).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def compile_estimate() -> str:
+    """How long compiling every kernel family takes here, roughly."""
+    return "about 20 s" if platform.machine() in ("x86_64", "AMD64") else "a minute or more"
+
+
+def _compile(directory: Path, why: str, should_stop: Callable[[], bool],
+             probe_timeout_s: float) -> str | None:
+    """`probe` with a log line when it starts and one when it ends."""
+    log.info("compiling motion kernels (%s, %s)", why, compile_estimate())
+    started = time.monotonic()
+    failure = probe(directory, should_stop, probe_timeout_s)
+    if failure is None:
+        log.info("motion kernels compiled in %.1f s", time.monotonic() - started)
+    return failure
+
+
 def _load(base: Path, should_stop: Callable[[], bool], probe_timeout_s: float) -> KernelLoad:
     directory = base
     damage = cache_problem(directory)
     if damage is None:
         kernels.drop_stale_cache(directory)
         if not _verified(directory):
-            damage = probe(directory, should_stop, probe_timeout_s)
+            first = not any(directory.rglob("*.nbi"))
+            damage = _compile(directory, "first start" if first else "the cache changed",
+                              should_stop, probe_timeout_s)
     if damage is not None:
         fresh = _fresh_directory(base)
         if fresh is None:
@@ -236,7 +277,8 @@ def _load(base: Path, should_stop: Callable[[], bool], probe_timeout_s: float) -
         log.error("kernel cache at %s is damaged (%s); recompiling into %s", base, damage,
                   directory)
         kernels.drop_stale_cache(directory)
-        failure = probe(directory, should_stop, probe_timeout_s)
+        failure = _compile(directory, "replacing the damaged cache", should_stop,
+                           probe_timeout_s)
         if failure is not None:
             reason = f"kernels fail their self-test after a fresh compile: {failure}"
             log.error("%s; heaters and motion stay disabled", reason)
