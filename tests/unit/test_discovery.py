@@ -405,7 +405,7 @@ def test_advertiser_defaults_to_host_addresses(monkeypatch):
     adv = Advertiser("x", 7130, "abc", "1")
     assert adv.addresses == ["192.168.7.20"]
     assert adv.txt_records(SERVICE_TYPE) == {"uuid": "abc", "version": "1", "api": "/api/v1"}
-    assert adv.txt_records(HTTP_SERVICE_TYPE)["path"] == "/api/v1"
+    assert adv.txt_records(HTTP_SERVICE_TYPE)["path"] == "/"
 
 
 def test_instance_label_is_a_valid_single_label():

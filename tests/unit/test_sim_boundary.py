@@ -80,7 +80,7 @@ def test_the_real_printer_path_loads_no_simulation(tmp_path):
 # Where printhost.sim may be imported from outside printhost/sim/, and why that is not the
 # real printer's path. Keys: (file, enclosing function; "<module>" for the top level).
 ALLOWED = {
-    ("printhost/service.py", "run"): "control.backend = \"simulated\": start the simulated MCU",
+    ("printhost/service.py", "_start"): "control.backend = \"simulated\": start the simulated MCU",
     ("printhost/control/process.py", "attach_pi_devices"): "devices.backend = \"simulated\"",
     ("printhost/control/printer.py", "simulated"): "the in-process simulated printer (tests)",
     ("printhost/cli.py", "cmd_pid_tune"): "PID tuning on the thermal model",
