@@ -5,9 +5,11 @@ for unit tests, on the in-process simulated printer (`simulated`, the only place
 module touches `printhost.sim`), and is driven by `tick()` from the control loop. Commands from the API arrive through
 `handle()`, which never blocks: every request is answered in the same tick.
 
-A fault (heater out of range, M112) puts the printer into a latched `error` state:
-heaters off, motion stopped, job ended. Only a restart of the control process clears
-it, so a printer that overheated once cannot reheat without a person deciding so.
+A fault (heater out of range, M112, an emergency stop, an MCU shutdown or a lost MCU)
+puts the printer into a latched `error` state: heaters off, motion stopped, job ended
+`error`. Only a firmware restart (`control/restart.py`, which builds a new printer) or a
+restart of the control process clears it, so a printer that overheated once cannot
+reheat without a person deciding so.
 """
 
 from __future__ import annotations
