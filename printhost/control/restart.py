@@ -137,6 +137,9 @@ class ControlHost:
             return Reply(req.id, False, {}, ErrorKind.CONFLICT,
                          "This printer has no MCU to restart")
         refusal = printer.restart_refusal()
+        if refusal is None and self._devices is not None and \
+                self._devices.get_status().get("estop_pressed"):
+            refusal = "The emergency stop button is pressed; release it first"
         if refusal is not None:
             return Reply(req.id, False, {}, ErrorKind.CONFLICT, refusal)
         log.warning("firmware restart requested%s",

@@ -189,7 +189,7 @@ def test_the_fuzzed_service_survived(fuzz_service, fuzz_token):
     import httpx
     assert fuzz_service.proc is not None and fuzz_service.proc.poll() is None
     health = httpx.get(fuzz_service.url + "/api/v1/health", timeout=10)
-    assert health.status_code == 200 and health.json()["control"] == "running"
+    assert health.status_code == 200 and health.json()["control"] == "running", health.text
     status = httpx.get(fuzz_service.url + "/api/v1/status", timeout=10,
                        headers={"Authorization": f"Bearer {fuzz_token}"})
     assert status.status_code == 200 and status.json()["state"] != "error", status.text
