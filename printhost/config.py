@@ -69,6 +69,9 @@ class ServerSettings:
                                         "call the API from a browser; empty: none")
     cors_max_age_s: int = _field(600, min=0, max=86400,
                                  doc="how long a browser may cache a CORS preflight answer")
+    health_min_free_mb: int = _field(100, min=0, max=1024 * 1024,
+                                     doc="free space in the state directory below which "
+                                         "GET /api/v1/health reports the disk degraded")
     access_log: str = _field("all", choices=("all", "errors", "off"),
                              doc="the JSON record logged per request (logger "
                                  "printhost.api.access): for every request, only for those "

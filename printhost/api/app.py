@@ -17,6 +17,7 @@ from printhost.api.auth.core import AuthService
 from printhost.api.auth.tokens import TokenService
 from printhost.api.endpoint import Endpoint
 from printhost.api.errors import EXCEPTION_HANDLERS
+from printhost.api.health import HealthProbe
 from printhost.api.middleware import (BodyLimitMiddleware, CorsMiddleware,
                                       ErrorBoundaryMiddleware, RequestContextMiddleware,
                                       StartupGate)
@@ -47,6 +48,8 @@ def create_app(settings: Settings, *, link: Any, store: Store, tokens: TokenServ
     app.state.tokens = tokens
     app.state.files = files
     app.state.jobs = jobs
+    app.state.health_probe = HealthProbe(store, store.state_dir,
+                                         settings.server.health_min_free_mb)
     app.state.auth = AuthService(settings, store, tokens)
     app.state.throttle = app.state.auth.throttle
     app.state.openapi = build_openapi(all_endpoints())

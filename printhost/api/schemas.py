@@ -395,14 +395,17 @@ CONTROL_LOOP = Schema("ControlLoop", {
 PRINTER = Schema("Printer", {
     "position": Field("array", "Commanded toolhead position [x, y, z] in mm: where the "
                       "toolhead goes once the queued moves have run", items=Field("number")),
-    "live_position": Field("array", "Where the toolhead is now [x, y, z] in mm",
-                           items=Field("number")),
+    "live_position": Field("array", "Where the toolhead is now [x, y, z] in mm; null when "
+                           "the MCU is shut down or lost (see unavailable)",
+                           items=Field("number"), nullable=True),
     "extruder_position": Field("number", "Commanded extruder position in mm"),
-    "hotend_temp": Field("number", "Hotend temperature, C; null when unknown", nullable=True),
+    "hotend_temp": Field("number", "Hotend temperature, C; null when unknown or stale "
+                         "(see unavailable)", nullable=True),
     "target_hotend_temp": Field("number", "Hotend target, C (0 = off); null when unknown",
                                 nullable=True),
     "hotend_power": Field("number", "Hotend heater duty 0..1; null when unknown", nullable=True),
-    "bed_temp": Field("number", "Bed temperature, C; null when unknown", nullable=True),
+    "bed_temp": Field("number", "Bed temperature, C; null when unknown or stale (see "
+                      "unavailable)", nullable=True),
     "target_bed_temp": Field("number", "Bed target, C (0 = off); null when unknown",
                              nullable=True),
     "bed_power": Field("number", "Bed heater duty 0..1; null when unknown", nullable=True),
@@ -427,6 +430,14 @@ PRINTER = Schema("Printer", {
                      required=False, nullable=True, ref=DEVICES),
     "control": Field("object", "The control loop's timing", required=False,
                      ref=CONTROL_LOOP),
+    "heaters": Field("object", "Every heater by name: temperature (null when unknown or "
+                     "stale), target, power, fault (why it was shut down, or null) and "
+                     "unavailable (why temperature is null, or null)", required=False,
+                     values=Field("object")),
+    "unavailable": Field("object", "For each live member that is null because its source "
+                         "is gone or stale (hotend_temp, bed_temp, live_position, ...): "
+                         "why; empty when every reading is current", required=False,
+                         values=Field("string")),
 }, "Live printer state", additional=True)
 
 STATUS = Schema("Status", {
@@ -436,6 +447,12 @@ STATUS = Schema("Status", {
                      "reports", nullable=True, ref=PRINTER),
     "error": Field("string", "Reason for state error", nullable=True),
 }, "Printer and job status")
+
+FIRMWARE_RESTARTED = Schema("FirmwareRestarted", {
+    "result": Field("string", "Always \"ok\"", enum=("ok",)),
+    "state": Field("string", "The printer's state after the restart (idle)",
+                   enum=STATUS.fields["state"].enum),
+})
 
 PRINT_REQUEST = Schema("PrintRequest", {
     "file": file_name_field("Name of an uploaded G-code file"),
@@ -484,16 +501,34 @@ JOB_RECORD = Schema("JobRecord", {
 
 JOB_LIST = Schema("JobList", {"jobs": Field("array", "Jobs, newest first", items=JOB_RECORD)})
 
+HEALTH_LEVELS = ("ok", "degraded", "down")
+
+COMPONENT = Schema("HealthComponent", {
+    "status": Field("string", "ok; degraded (works, with a problem worth a look); down "
+                    "(does not work)", enum=HEALTH_LEVELS),
+    "reason": Field("string", "Why it is not ok, in a few words; null when ok",
+                    nullable=True),
+}, "One part of the service and its health")
+
 HEALTH = Schema("Health", {
-    "status": Field("string", "ok, or degraded when the control process is unavailable",
-                    enum=("ok", "degraded")),
+    "status": Field("string", "Overall: down (503) when the printer cannot print; "
+                    "degraded when it can but a component is not ok; ok otherwise",
+                    enum=HEALTH_LEVELS),
     "version": Field("string", "printhost version"),
-    "control": Field("string", "running, or the reason it is not"),
+    "state": Field("string", "The printer's state, as in GET /api/v1/status",
+                   enum=("idle", "printing", "paused", "error")),
+    "control": Field("string", "running, or why the control process is unavailable"),
+    "components": Field("object", "control, mcu, heaters, store and disk, each with its "
+                        "status and reason", values=Field("object", ref=COMPONENT)),
     "error": Field("string", "On 503: \"Printer not ready: <reason>\"", required=False),
-})
+}, "The health of the service and the printer")
+
+HEALTHZ = Schema("Liveness", {
+    "status": Field("string", "Always \"ok\": the API process answers", enum=("ok",)),
+}, "Liveness: the API process runs")
 
 ALL_SCHEMAS = [ERROR, EMPTY, RESULT_OK, LOGIN_REQUEST, LOGIN_RESPONSE, AUTH_CHECK, JOB, PRINTER,
                STATUS, PRINT_REQUEST, PRINT_RESPONSE, FILE_INFO, FILE_LIST, FILE_UPLOAD,
-               JOB_RECORD, JOB_LIST, HEALTH,
+               JOB_RECORD, JOB_LIST, HEALTH, COMPONENT, HEALTHZ, FIRMWARE_RESTARTED,
                PID_TUNE_RESULT, PID_TUNE, PID_TUNE_REQUEST, PID_TUNE_SAVED, TARGET_REQUEST,
                TARGET_SET, DEVICES, CONTROL_LOOP]

@@ -154,6 +154,13 @@ class Heater:
         return self._target_c
 
     @property
+    def unavailable(self) -> str | None:
+        """Why `temperature_c` is not the current temperature (its source is gone or has
+        not reported for a while), or None. Hardware that cannot tell is always live."""
+        probe = getattr(self.hardware, "unavailable", None)
+        return probe() if callable(probe) else None
+
+    @property
     def duty(self) -> float:
         return self._duty
 
@@ -268,7 +275,15 @@ class Heater:
         return self._temp_c >= self._target_c - REACHED_TOLERANCE_C
 
     def get_status(self) -> dict:
-        return {"temperature": self._temp_c, "target": self._target_c, "power": self._duty}
+        """The heater as status shows it: a temperature whose source is gone or stale is
+        null, with the reason in `unavailable`."""
+        reason = self.unavailable
+        temp = None if reason is not None or not math.isfinite(self._temp_c) else round(
+            self._temp_c, 2)
+        if reason is None and temp is None:
+            reason = "no reading yet"
+        return {"temperature": temp, "target": round(self._target_c, 2),
+                "power": round(self._duty, 3), "fault": self.fault, "unavailable": reason}
 
     def _write_duty(self, duty: float) -> None:
         self._duty = duty

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 from printhost.config import HeaterSettings, Settings
 from printhost.control.heaters import (BED_CHECK_GAIN_TIME_S, EXTRUDER_CHECK_GAIN_TIME_S,
                                        Heater, HeaterBank)
-from printhost.mcu.analog import McuAnalogIn
+from printhost.mcu.analog import REPORT_TIME_S, McuAnalogIn
 from printhost.mcu.endstops import McuEndstop
 from printhost.mcu.mcu import MAX_SCHEDULE_AHEAD_S, Mcu, McuClock
 from printhost.mcu.outputs import HEATER_MAX_DURATION_S, McuPwmOutput
@@ -37,6 +38,25 @@ MOTION_LEAD_S = 1.0
 # The MCU shuts down when a reading stays this far outside min_temp..max_temp (its own
 # check, which works even when the host is gone); the host checks the exact limits.
 ADC_RANGE_MARGIN_C = 5.0
+# A temperature is shown as live only while its sensor keeps reporting: a reading is
+# stale once this many report periods (of print time) passed without a new one, and
+# never sooner than STALE_MIN_WALL_S of host time (at a high time factor a few report
+# periods are a few tens of milliseconds, less than a busy host's hiccup).
+STALE_REPORTS = 4
+STALE_MIN_WALL_S = 1.0
+
+
+def mcu_unavailable(mcu: Mcu) -> str | None:
+    """Why nothing the MCU reports can be current, or None while it runs. A lost link
+    comes first: a board that restarted by itself and then obeyed our stop is shut down
+    too, but the loss is what happened."""
+    if mcu.lost_reason is not None:
+        return mcu.lost_reason
+    if mcu.shutdown_reason is not None:
+        return f"MCU shutdown: {mcu.shutdown_reason}"
+    if not mcu.configured:
+        return "MCU not configured"
+    return None
 
 
 class McuHeaterHardware:
@@ -55,6 +75,7 @@ class McuHeaterHardware:
                                    settings.pwm_cycle_time, HEATER_MAX_DURATION_S)
         self._temp_c = math.nan
         self._reading_s = -math.inf
+        self._reading_wall_s = -math.inf
         self._sent_duty = 0.0
         self._sent_s = -math.inf
         self._sent_reading_s = -math.inf
@@ -62,6 +83,7 @@ class McuHeaterHardware:
     def _on_reading(self, fraction: float, print_time: float) -> None:
         self._temp_c = self.sensor.temp_c(fraction)
         self._reading_s = print_time
+        self._reading_wall_s = time.monotonic()
 
     @property
     def has_reading(self) -> bool:
@@ -69,6 +91,21 @@ class McuHeaterHardware:
 
     def read_temp_c(self) -> float:
         return self._temp_c
+
+    def unavailable(self) -> str | None:
+        """Why the latest reading is not the current temperature (the MCU is shut down
+        or lost, no reading yet, or none for several report periods), or None."""
+        reason = mcu_unavailable(self.mcu)
+        if reason is not None:
+            return reason
+        if not self.has_reading:
+            return "no reading yet"
+        age_s = time.monotonic() - self._reading_wall_s
+        limit_s = max(STALE_MIN_WALL_S,
+                      STALE_REPORTS * REPORT_TIME_S / max(1e-9, self.mcu.wall_to_print_s(1.0)))
+        if age_s > limit_s:
+            return f"no reading for {age_s:.1f} s"
+        return None
 
     def set_duty(self, duty: float) -> None:
         """Send a new value with each new reading, at once when switching off, and at

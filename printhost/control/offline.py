@@ -16,10 +16,20 @@ from printhost.ipc.channel import Command, ErrorKind, Reply, Request
 
 
 class OfflinePrinter:
-    def __init__(self, reason: str) -> None:
+    """`restartable`: a firmware restart may fix what is wrong (the MCU could not be
+    used); not so when the control process itself cannot drive a printer (kernels)."""
+
+    def __init__(self, reason: str, *, restartable: bool = True,
+                 last_job: dict[str, Any] | None = None) -> None:
         self.error = reason
+        self.restartable = restartable
+        self.last_job = last_job
         self.stopping = False
         self.heaters = HeaterBank()
+        self.devices: Any = None
+
+    def restart_refusal(self) -> str | None:
+        return None
 
     def tick(self) -> None:
         pass
@@ -33,6 +43,9 @@ class OfflinePrinter:
         if req.command == Command.SHUTDOWN:
             self.stop()
             return Reply(req.id, True, {})
+        if req.command == Command.EMERGENCY_STOP:
+            # Nothing here heats or moves; the printer is already in error.
+            return Reply(req.id, True, {})
         if req.command == Command.SET_TARGET and req.args.get("target") == 0:
             # Turning a heater off is always accepted; nothing here heats anyway.
             return Reply(req.id, True, {"heater": req.args.get("heater"), "target": 0.0})
@@ -42,4 +55,4 @@ class OfflinePrinter:
         return Reply(req.id, False, {}, ErrorKind.CONFLICT, "No job")
 
     def get_status(self) -> dict[str, Any]:
-        return {"state": "error", "job": None, "printer": None, "error": self.error}
+        return {"state": "error", "job": self.last_job, "printer": None, "error": self.error}

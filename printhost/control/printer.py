@@ -5,9 +5,11 @@ for unit tests, on the in-process simulated printer (`simulated`, the only place
 module touches `printhost.sim`), and is driven by `tick()` from the control loop. Commands from the API arrive through
 `handle()`, which never blocks: every request is answered in the same tick.
 
-A fault (heater out of range, M112) puts the printer into a latched `error` state:
-heaters off, motion stopped, job ended. Only a restart of the control process clears
-it, so a printer that overheated once cannot reheat without a person deciding so.
+A fault (heater out of range, M112, an emergency stop, an MCU shutdown or a lost MCU)
+puts the printer into a latched `error` state: heaters off, motion stopped, job ended
+`error`. Only a firmware restart (`control/restart.py`, which builds a new printer) or a
+restart of the control process clears it, so a printer that overheated once cannot
+reheat without a person deciding so.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class Printer:
         # Devices on the Pi itself (`PiDevices`), when any are configured.
         self.devices: Any = None
         self.runout_paused = False
+        # The status of the last job before a firmware restart replaced this printer.
+        self.last_job: dict[str, Any] | None = None
+        # Why the Pi's configured devices could not be set up (the printer is shut down).
+        self.devices_error: str | None = None
 
     def attach_devices(self, devices: Any) -> None:
         """Take over the Pi's devices: the chamber heater joins the heater bank (so every
@@ -132,9 +138,9 @@ class Printer:
             if self.stopping:
                 return  # the MCU's answer to our own stop is not a fault
             if self._mcu_fault is not None and self.error is None:
-                # The job did nothing wrong: it is interrupted and may be restarted by
-                # a person once the board is back; it never resumes by itself.
-                self.shutdown(self._mcu_fault, JobState.INTERRUPTED)
+                # A fault like any other: the job ends `error` with the MCU's reason
+                # and never resumes by itself.
+                self.shutdown(self._mcu_fault)
             if self.error is not None:
                 return
         now = self.clock.now()
@@ -281,6 +287,12 @@ class Printer:
 
     # ------------------------------------------------------------------ commands
     def handle(self, req: Request) -> Reply:
+        if req.command == Command.EMERGENCY_STOP:
+            # First, and without reading the clock: nothing may stand in its way.
+            who = str(req.args.get("by") or "").strip()[:64]
+            self.shutdown("emergency stop" + (f" requested by {who}" if who else ""),
+                          emergency=True)
+            return Reply(req.id, True, {})
         now = self.clock.now()
         try:
             if req.command == Command.PING:
@@ -334,6 +346,14 @@ class Printer:
             log.exception("command %s failed", req.command.value)
             return Reply(req.id, False, {}, ErrorKind.INTERNAL, "Internal error")
 
+    def restart_refusal(self) -> str | None:
+        """Why a firmware restart must not happen now (409), or None."""
+        if self.jobs.active:
+            return "A job is in progress; cancel it before restarting the firmware"
+        if self.autotune is not None and self.autotune.running:
+            return "A PID tune is running; cancel it before restarting the firmware"
+        return None
+
     # ------------------------------------------------------------------ status
     def state(self) -> str:
         if self.error is not None:
@@ -384,26 +404,51 @@ class Printer:
         return {"chamber_temp": temp, "target_chamber_temp": target, "chamber_power": power,
                 "chamber_humidity": humidity}
 
+    def _mcu_unavailable(self) -> str | None:
+        """Why the MCU's readings and the motors' position cannot be current, or None."""
+        if self.hardware is None:
+            return None
+        from printhost.control.mcu_hardware import mcu_unavailable
+        return mcu_unavailable(self.hardware.mcu)
+
     def get_status(self) -> dict[str, Any]:
-        now = self.clock.now()
-        live = self.toolhead.live_position()
+        now = self._safe_now()
         pos = self.toolhead.commanded_position
         hot = self.heaters["extruder"]
         bed = self.heaters["heater_bed"]
         st = self.interp.state
+        heaters = self.heaters.get_status()
+        # Live values are null, with the reason, when their source is gone or stale:
+        # a reading from before an MCU shutdown must never look current.
+        unavailable: dict[str, str] = {}
+        for member, name in (("hotend_temp", "extruder"), ("bed_temp", "heater_bed")):
+            reason = heaters[name]["unavailable"]
+            if reason is not None:
+                unavailable[member] = reason
+        mcu_gone = self._mcu_unavailable()
+        if mcu_gone is not None:
+            # Steps already sent may or may not have run: where the motors are is unknown.
+            unavailable["live_position"] = mcu_gone
+            live_position = None
+        else:
+            live = self.toolhead.live_position()
+            live_position = [round(live[0], 4), round(live[1], 4), round(live[2], 4)]
+        job = self.jobs.get_status(now)
         return {
             "state": self.state(),
-            "job": self.jobs.get_status(now),
+            "job": job if job is not None else self.last_job,
             "printer": {
                 "position": [round(pos[0], 4), round(pos[1], 4), round(pos[2], 4)],
-                "live_position": [round(live[0], 4), round(live[1], 4), round(live[2], 4)],
+                "live_position": live_position,
                 "extruder_position": round(pos[3], 4),
-                "hotend_temp": _num(hot.temperature_c, 2),
+                "hotend_temp": heaters["extruder"]["temperature"],
                 "target_hotend_temp": _num(hot.target_c, 2),
                 "hotend_power": _num(hot.duty, 3),
-                "bed_temp": _num(bed.temperature_c, 2),
+                "bed_temp": heaters["heater_bed"]["temperature"],
                 "target_bed_temp": _num(bed.target_c, 2),
                 "bed_power": _num(bed.duty, 3),
+                "heaters": heaters,
+                "unavailable": unavailable,
                 "fan_speed": round(self.fan.speed, 3),
                 "speed_factor": st.speed_factor,
                 "extrude_factor": st.extrude_factor,

@@ -30,6 +30,7 @@ from printhost.childproc import setup_child
 from printhost.config import Settings
 from printhost.control.looptiming import LoopTiming
 from printhost.control.printer import Printer
+from printhost.control.restart import ControlHost
 from printhost.ipc.channel import CommandServer
 from printhost.ipc.status import StatusBlock
 from printhost.realtime import CONTROL_PRIORITY, settle_realtime
@@ -50,12 +51,16 @@ def _status(printer: Any, timing: LoopTiming) -> dict[str, Any]:
 def run_control_loop(printer: Printer, server: CommandServer, status: StatusBlock,
                      status_hz: float, should_stop, timing: LoopTiming | None = None) -> None:
     timing = timing or LoopTiming(LOOP_PERIOD_S)
+    take_replies = getattr(printer, "take_replies", list)
     status_period = 1.0 / status_hz
     next_status = 0.0
     timing.restart()
     while True:
         timing.start_pass()
-        replies = [printer.handle(req) for req in server.poll()]
+        # A request is answered in the pass that read it, except a firmware restart
+        # (None here), answered by `take_replies` once it has ended.
+        replies = [r for r in (printer.handle(req) for req in server.poll()) if r is not None]
+        replies += take_replies()
         if replies:
             # Publish before replying, so a client that reads status right after a
             # command's reply already sees its effect (e.g. heater targets 0 on cancel).
@@ -99,8 +104,10 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
     rt = settle_realtime(CONTROL_PRIORITY)
     timing.realtime = rt.as_dict()
     (log.info if rt.realtime else log.warning)("control loop: %s", rt.describe())
-    printer = build_printer(settings) if kernels.ok else _refused_printer(kernels.reason)
-    closers = attach_pi_devices(settings, printer)
+    built = build_printer(settings) if kernels.ok else _refused_printer(kernels.reason)
+    closers = attach_pi_devices(settings, built)
+    # The printer the loop drives; a firmware restart replaces it (control/restart.py).
+    printer = ControlHost(settings, built, close_hardware=_close_hardware)
     gc.freeze()   # the printer's own long-lived objects join the start-up heap
     status.write(_status(printer, timing))
     log.info("control process ready (pid %d, backend %s)", os.getpid(), settings.control.backend)
@@ -159,7 +166,7 @@ def build_printer(settings: Settings) -> Any:
 
 def _refused_printer(reason: str | None) -> Any:
     from printhost.control.offline import OfflinePrinter
-    return OfflinePrinter(f"kernels unusable: {reason}")
+    return OfflinePrinter(f"kernels unusable: {reason}", restartable=False)
 
 
 def attach_pi_devices(settings: Settings, printer: Any) -> list[Any]:
@@ -195,7 +202,8 @@ def attach_pi_devices(settings: Settings, printer: Any) -> list[Any]:
         log.error("Pi devices unavailable: %s", exc)
         for close in reversed(closers):
             close()
-        printer.shutdown(f"Pi devices unavailable: {exc}")
+        printer.devices_error = f"Pi devices unavailable: {exc}"
+        printer.shutdown(printer.devices_error)
         return []
     printer.attach_devices(devices)
     closers.insert(0, devices.close)

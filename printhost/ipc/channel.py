@@ -30,6 +30,10 @@ class Command(str, enum.Enum):
     CANCEL = "cancel"        # also stops a running PID tune
     PID_TUNE = "pid_tune"    # args: heater (name), target (C); relay autotune on that heater
     SET_TARGET = "set_target"  # args: heater (name), target (C, 0 = off)
+    EMERGENCY_STOP = "emergency_stop"  # args: by (who asked); heaters off, motion stopped,
+                                       # printer latched in error (as M112)
+    FIRMWARE_RESTART = "firmware_restart"  # restart and reconfigure the MCU, back to ready;
+                                           # answered when the restart has ended
     SHUTDOWN = "shutdown"    # heaters off, motion stopped, then exit
     PING = "ping"
 

@@ -27,7 +27,22 @@ log = logging.getLogger("printhost.supervisor")
 # Status members that only a running control process can know.
 UNKNOWN_WHEN_UNAVAILABLE = frozenset({
     "hotend_temp", "target_hotend_temp", "hotend_power", "bed_temp", "target_bed_temp",
-    "bed_power", "fan_speed"})
+    "bed_power", "fan_speed", "live_position"})
+
+
+def _unknown_printer(printer: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The last published printer values with those nobody measures any more set to
+    null, each with `reason` in `unavailable` (and the heaters' readings likewise)."""
+    out = {k: (None if k in UNKNOWN_WHEN_UNAVAILABLE else v) for k, v in printer.items()}
+    unavailable = dict(printer.get("unavailable") or {})
+    unavailable.update({k: reason for k in UNKNOWN_WHEN_UNAVAILABLE if k in printer})
+    out["unavailable"] = unavailable
+    heaters = printer.get("heaters")
+    if isinstance(heaters, dict):
+        out["heaters"] = {name: dict(h, temperature=None, target=None, power=None,
+                                     unavailable=reason)
+                          for name, h in heaters.items() if isinstance(h, dict)}
+    return out
 
 
 class PrinterUnavailable(Exception):
@@ -195,8 +210,7 @@ class ControlLink:
                 snap["job"] = dict(job, state="interrupted", error=reason)
             if snap.get("printer"):
                 # Nobody is measuring any more: live values are unknown, not "as before".
-                snap["printer"] = {k: (None if k in UNKNOWN_WHEN_UNAVAILABLE else v)
-                                   for k, v in snap["printer"].items()}
+                snap["printer"] = _unknown_printer(snap["printer"], reason)
         return snap
 
     # ------------------------------------------------------------------ requests

@@ -278,7 +278,15 @@ def test_503_and_error_status_when_control_process_dies(service_factory, api_for
     assert r.status_code == 503
     assert _no_leak(r)["error"].startswith("Printer not ready: control process was killed")
     r = api.http.get("/api/v1/health")
-    assert r.status_code == 503 and r.json()["status"] == "degraded"
+    body = r.json()
+    assert r.status_code == 503 and body["status"] == "down", body
+    assert body["components"]["control"]["status"] == "down"
+    assert body["components"]["control"]["reason"].startswith("control process was killed")
+    assert body["components"]["mcu"]["status"] == "down"
+    assert body["error"].startswith("Printer not ready: control process was killed")
+    # The API process itself still runs.
+    assert api.http.get("/healthz").status_code == 200
+    assert st["printer"]["unavailable"]["hotend_temp"] == st["error"]
 
 
 def test_concurrent_pauses_one_wins(service_factory, api_for, tmp_path):

@@ -138,6 +138,21 @@ def _assert_heater_shutdown(api, board: SimMcuClient, heater: str, reason: str,
     return st
 
 
+def _faulty_reading(st: dict) -> float:
+    """The reading that tripped the heater, as its reason names it."""
+    found = re.search(r"temperature (-?[0-9.]+) C", st["error"])
+    assert found, st["error"]
+    return float(found.group(1))
+
+
+def _assert_reading_not_live(api) -> None:
+    """Once the MCU is shut down its last reading is no longer shown as the temperature."""
+    st = api.wait_for(lambda s: s["printer"]["hotend_temp"] is None, timeout_s=2.0,
+                      what="the hotend reading to be no longer live")
+    assert st["printer"]["unavailable"]["hotend_temp"].startswith("MCU shutdown: "), st
+    assert st["printer"]["heaters"]["extruder"]["fault"] == st["error"].split(": ", 1)[1], st
+
+
 def _assert_stays_down(api, board: SimMcuClient, tmp_path: Path, wait_s: float) -> None:
     """Nothing short of a restart heats again: not time, not a repaired sensor, not a
     new job."""
@@ -333,7 +348,8 @@ pid_kd = 0.0
     _report("row4 above max_temp", board_s=sim_s)
     assert sim_s <= 1.0, sim_s
     st = _assert_heater_shutdown(api, board, "extruder", r"above max_temp 26\.0 C", job_id)
-    assert st["printer"]["hotend_temp"] > max_temp, st["printer"]
+    assert _faulty_reading(st) > max_temp, st["error"]
+    _assert_reading_not_live(api)
 
 
 def test_below_min_temp_shuts_down_within_1s(service_factory, api_for, user_store, tmp_path):
@@ -376,5 +392,6 @@ min_temp = 25.0
     svc.wait_healthy()
     api = api_for(svc)
     st = _assert_heater_shutdown(api, board, "extruder", r"below min_temp 25\.0 C", None)
-    assert st["printer"]["hotend_temp"] < 25.0, st["printer"]
+    assert _faulty_reading(st) < 25.0, st["error"]
+    _assert_reading_not_live(api)
     _assert_stays_down(api, board, tmp_path, wait_s=0.0)

@@ -67,9 +67,9 @@ def test_control_process_death_mcu_turns_heaters_off(service_factory, api_for, t
 
 
 @pytest.mark.parametrize("fault", ["unplug", "reset", "hang"])
-def test_lost_mcu_shuts_down_and_interrupts_the_job(service_factory, api_for, tmp_path, fault):
+def test_lost_mcu_shuts_down_and_ends_the_job_error(service_factory, api_for, tmp_path, fault):
     """Row 6: a cut link, a reset MCU or a silent one: "lost communication" shutdown within
-    6 s, the job interrupted and not resumed."""
+    6 s, the job ended `error` with that reason and not resumed."""
     svc = service_factory(time_factor=1.0).start()
     api = api_for(svc)
     board, job_id = _start_heating(svc, api, tmp_path)
@@ -82,11 +82,15 @@ def test_lost_mcu_shuts_down_and_interrupts_the_job(service_factory, api_for, tm
     t0 = time.monotonic()
     st = api.wait_for(lambda s: s["state"] == "error", timeout_s=6.0, what="shutdown")
     assert time.monotonic() - t0 <= 6.0
-    assert st["job"]["id"] == job_id and st["job"]["state"] == "interrupted"
+    assert st["job"]["id"] == job_id and st["job"]["state"] == "error"
     assert "MCU" in st["error"] or "communication" in st["error"]
+    assert st["job"]["error"] == st["error"]
     time.sleep(1.0)
     again = api.status()
-    assert again["state"] == "error" and again["job"]["state"] == "interrupted"
+    assert again["state"] == "error" and again["job"]["state"] == "error"
+    # Nothing reports from the board any more: no reading is shown as live.
+    assert again["printer"]["hotend_temp"] is None, again["printer"]
+    assert again["printer"]["unavailable"]["hotend_temp"] == st["error"]
     # The board's own safety net: nobody refreshes the heater, so it goes off.
     _heater_off_within(board, 4.0)
 
@@ -152,4 +156,4 @@ def test_total_loss_shuts_down_like_a_cut_link(service_factory, api_for, tmp_pat
     t0 = time.monotonic()
     st = api.wait_for(lambda s: s["state"] == "error", timeout_s=6.0, what="shutdown")
     assert time.monotonic() - t0 <= 6.0
-    assert st["job"]["state"] == "interrupted" and "communication" in st["error"]
+    assert st["job"]["state"] == "error" and "communication" in st["error"]

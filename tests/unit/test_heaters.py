@@ -243,7 +243,8 @@ def test_turn_off_cuts_the_duty_immediately():
     heater.turn_off()
     assert hw.duty == 0.0
     assert heater.target_c == 0.0
-    assert heater.get_status() == {"temperature": 22.0, "target": 0.0, "power": 0.0}
+    assert heater.get_status() == {"temperature": 22.0, "target": 0.0, "power": 0.0,
+                                   "fault": None, "unavailable": None}
 
 
 def test_wait_reached():

@@ -1,4 +1,4 @@
-"""Print control (print, pause, resume, cancel) and status."""
+"""Print control (print, pause, resume, cancel), emergency stop, firmware restart and status."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from starlette.requests import Request
 from printhost.api.auth.guard import Principal
 from printhost.api.endpoint import EndpointSet
 from printhost.api.errors import ApiError
-from printhost.api.schemas import (EMPTY, PRINT_REQUEST, PRINT_RESPONSE, RESULT_OK, STATUS,
-                                   read_json)
+from printhost.api.schemas import (EMPTY, FIRMWARE_RESTARTED, PRINT_REQUEST, PRINT_RESPONSE,
+                                   RESULT_OK, STATUS, read_json)
 from printhost.ipc.channel import Command, ErrorKind, Reply
 from printhost.ipc.link import PrinterUnavailable
 from printhost.store.files import FileNameError
@@ -27,10 +27,15 @@ STATUS_FOR_KIND = {
 }
 
 
-async def send_command(request: Request, command: Command, args: dict | None = None) -> Reply:
+# A firmware restart reboots and reconnects the MCU before it is answered.
+FIRMWARE_RESTART_TIMEOUT_S = 30.0
+
+
+async def send_command(request: Request, command: Command, args: dict | None = None,
+                       timeout_s: float | None = None) -> Reply:
     """Forward a command to the control process and map its refusal to an API error."""
     try:
-        reply = await request.app.state.link.request(command, args)
+        reply = await request.app.state.link.request(command, args, timeout_s)
     except PrinterUnavailable as exc:
         raise ApiError(503, f"Printer not ready: {exc}") from None
     if not reply.ok:
@@ -96,3 +101,35 @@ cancel = _control_route(
     Command.CANCEL, "/api/v1/cancel", "Cancel the current job",
     "Stops feeding moves, turns heaters and part fan off at once, parks if configured and "
     "records the job as cancelled. 409 `No job to cancel` when no job is printing or paused.")
+
+
+@endpoints.route("POST", "/api/v1/printer/emergency_stop", summary="Emergency stop (M112)",
+                 role="operator", request=EMPTY, response=RESULT_OK, errors=(503,))
+async def emergency_stop(request: Request, principal: Principal | None) -> dict:
+    """Immediate, like `M112`: every heater off, the MCU told to stop at once (queued
+    moves are dropped, outputs go to their safe state), the PSU relay cut when one is
+    configured to, a running job ends `error`, and the printer is latched in `error`
+    until `POST /api/v1/printer/firmware_restart`. Accepted in any state, also when the
+    printer is already in error. 503 only when the control process cannot be reached
+    (the MCU then turns its heaters off by itself within their max_duration)."""
+    await read_json(request, EMPTY, allow_empty=True)
+    by = principal.username if principal is not None else ""
+    await send_command(request, Command.EMERGENCY_STOP, {"by": by})
+    return {"result": "ok"}
+
+
+@endpoints.route("POST", "/api/v1/printer/firmware_restart",
+                 summary="Restart the MCU firmware and clear a fault", role="operator",
+                 request=EMPTY, response=FIRMWARE_RESTARTED, errors=(409, 503))
+async def firmware_restart(request: Request, _: Principal | None) -> dict:
+    """Clears an MCU shutdown or a fault latch, as Klipper's FIRMWARE_RESTART does: the
+    MCU is rebooted with its `reset` command, connected and configured again, and the
+    printer objects are built anew (heaters off, axes unhomed). Answers once the restart
+    has ended (a second or two), with the printer `idle`. 409 while a job is printing,
+    pausing, paused or cancelling, while a PID tune runs, while the e-stop button is
+    pressed, or while another restart runs; 503 when the restart failed (the reason
+    says why, e.g. the board cannot be reached or must be power-cycled)."""
+    await read_json(request, EMPTY, allow_empty=True)
+    reply = await send_command(request, Command.FIRMWARE_RESTART,
+                               timeout_s=FIRMWARE_RESTART_TIMEOUT_S)
+    return {"result": "ok", "state": str(reply.result.get("state", "idle"))}

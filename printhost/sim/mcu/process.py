@@ -192,6 +192,11 @@ class SimMcu:
             self.board.rebooted(self.firmware.stepper_positions(clock))
             self.firmware.reboot()
             return {"ok": True}
+        if cmd == "shutdown":
+            # The firmware shuts itself down, as on "Timer too close" or "ADC out of
+            # range": outputs to their defaults, motion stopped, the host told why.
+            self.firmware.force_shutdown(str(request.get("reason") or "Timer too close"))
+            return {"ok": True}
         if cmd == "freeze":
             # The firmware stops dead (a crashed MCU without a watchdog): nothing runs.
             self.frozen = bool(request.get("on", True))
