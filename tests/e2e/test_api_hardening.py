@@ -19,24 +19,17 @@ UI_ORIGIN = "http://ui.example:8080"
 LEAKS = ("traceback", "exception", "/tmp/", "printhost/", ".py", "secret")
 
 
-class HardenedService(Service):
-    """The e2e service with [server] keys of this module: one listed CORS origin and a
-    rate limit small enough to reach (a burst of 3, then one request every 2 s)."""
-
-    server_extra = (f'cors_origins = ["{UI_ORIGIN}"]\n'
-                    "rate_limit_per_min = 30.0\n"
-                    "rate_limit_burst = 3\n"
-                    "max_json_depth = 8\n")
-
-    def write_config(self) -> None:
-        super().write_config()
-        text = self.config_path.read_text()
-        self.config_path.write_text(text.replace("[server]\n", "[server]\n" + self.server_extra, 1))
+# [server] keys of this module: one listed CORS origin and a rate limit small enough to
+# reach (a burst of 3, then one request every 2 s).
+HARDENED_SERVER = (f'cors_origins = ["{UI_ORIGIN}"]\n'
+                   "rate_limit_per_min = 30.0\n"
+                   "rate_limit_burst = 3\n"
+                   "max_json_depth = 8\n")
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    svc = HardenedService(tmp_path_factory.mktemp("hardened"))
+    svc = Service(tmp_path_factory.mktemp("hardened"), server_extra=HARDENED_SERVER)
     svc.start()
     yield svc
     svc.kill_all()
@@ -86,7 +79,7 @@ def _wait_for_record(service: Service, request_id: str) -> dict:
 
 def test_404_unknown_routes_in_error_form(api):
     assert _error(api.get("/api/v1/nope"), 404) == {"error": "Not found"}
-    assert _error(api.http.get("/"), 404) == {"error": "Not found"}
+    assert _error(api.http.get("/nope"), 404) == {"error": "Not found"}
     assert _error(api.http.get("/api/v2/status"), 404) == {"error": "Not found"}
     assert _error(api.http.delete("/api/v1/files/a/b.gcode", headers=api.auth("operator")),
                   404) == {"error": "Not found"}

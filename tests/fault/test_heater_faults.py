@@ -101,7 +101,7 @@ def _shut_down(state: dict) -> bool:
 def _upload(api, tmp_path: Path, name: str, text: str) -> None:
     path = tmp_path / name
     path.write_text(text)
-    assert api.upload(path).status_code == 201
+    assert api.upload(path, overwrite=True).status_code == 201
 
 
 def _print(api, name: str) -> str:

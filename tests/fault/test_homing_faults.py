@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 def _job(api, tmp_path: Path, text: str) -> dict:
     path = tmp_path / "home.gcode"
     path.write_text(text)
-    assert api.upload(path).status_code == 201
+    assert api.upload(path, overwrite=True).status_code == 201
     r = api.post("/api/v1/print", json={"file": "home.gcode"})
     assert r.status_code == 200, r.text
     return api.wait_for(lambda s: s["job"] and s["job"]["state"] not in ("printing", "pausing"),
