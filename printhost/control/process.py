@@ -30,7 +30,7 @@ from printhost.childproc import setup_child
 from printhost.config import Settings
 from printhost.control.looptiming import LoopTiming
 from printhost.control.printer import Printer
-from printhost.control.restart import ControlHost
+from printhost.control.restart import ControlHost, build_printer
 from printhost.ipc.channel import CommandServer
 from printhost.ipc.status import StatusBlock
 from printhost.realtime import CONTROL_PRIORITY, settle_realtime
@@ -133,35 +133,6 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
 # How long a stopping control process waits for its last commands (heaters off) to be
 # acknowledged by the MCU before it closes the port.
 FINAL_FLUSH_S = 0.5
-
-
-def build_printer(settings: Settings) -> Any:
-    """The printer on its MCU, or an offline printer that explains what is wrong."""
-    from printhost.control.mcu_hardware import McuHardware
-    from printhost.control.offline import OfflinePrinter
-    from printhost.mcu.mcu import Mcu, McuError
-    port = settings.mcu.serial
-    if not port:
-        return OfflinePrinter("no MCU configured: set [mcu] serial")
-    mcu = Mcu(port, settings.mcu.baud, restart_method=settings.mcu.restart_method)
-    try:
-        hardware = McuHardware(settings, mcu)
-        mcu.connect()
-        try:
-            mcu.configure()
-        except McuError as exc:
-            if settings.mcu.restart_method != "command":
-                raise
-            # Klipper's practice: at start-up, a board that is shut down or holds an
-            # older configuration is restarted automatically; nothing heats yet.
-            log.warning("%s: restarting the firmware", exc)
-            mcu.firmware_restart()
-            mcu.configure()
-        return Printer.on_mcu(settings, hardware)
-    except (McuError, ValueError) as exc:
-        log.error("MCU unavailable: %s", exc)
-        mcu.close()
-        return OfflinePrinter(str(exc))
 
 
 def _refused_printer(reason: str | None) -> Any:

@@ -32,8 +32,13 @@ log = logging.getLogger("printhost.control")
 IN_PROGRESS = "firmware restart in progress"
 
 
-def restart_printer(settings: Settings) -> Any:
-    """A new printer on a freshly restarted MCU, or an OfflinePrinter saying why not."""
+def build_printer(settings: Settings, *, reboot: bool = False) -> Any:
+    """The printer on its MCU, or an OfflinePrinter that explains what is wrong.
+
+    At start-up (`reboot` False) a board is only restarted when it cannot take the
+    configuration (shut down, or holding an older one), as Klipper does; a firmware
+    restart (`reboot` True) always reboots it, so whatever it still holds (queued steps,
+    a latched shutdown, an old configuration) is gone. Nothing heats yet either way."""
     from printhost.control.mcu_hardware import McuHardware
     from printhost.control.printer import Printer
     from printhost.mcu.mcu import Mcu, McuError
@@ -41,19 +46,30 @@ def restart_printer(settings: Settings) -> Any:
     if not port:
         return OfflinePrinter("no MCU configured: set [mcu] serial")
     mcu = Mcu(port, settings.mcu.baud, restart_method=settings.mcu.restart_method)
+    by_command = settings.mcu.restart_method == "command"
     try:
         hardware = McuHardware(settings, mcu)
         mcu.connect()
-        if settings.mcu.restart_method == "command":
-            # Always a reboot, even of a board that looks fine: whatever it still holds
-            # (queued steps, a latched shutdown, an old configuration) is gone.
+        if reboot and by_command:
             mcu.firmware_restart()
-        mcu.configure()
+        try:
+            mcu.configure()
+        except McuError as exc:
+            if reboot or not by_command:
+                raise
+            log.warning("%s: restarting the firmware", exc)
+            mcu.firmware_restart()
+            mcu.configure()
         return Printer.on_mcu(settings, hardware)
     except (McuError, ValueError) as exc:
-        log.error("firmware restart failed: %s", exc)
+        log.error("%s: %s", "firmware restart failed" if reboot else "MCU unavailable", exc)
         mcu.close()
         return OfflinePrinter(str(exc))
+
+
+def restart_printer(settings: Settings) -> Any:
+    """A new printer on a freshly rebooted MCU, or an OfflinePrinter saying why not."""
+    return build_printer(settings, reboot=True)
 
 
 class ControlHost:

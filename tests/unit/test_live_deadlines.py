@@ -15,6 +15,9 @@ the simulated firmware, serviced by a thread of this process (tests/unit/test_mc
 
 from __future__ import annotations
 
+import fcntl
+import struct
+import termios
 import time
 
 import numpy as np
@@ -167,6 +170,21 @@ def test_a_command_late_when_sent_still_fails(board):
         mcu.close()
 
 
+def _wait_until_delivered(mcu: Mcu, board: Board, timeout_s: float = 5.0) -> None:
+    """Until every byte the host sent is waiting in the board's input. On a loaded
+    machine the kernel may take tens of milliseconds to move bytes through a pty; what a
+    test of a late-reading board needs is input that arrived in time and was read late."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        link = mcu.link.stats()
+        waiting = struct.unpack("i", fcntl.ioctl(board.master, termios.FIONREAD, b"\0" * 4))[0]
+        read = board.sim.wire.stats()["bytes_received"]
+        if not link["queued_messages"] and waiting == link["bytes_sent"] - read:
+            return
+        assert time.monotonic() < deadline, (link, waiting, read)
+        time.sleep(0.002)
+
+
 def test_the_pool_is_judged_when_the_board_reads_late_input(board):
     """Four 20 ms moves fill a pool of four (behind a first step that an idle stepper
     loads at once); the board is kept from running while they load and the host, seeing
@@ -188,7 +206,7 @@ def test_the_pool_is_judged_when_the_board_reads_late_input(board):
                 mcu.poll()
                 sender.flush()
                 time.sleep(0.002)
-            time.sleep(0.02)
+            _wait_until_delivered(mcu, board)
         total = 1 + steps * (n - 1)
         snap = _wait(board, lambda s: s["positions"].get(STEP_PIN) == total or s["shutdown"], 5)
         assert not snap["shutdown"], snap["reason"]
