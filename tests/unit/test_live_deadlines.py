@@ -78,7 +78,10 @@ def _run_starved_host(reserve: bool) -> tuple[dict, int, int]:
         mcu.connect(5.0)
         mcu.configure(5.0)
         sender = StepSender(mcu, [stepper])
-        n, steps, interval = 80, 5, 720_000          # 50 ms moves: 4 s of motion
+        # 100 ms moves, 4 s of motion: the four entries left for steps hold 0.4 s, which
+        # covers the host's 150 ms stall with room for this process being scheduled late
+        # (with 50 ms moves a loaded machine ran the pool dry behind a stall).
+        n, steps, interval = 40, 10, 720_000
         sender.queue(_moves(stepper, mcu.clock_of(mcu.earliest_schedule_time() + 0.3), n,
                             steps, interval))
         stalls = passes = 0

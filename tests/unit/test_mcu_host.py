@@ -194,7 +194,7 @@ def test_emergency_stop_reports_the_reason_from_the_dictionary(board):
 
 
 def test_step_sender_never_overflows_the_move_pool():
-    """With a pool of 8 moves and 200 moves to run, the sender must hold moves back
+    """With a pool of 8 moves and 60 moves to run, the sender must hold moves back
     until slots free up; the firmware shuts down on an overflow."""
     b = Board(move_count=8)
     mcu = Mcu(b.path)
@@ -203,11 +203,14 @@ def test_step_sender_never_overflows_the_move_pool():
         mcu.connect(5.0)
         mcu.configure(5.0)
         sender = StepSender(mcu, [stepper])
-        n = 200
+        n = 60
         # Half a second of slack: the board shares this process (and its GIL) and may
-        # read the first commands late when the machine is busy.
+        # read the first commands late when the machine is busy. For the same reason the
+        # moves are 50 ms long: a full pool then holds 0.4 s of motion, and a new move
+        # goes out well ahead of its time even when this process is scheduled late (with
+        # 10 ms moves, 80 ms in the pool, a loaded machine missed it).
         start = mcu.clock_of(mcu.earliest_schedule_time() + 0.5)
-        interval = 72_000  # 1 ms per step
+        interval = 360_000  # 5 ms per step
         # A direction row, one far step (counted from step clock 0, as after
         # reset_step_clock), then n - 1 moves of 10 steps each.
         rows = n + 1
