@@ -16,7 +16,7 @@ import pytest
 
 from printhost.config import parse_settings
 from printhost.control.stepstream import QUEUE_STEP, SET_NEXT_STEP_DIR, StepCommands
-from printhost.mcu.mcu import MIN_SCHEDULE_AHEAD_S, Mcu, McuError
+from printhost.mcu.mcu import MAX_SCHEDULE_AHEAD_S, MIN_SCHEDULE_AHEAD_S, Mcu, McuError
 from printhost.mcu.outputs import McuPwmOutput
 from printhost.mcu.pins import PinSpec, parse_pin
 from printhost.mcu.steppers import McuStepper, StepSender
@@ -265,7 +265,14 @@ def test_schedule_margin_is_print_time_at_any_time_factor(time_factor):
         mcu = configured_mcu(b.path)
         try:
             assert mcu.wall_to_print_s(1.0) == pytest.approx(time_factor, rel=0.05)
-            assert mcu.schedule_margin_s() == MIN_SCHEDULE_AHEAD_S
+            if mcu.link.stats()["retransmits"]:
+                # The board is a thread of this process; on a loaded machine a block can
+                # need a retransmission, and a noisy line is allowed its room (4 RTOs).
+                link = mcu.wall_to_print_s(min(2.0, 4.0 * mcu.link.rto_s))
+                assert mcu.schedule_margin_s() == pytest.approx(
+                    min(MAX_SCHEDULE_AHEAD_S, max(MIN_SCHEDULE_AHEAD_S, link)))
+            else:
+                assert mcu.schedule_margin_s() == MIN_SCHEDULE_AHEAD_S
         finally:
             mcu.close()
     finally:
