@@ -120,6 +120,23 @@ def test_without_reserved_entries_the_same_run_overflows():
     assert snap["shutdown"] and snap["reason"] == "Move queue overflow"
 
 
+def _wait_until_delivered(mcu: Mcu, board: Board, timeout_s: float = 5.0) -> None:
+    """Until every byte the host has written is waiting in the board's input. On a loaded
+    machine the kernel may take tens of milliseconds to move bytes through a pty; what a
+    test of a late-reading board needs is input that arrived in time and was read late.
+    (Messages the link still holds behind a full receive window go out once the board
+    acknowledges, as they would to a real board.)"""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        link = mcu.link.stats()
+        waiting = struct.unpack("i", fcntl.ioctl(board.master, termios.FIONREAD, b"\0" * 4))[0]
+        read = board.sim.wire.stats()["bytes_received"]
+        if waiting == link["bytes_sent"] - read:
+            return
+        assert time.monotonic() < deadline, (link, waiting, read)
+        time.sleep(0.002)
+
+
 @pytest.fixture
 def board():
     b = Board(move_count=4)
@@ -145,6 +162,7 @@ def test_a_renewal_sent_in_time_survives_a_late_board(board):
             renewal = heater.set(mcu.print_time(), 0.5)   # ... while the host renews
             assert renewal is not None and renewal < on_at + 0.5
             time.sleep(0.7)                       # past the first value's max_duration
+            _wait_until_delivered(mcu, board)     # the renewal waits in the board's input
         snap = _wait(board, lambda s: s["outputs"].get("PC8") == 0.5 or s["shutdown"], 3)
         assert not snap["shutdown"], snap["reason"]
         assert snap["outputs"]["PC8"] == 0.5
@@ -171,23 +189,6 @@ def test_a_command_late_when_sent_still_fails(board):
         assert snap["shutdown"] and snap["reason"] == "Timer too close"
     finally:
         mcu.close()
-
-
-def _wait_until_delivered(mcu: Mcu, board: Board, timeout_s: float = 5.0) -> None:
-    """Until every byte the host has written is waiting in the board's input. On a loaded
-    machine the kernel may take tens of milliseconds to move bytes through a pty; what a
-    test of a late-reading board needs is input that arrived in time and was read late.
-    (Messages the link still holds behind a full receive window go out once the board
-    acknowledges, as they would to a real board.)"""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        link = mcu.link.stats()
-        waiting = struct.unpack("i", fcntl.ioctl(board.master, termios.FIONREAD, b"\0" * 4))[0]
-        read = board.sim.wire.stats()["bytes_received"]
-        if waiting == link["bytes_sent"] - read:
-            return
-        assert time.monotonic() < deadline, (link, waiting, read)
-        time.sleep(0.002)
 
 
 def test_the_pool_is_judged_when_the_board_reads_late_input(board):
