@@ -200,9 +200,13 @@ class JobRunner:
         self.heaters.all_off()
         self.fan.set_speed(0.0)
         self._close()
+        # A homing move stops where it is; its axis is unhomed, so there is no park. The
+        # same holds for a job paused during G28 (`_rehome`): whether the cancel comes
+        # before or after that pause has settled must not change where the toolhead ends.
+        paused_in_homing = self._rehome is not None
         self._homing_cmd = self._rehome = None
-        # A homing move stops where it is; its axis is unhomed, so there is no park.
-        homing_stopped = self.toolhead.abort_homing() or self.toolhead.homing_stopping
+        homing_stopped = (self.toolhead.abort_homing() or self.toolhead.homing_stopping
+                          or paused_in_homing)
         self.toolhead.abort()
         self.interp.sync_from_toolhead()
         if self.pause_cfg.park_on_cancel and not homing_stopped:

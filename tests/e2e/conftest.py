@@ -237,6 +237,18 @@ class Api:
             return self.post("/api/v1/files", params=params,
                              files={"file": (name or path.name, fh, "application/octet-stream")})
 
+    def print_text(self, tmp_path: Path, name: str, data: str | bytes) -> str:
+        """Upload `data` as `name` (replacing a file of that name) and print it; the job id."""
+        path = tmp_path / name
+        if isinstance(data, str):
+            data = data.encode()
+        path.write_bytes(data)
+        r = self.upload(path, overwrite=True)
+        assert r.status_code == 201, r.text
+        r = self.post("/api/v1/print", json={"file": name})
+        assert r.status_code == 200, r.text
+        return r.json()["job_id"]
+
     def wait_for(self, predicate, timeout_s: float = 60.0, what: str = "condition") -> dict:
         deadline = time.monotonic() + timeout_s
         last: dict = {}

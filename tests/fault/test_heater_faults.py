@@ -72,6 +72,13 @@ def _sim_s(state: dict) -> float:
     return state["clock"] / SIM_CLOCK_FREQ
 
 
+def _board_reaction_s(off: dict, applied_clock: int) -> float:
+    """Print time from a fault taking effect on the board to the board latching its
+    shutdown, both on the board's own clock: the test process polling late on a busy
+    machine (at 20x, 0.1 s of lag is 2 s of print time) does not enter the figure."""
+    return (off["firmware"]["shutdown_clock"] - applied_clock) / SIM_CLOCK_FREQ
+
+
 def _duties(state: dict) -> dict[str, float]:
     return {name: h["duty"] for name, h in state["board"]["heaters"].items()}
 
@@ -104,16 +111,9 @@ def _upload(api, tmp_path: Path, name: str, text: str) -> None:
     assert api.upload(path, overwrite=True).status_code == 201
 
 
-def _print(api, name: str) -> str:
-    r = api.post("/api/v1/print", json={"file": name})
-    assert r.status_code == 200, r.text
-    return r.json()["job_id"]
-
-
 def _heat(svc, api, tmp_path: Path, heater: str) -> tuple[SimMcuClient, str]:
     """Start a job that heats both heaters; return once `heater` runs at full power."""
-    _upload(api, tmp_path, "heat.gcode", HEAT)
-    job_id = _print(api, "heat.gcode")
+    job_id = api.print_text(tmp_path, "heat.gcode", HEAT)
     board = SimMcuClient(svc.state_dir)
     _watch(board, lambda s: _duties(s)[heater] >= 0.99, 20.0, f"{heater} at full power")
     return board, job_id
@@ -181,15 +181,14 @@ def _break_thermistor(svc, api, tmp_path: Path, fault: str, heater: str) -> None
     # once; a little later the fault waits for almost a whole sampling period, the slow
     # case.
     time.sleep(0.1)
-    before = board.state()
-    board.request(cmd="board", fault=fault, heater=heater, on=True)
+    applied = board.request(cmd="board", fault=fault, heater=heater, on=True)["clock"]
     wall0 = time.monotonic()
     off, off_wall = _watch(board, _shut_down, 5.0, "heaters off")
     api.wait_for(lambda s: s["state"] == "error", timeout_s=5.0, what="error state")
     api_s = time.monotonic() - wall0
-    sim_s, wall_s = _sim_s(off) - _sim_s(before), off_wall - wall0
+    sim_s, wall_s = _board_reaction_s(off, applied), off_wall - wall0
     _report(f"row1 {fault} {heater}", board_s=sim_s, wall_s=wall_s, api_s=api_s)
-    assert sim_s <= 2.0 and wall_s <= 2.0, (sim_s, wall_s)
+    assert sim_s <= 2.0, sim_s
     assert api_s <= 2.0, api_s
     # An NTC reads infinitely cold when open and infinitely hot when shorted.
     reading = "-inf" if fault == "thermistor_open" else "inf"
@@ -248,9 +247,9 @@ def test_loose_thermistor_shuts_down_within_check_time(service_factory, api_for,
     board, job_id = _heat_until_risen(svc, api, tmp_path, heater)
     before = board.state()
     assert _duties(before)[heater] >= 0.99, before["board"]
-    board.request(cmd="board", fault="thermistor_loose", heater=heater, on=True)
+    applied = board.request(cmd="board", fault="thermistor_loose", heater=heater, on=True)["clock"]
     off, _ = _watch(board, _shut_down, (check_s + 10.0) / factor + 5.0, "heaters off")
-    sim_s = _sim_s(off) - _sim_s(before)
+    sim_s = _board_reaction_s(off, applied)
     _report(f"row2 thermistor_loose {heater}", board_s=sim_s)
     assert sim_s <= check_s + 2.0, sim_s
     _assert_heater_shutdown(api, board, heater, NOT_HEATING, job_id)
@@ -276,8 +275,7 @@ def test_dead_heater_shuts_down_within_check_time(service_factory, api_for, user
     api = api_for(svc)
     board = SimMcuClient(svc.state_dir)
     board.request(cmd="board", fault="heater_dead", heater=heater, on=True)
-    _upload(api, tmp_path, "heat.gcode", RETARGET)
-    job_id = _print(api, "heat.gcode")
+    job_id = api.print_text(tmp_path, "heat.gcode", RETARGET)
     # The pin came on between the last poll that saw it off and the first that saw it
     # on; counting from the earlier one can only lengthen the measured reaction.
     last_off = [board.state()]
@@ -324,8 +322,7 @@ pid_ki = 0.0
 pid_kd = 0.0
 """).start()
     api = api_for(svc)
-    _upload(api, tmp_path, "hot.gcode", f"M104 S{max_temp:.0f}\nG4 P600000\n")
-    job_id = _print(api, "hot.gcode")
+    job_id = api.print_text(tmp_path, "hot.gcode", f"M104 S{max_temp:.0f}\nG4 P600000\n")
     board = SimMcuClient(svc.state_dir)
     # The last poll that saw the thermistor at or below max_temp: counting from it can
     # only lengthen the measured reaction.

@@ -10,34 +10,15 @@ import time
 import pytest
 
 from printhost.sim.mcu.client import SimMcuClient
+from tests.fault.heating import heaters_off, start_heating
 
 pytestmark = pytest.mark.e2e
-
-HEAT = "M140 S60\nM104 S200\nG4 P600000\n"  # heat, then wait ten minutes
-
-
-def _start_heating(svc, api, tmp_path, name: str = "heat.gcode"):
-    path = tmp_path / name
-    path.write_text(HEAT)
-    assert api.upload(path).status_code == 201
-    r = api.post("/api/v1/print", json={"file": name})
-    assert r.status_code == 200, r.text
-    board = SimMcuClient(svc.state_dir)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        duty = board.state()["board"]["heaters"]["extruder"]["duty"]
-        if duty > 0.5:
-            return board, r.json()["job_id"]
-        time.sleep(0.02)
-    raise AssertionError(f"heater never came on\n{svc.log()}")
 
 
 def _heater_off_within(board, seconds: float) -> float:
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
-        st = board.state()
-        heaters = st["board"]["heaters"]
-        if heaters["extruder"]["duty"] == 0.0 and heaters["heater_bed"]["duty"] == 0.0:
+        if heaters_off(board):
             return time.monotonic() - t0
         time.sleep(0.02)
     raise AssertionError(f"heaters still on after {seconds} s: {board.state()['board']}")
@@ -49,7 +30,7 @@ def test_control_process_death_mcu_turns_heaters_off(service_factory, api_for, t
     host stops refreshing it; the API reports error within 5 s; no reheat after SIGCONT."""
     svc = service_factory(time_factor=1.0).start()
     api = api_for(svc)
-    board, _job = _start_heating(svc, api, tmp_path)
+    board, _job = start_heating(svc, api, tmp_path)
     pid = svc.control_pid()
     os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
     t0 = time.monotonic()
@@ -72,7 +53,7 @@ def test_lost_mcu_shuts_down_and_ends_the_job_error(service_factory, api_for, tm
     6 s, the job ended `error` with that reason and not resumed."""
     svc = service_factory(time_factor=1.0).start()
     api = api_for(svc)
-    board, job_id = _start_heating(svc, api, tmp_path)
+    board, job_id = start_heating(svc, api, tmp_path)
     if fault == "unplug":
         board.request(cmd="unplug")
     elif fault == "reset":
@@ -151,7 +132,7 @@ def test_total_loss_shuts_down_like_a_cut_link(service_factory, api_for, tmp_pat
     """Row 7, 100 % loss: the same shutdown as row 6."""
     svc = service_factory(time_factor=1.0).start()
     api = api_for(svc)
-    board, job_id = _start_heating(svc, api, tmp_path)
+    board, job_id = start_heating(svc, api, tmp_path)
     board.request(cmd="link", drop_rate=1.0)
     t0 = time.monotonic()
     st = api.wait_for(lambda s: s["state"] == "error", timeout_s=6.0, what="shutdown")

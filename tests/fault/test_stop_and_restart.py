@@ -9,31 +9,9 @@ import time
 import httpx
 import pytest
 
-from printhost.sim.mcu.client import SimMcuClient
+from tests.fault.heating import heaters_off, start_heating
 
 pytestmark = pytest.mark.e2e
-
-HEAT = "M140 S60\nM104 S200\nG4 P600000\n"  # heat, then wait ten minutes
-
-
-def _start_heating(svc, api, tmp_path, name: str = "heat.gcode") -> tuple[SimMcuClient, str]:
-    path = tmp_path / name
-    path.write_text(HEAT)
-    assert api.upload(path).status_code == 201
-    r = api.post("/api/v1/print", json={"file": name})
-    assert r.status_code == 200, r.text
-    board = SimMcuClient(svc.state_dir)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if board.state()["board"]["heaters"]["extruder"]["duty"] > 0.5:
-            return board, r.json()["job_id"]
-        time.sleep(0.02)
-    raise AssertionError(f"heater never came on\n{svc.log()}")
-
-
-def _heaters_off(board: SimMcuClient) -> bool:
-    heaters = board.state()["board"]["heaters"]
-    return heaters["extruder"]["duty"] == 0.0 and heaters["heater_bed"]["duty"] == 0.0
 
 
 def _live(api) -> dict:
@@ -51,7 +29,7 @@ def test_mcu_shutdown_health_down_stale_readings_null_job_error(service_factory,
                                                                tmp_path):
     svc = service_factory(time_factor=1.0).start()
     api = api_for(svc)
-    board, job_id = _start_heating(svc, api, tmp_path)
+    board, job_id = start_heating(svc, api, tmp_path)
     before = _live(api)
     assert before["printer"]["unavailable"] == {}, before["printer"]
     assert _health(svc).status_code == 200
@@ -83,7 +61,7 @@ def test_mcu_shutdown_health_down_stale_readings_null_job_error(service_factory,
     while time.monotonic() < deadline:
         p = api.status()["printer"]
         assert p["hotend_temp"] is None and p["bed_temp"] is None, p
-    assert _heaters_off(board)
+    assert heaters_off(board)
     jobs = api.get("/api/v1/jobs").json()["jobs"]
     assert jobs[0]["id"] == job_id and jobs[0]["state"] == "error"
 
@@ -91,7 +69,7 @@ def test_mcu_shutdown_health_down_stale_readings_null_job_error(service_factory,
 def test_firmware_restart_clears_an_mcu_shutdown(service_factory, api_for, tmp_path):
     svc = service_factory(time_factor=5.0).start()
     api = api_for(svc)
-    board, job_id = _start_heating(svc, api, tmp_path)
+    board, job_id = start_heating(svc, api, tmp_path)
     # Refused while printing, and for a viewer.
     r = api.post("/api/v1/printer/firmware_restart", json={})
     assert r.status_code == 409, r.text
@@ -120,7 +98,7 @@ def test_firmware_restart_clears_an_mcu_shutdown(service_factory, api_for, tmp_p
         assert time.monotonic() < deadline, _health(svc).text
         time.sleep(0.05)
     # Ready for real: it heats and prints again.
-    board2, job2 = _start_heating(svc, api, tmp_path, "again.gcode")
+    board2, job2 = start_heating(svc, api, tmp_path, "again.gcode")
     assert api.status()["job"]["id"] == job2
     assert api.post("/api/v1/cancel").status_code == 200
 
@@ -130,7 +108,7 @@ def test_emergency_stop_latches_error_and_restart_clears_it(service_factory, api
     svc = service_factory(time_factor=1.0).start()
     api = api_for(svc)
     assert api.post("/api/v1/printer/emergency_stop", role="viewer").status_code == 403
-    board, job_id = _start_heating(svc, api, tmp_path)
+    board, job_id = start_heating(svc, api, tmp_path)
     t0 = time.monotonic()
     r = api.post("/api/v1/printer/emergency_stop", json={})
     assert r.status_code == 200 and r.json() == {"result": "ok"}, r.text
@@ -142,7 +120,7 @@ def test_emergency_stop_latches_error_and_restart_clears_it(service_factory, api
     assert st["job"]["error"] == "emergency stop requested by operator"
     assert st["printer"]["target_hotend_temp"] == 0.0 and st["printer"]["target_bed_temp"] == 0.0
     assert st["printer"]["hotend_power"] == 0.0 and st["printer"]["bed_power"] == 0.0
-    while not _heaters_off(board):
+    while not heaters_off(board):
         assert time.monotonic() - t0 < 0.5, board.state()["board"]
         time.sleep(0.01)
     # The MCU itself stopped, as for M112.

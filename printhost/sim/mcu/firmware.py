@@ -126,6 +126,7 @@ class SimFirmware:
         self.sched.reset()
         self.is_shutdown = False
         self.shutdown_reason: str | None = None
+        self.shutdown_clock: int | None = None   # when the first reason was latched
         self._reported_reason = ""
         self.finalized = False
         self.config_crc = 0
@@ -219,6 +220,7 @@ class SimFirmware:
             self.shutdown("Shutdown cleared when not shutdown")
         self.is_shutdown = False
         self.shutdown_reason = None
+        self.shutdown_clock = None
 
     def reset_command(self) -> None:
         """The host's `reset`: tell the owner (so it can reset the line), then reboot."""
@@ -347,6 +349,7 @@ class SimFirmware:
             "clock": clock,
             "shutdown": self.is_shutdown,
             "reason": self.shutdown_reason,
+            "shutdown_clock": self.shutdown_clock,
             "is_config": self.finalized,
             "config_crc": self.config_crc,
             "move_count": self.move_count,
@@ -371,6 +374,7 @@ class SimFirmware:
         # a repeated one) drops all timers, stops motion, restores outputs and reports.
         if not self.is_shutdown:
             self.shutdown_reason = reason
+            self.shutdown_clock = self.now
             # Responses name the reason by its enumeration entry, which is what the
             # codec encodes. The few firmware reasons the dictionary lacks (bad pins,
             # which the host's encoder cannot even produce) go out as a parser error.

@@ -211,7 +211,9 @@ class SimMcu:
                 return {"ok": False, "error": "unknown fault or heater"}
             (target.add if request.get("on", True) else target.discard)(heater)
             self.firmware.recheck_endstops()
-            return {"ok": True}
+            # The board's clock when the fault took effect: reaction times are measured
+            # from it, not from when a (possibly late) client asked.
+            return {"ok": True, "clock": clock}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def _wire_stats(self) -> dict[str, Any]:
