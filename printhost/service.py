@@ -70,11 +70,18 @@ class _Server(uvicorn.Server):
 FD_RESERVE = 256
 
 
+# The listen queue, and also how many connections asyncio accepts in one go before any
+# of them reaches the connection limit's check: kept small, so that a burst of
+# connections cannot take more descriptors than max_connections plus a little.
+ACCEPT_BACKLOG = 64
+LISTEN_QUEUE = 1024
+
+
 def ensure_fd_limit(max_connections: int) -> None:
     """Raise the soft descriptor limit to what max_connections needs (up to the hard
     limit); warn when even the hard limit is too low (the unit sets LimitNOFILE)."""
     import resource
-    needed = max_connections + FD_RESERVE
+    needed = max_connections + 2 * ACCEPT_BACKLOG + FD_RESERVE
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
@@ -86,7 +93,7 @@ def ensure_fd_limit(max_connections: int) -> None:
     if soft != resource.RLIM_INFINITY and soft < needed:
         log.warning("the descriptor limit (%d) is below server.max_connections (%d) plus "
                     "%d for the service itself; lower max_connections or raise LimitNOFILE",
-                    soft, max_connections, FD_RESERVE)
+                    soft, max_connections, needed - max_connections)
 
 
 def instance_uuid(state_dir: Path) -> str:
@@ -140,7 +147,7 @@ class Service:
                                 timeout_graceful_shutdown=1, access_log=False,
                                 server_header=False, http=guarded_protocol(self.connections),
                                 timeout_keep_alive=s.server.keep_alive_timeout_s,  # type: ignore[arg-type]
-                                backlog=min(2048, s.server.max_connections * 2))
+                                backlog=ACCEPT_BACKLOG)
         server = _Server(config, self.link.request_heaters_off)
         # Signals that uvicorn captures are re-raised after it stops; these harmless
         # handlers keep that re-raise from killing the process before cleanup.
@@ -187,6 +194,9 @@ class Service:
             if serving.done():
                 return
             await asyncio.sleep(0.02)
+        # A long listen queue (waiting connections use no descriptor of ours), while
+        # asyncio still takes ACCEPT_BACKLOG connections at a time from it.
+        self.sock.listen(LISTEN_QUEUE)
         port = self.sock.getsockname()[1]
         log.info("API listening on http://%s:%d; it answers 503 until the printer is ready",
                  s.server.host, port)
