@@ -63,3 +63,28 @@ def test_a_percent_sign_in_a_suppressed_line_survives_the_count():
     clock.now += 2
     logger.warning("load at %d%%", 100)
     assert lines == ["load at 100%", "load at 100% [1 identical line suppressed in the last 2 s]"]
+
+
+def test_the_service_logging_setup_limits_asyncio_accept_error_floods():
+    """configure_logging (every printhost process) puts the filter on the root handlers,
+    so asyncio's accept error, logged per failed accept, is one line, not thousands."""
+    import subprocess
+    import sys
+    code = (
+        "import logging\n"
+        "from printhost.childproc import configure_logging\n"
+        "configure_logging('info', 'supervisor')\n"
+        "log = logging.getLogger('asyncio')\n"
+        "for _ in range(12000):\n"
+        "    try:\n"
+        "        raise OSError(24, 'Too many open files')\n"
+        "    except OSError as exc:\n"
+        "        log.error('socket.accept() out of system resource\\nsocket: %r', '<sock>',\n"
+        "                  exc_info=exc)\n"
+        "logging.getLogger('printhost.api.access').info('a request')\n"
+        "logging.getLogger('printhost.api.access').info('a request')\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stderr
+    assert err.count("socket.accept() out of system resource") == 1
+    assert err.count("Too many open files") == 1       # one traceback, not 12000
+    assert err.count("a request") == 2                 # INFO lines are not limited
