@@ -216,8 +216,9 @@ def test_a_client_gone_mid_body_is_one_line_not_an_error(service, api):
                               if "disconnected during POST /api/v1/files" in ln],
                      "the disconnect logged", log=service.log())
     assert len(lines) == 1 and " INFO " in lines[0], lines
-    wait_for(lambda: any('"status":499' in ln for ln in _log_lines(service)[before:]),
-             "the access record", log=service.log())
+    record = wait_for(lambda: [ln for ln in _log_lines(service)[before:] if '"status":499' in ln],
+                      "the access record", log=service.log())
+    print("client gone mid-body:", record[0].split("printhost.api.access: ", 1)[-1])
     new = _log_lines(service)[before:]
     assert not any(" ERROR " in ln or "Traceback" in ln for ln in new), new
     assert _partials(service) == []
