@@ -38,10 +38,6 @@ SPACE_CHECK_BYTES = 8 * 1024 * 1024
 MALFORMED = "Malformed multipart body"
 
 
-class _Malformed(Exception):
-    pass
-
-
 def _decode(value: bytes, charset: str) -> str:
     try:
         return value.decode(charset)
