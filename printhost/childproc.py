@@ -13,6 +13,7 @@ import signal
 import sys
 
 from printhost.config import Settings
+from printhost.logfilter import RepeatFilter
 
 
 def signal_name(signum: int) -> str:
@@ -41,6 +42,10 @@ def configure_logging(level: str, tag: str) -> None:
     """Log to stderr, one line per event, in `LOG_FORMAT` with this process's tag."""
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format=LOG_FORMAT.format(tag=tag))
+    # A warning or error that repeats is logged once per interval, with a count.
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RepeatFilter) for f in handler.filters):
+            handler.addFilter(RepeatFilter())
 
 
 def setup_child(settings: Settings, tag: str) -> StopFlag:

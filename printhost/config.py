@@ -72,6 +72,24 @@ class ServerSettings:
     health_min_free_mb: int = _field(100, min=0, max=1024 * 1024,
                                      doc="free space in the state directory below which "
                                          "GET /api/v1/health reports the disk degraded")
+    max_connections: int = _field(
+        256, min=4, max=16384,
+        doc="open client connections held at once; at the limit a new connection replaces "
+            "the one that has waited longest without sending a request, or is refused with "
+            "503 when every connection is busy (keep well below the unit's LimitNOFILE)")
+    header_timeout_s: float = _field(
+        10.0, min=0.1, max=600.0,
+        doc="time a client has to send a complete request head (line and headers) after it "
+            "connects or starts a request; the connection is closed after it (408 if it "
+            "sent part of a head)")
+    body_idle_timeout_s: float = _field(
+        30.0, min=0.1, max=3600.0,
+        doc="longest pause allowed between two pieces of a request body (an upload); the "
+            "connection is closed after it")
+    keep_alive_timeout_s: float = _field(
+        5.0, min=0.1, max=600.0,
+        doc="how long an idle connection is kept open after a response for the client's "
+            "next request")
     access_log: str = _field("all", choices=("all", "errors", "off"),
                              doc="the JSON record logged per request (logger "
                                  "printhost.api.access): for every request, only for those "

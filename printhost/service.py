@@ -27,6 +27,7 @@ import uvicorn
 
 from printhost import __version__, sdnotify
 from printhost.api.app import create_app
+from printhost.api.connections import ConnectionGuard, guarded_protocol
 from printhost.api.auth.backends import create_backend
 from printhost.realtime import drop_realtime_rights
 from printhost.api.auth.secrets import token_service_for
@@ -62,6 +63,37 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: Any) -> None:
         self._on_signal()
         super().handle_exit(sig, frame)
+
+
+# Descriptors the service needs besides client connections: the store, uploads being
+# written, the control process's pipes and shared memory, the MCU's serial port, mDNS.
+FD_RESERVE = 256
+
+
+# The listen queue, and also how many connections asyncio accepts in one go before any
+# of them reaches the connection limit's check: kept small, so that a burst of
+# connections cannot take more descriptors than max_connections plus a little.
+ACCEPT_BACKLOG = 64
+LISTEN_QUEUE = 1024
+
+
+def ensure_fd_limit(max_connections: int) -> None:
+    """Raise the soft descriptor limit to what max_connections needs (up to the hard
+    limit); warn when even the hard limit is too low (the unit sets LimitNOFILE)."""
+    import resource
+    needed = max_connections + 2 * ACCEPT_BACKLOG + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning("the descriptor limit (%d) is below server.max_connections (%d) plus "
+                    "%d for the service itself; lower max_connections or raise LimitNOFILE",
+                    soft, max_connections, needed - max_connections)
 
 
 def instance_uuid(state_dir: Path) -> str:
@@ -105,10 +137,17 @@ class Service:
         # No users yet: log the first-boot setup code (docs/security.md).
         await app.state.auth.ensure_setup_code()
         # Our log format for uvicorn's own lines too (log_config=None: no handlers of its own).
+        # Connection limits and timeouts (printhost/api/connections.py); the descriptor
+        # limit is checked against max_connections first.
+        ensure_fd_limit(s.server.max_connections)
+        self.connections = ConnectionGuard(s.server.max_connections, s.server.header_timeout_s,
+                                           s.server.body_idle_timeout_s)
         config = uvicorn.Config(app, host=s.server.host, port=s.server.port, log_config=None,
                                 log_level=s.server.log_level, lifespan="off",
                                 timeout_graceful_shutdown=1, access_log=False,
-                                server_header=False)
+                                server_header=False, http=guarded_protocol(self.connections),
+                                timeout_keep_alive=s.server.keep_alive_timeout_s,  # type: ignore[arg-type]
+                                backlog=ACCEPT_BACKLOG)
         server = _Server(config, self.link.request_heaters_off)
         # Signals that uvicorn captures are re-raised after it stops; these harmless
         # handlers keep that re-raise from killing the process before cleanup.
@@ -155,6 +194,9 @@ class Service:
             if serving.done():
                 return
             await asyncio.sleep(0.02)
+        # A long listen queue (waiting connections use no descriptor of ours), while
+        # asyncio still takes ACCEPT_BACKLOG connections at a time from it.
+        self.sock.listen(LISTEN_QUEUE)
         port = self.sock.getsockname()[1]
         log.info("API listening on http://%s:%d; it answers 503 until the printer is ready",
                  s.server.host, port)

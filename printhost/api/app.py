@@ -42,6 +42,8 @@ def create_app(settings: Settings, *, link: Any, store: Store, tokens: TokenServ
     `app.state.startup.phase` is set to None (the supervisor does at `ready`)."""
     routes = [r for module in ROUTE_MODULES for r in module.endpoints.starlette_routes()]
     app = Starlette(routes=routes, exception_handlers=dict(EXCEPTION_HANDLERS))
+    # A path with a trailing slash is another path: 404, not a 307 to the path without.
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.link = link
     app.state.store = store

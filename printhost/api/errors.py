@@ -12,8 +12,8 @@ import logging
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 
 from printhost.api.context import request_id_of
 
@@ -38,6 +38,7 @@ _DEFAULT_MESSAGES = {
     429: "Too many requests",
     500: INTERNAL_ERROR,
     503: "Service unavailable",
+    507: "Insufficient storage",
 }
 
 # Each status code's meaning, for the OpenAPI document.
@@ -58,6 +59,8 @@ STATUS_DESCRIPTIONS = {
     503: "The service is still starting (`starting: <what it is doing>`), or the control "
          "process or MCU is unavailable (for a login: the external authentication "
          "service)",
+    507: "The upload would leave less free space in the state directory than "
+         "`server.health_min_free_mb`; nothing of it is kept",
 }
 
 
@@ -112,7 +115,19 @@ async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, INTERNAL_ERROR)
 
 
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client went away before its request body was complete (a closed tab, a lost
+    link, the body-idle timeout): one line, no traceback; nobody is there to answer."""
+    route = getattr(request.scope.get("route"), "path", None) or "<unmatched>"
+    log.info("client %s disconnected during %s %s (request %s)",
+             request.client.host if request.client else "?", request.method, route,
+             request_id_of(request.scope))
+    # 499 (as nginx logs it): in the access log only, the client never sees it.
+    return Response(status_code=499)
+
+
 EXCEPTION_HANDLERS = {
+    ClientDisconnect: handle_client_disconnect,
     ApiError: handle_api_error,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,

@@ -85,6 +85,17 @@ def test_404_unknown_routes_in_error_form(api):
                   404) == {"error": "Not found"}
 
 
+def test_trailing_slash_is_another_path_404_not_a_redirect(api):
+    for path in ("/api/v1/status/", "/api/v1/health/", "/api/v1/files/"):
+        r = api.http.get(path, headers=api.auth("viewer"), follow_redirects=False)
+        assert _error(r, 404) == {"error": "Not found"}, path
+        assert "location" not in r.headers
+    r = api.http.post("/api/v1/auth/login/", json={"username": "viewer",
+                                                    "password": "viewer-pass-123"},
+                      follow_redirects=False)
+    assert r.status_code == 404
+
+
 def test_405_with_allow_header(api):
     r = api.http.put("/api/v1/print", json={})
     assert _error(r, 405) == {"error": "Method not allowed"}

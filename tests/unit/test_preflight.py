@@ -1,9 +1,14 @@
-"""The API socket that `serve` binds before anything starts, served by asyncio as uvicorn does."""
+"""The API socket that `serve` binds before anything starts, served by asyncio as uvicorn
+does; the state directory made private (or refused with one clear line)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import stat
+
+import pytest
 
 from printhost.preflight import bind_api_socket
 
@@ -34,3 +39,37 @@ def test_connections_on_the_bound_socket_send_without_delay():
     finally:
         sock.close()
     assert seen and seen[0] != 0
+
+
+def test_an_existing_state_directory_open_to_others_is_made_private(tmp_path):
+    from printhost.preflight import prepare_state_dir
+    state = tmp_path / "state"
+    state.mkdir(mode=0o777)
+    os.chmod(state, 0o775)
+    told: list[str] = []
+    assert prepare_state_dir(state, told.append) == state
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert told == [f"state directory {state} was mode 0775; made it 0700"]
+    # Already private: nothing to say.
+    told.clear()
+    prepare_state_dir(state, told.append)
+    assert told == []
+
+
+def test_a_state_directory_that_cannot_be_made_private_is_refused_clearly(tmp_path,
+                                                                           monkeypatch):
+    from printhost.preflight import StartupError, prepare_state_dir
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chmod(state, 0o755)
+
+    def refuse(path, mode):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refuse)
+    with pytest.raises(StartupError) as info:
+        prepare_state_dir(state)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"state directory {state} is open to other users (mode 0755)" in message
+    assert f"run `chmod 700 {state}` as its owner" in message

@@ -145,3 +145,12 @@ def test_sysusers_creates_every_group_the_unit_needs():
     assert "printhost" in users
     assert unit_groups <= groups
     assert unit_groups <= members
+
+
+def test_unit_descriptor_limit_leaves_room_above_the_connection_limit():
+    """LimitNOFILE well above server.max_connections plus the service's own descriptors."""
+    from printhost.config import ServerSettings
+    from printhost.service import FD_RESERVE
+    d = _directives(UNIT)
+    (nofile,) = d[("Service", "LimitNOFILE")]
+    assert int(nofile) >= 2 * (ServerSettings().max_connections + FD_RESERVE)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -15,43 +11,13 @@ from printhost.api.endpoint import MULTIPART, EndpointSet
 from printhost.api.errors import ApiError
 from printhost.api.schemas import (FILE_INFO, FILE_LIST, OVERWRITE_PARAM, RESULT_OK,
                                    file_name_field)
+from printhost.api.upload_stream import UploadReceiver, free_bytes, insufficient_storage
 from printhost.store.files import FileExists, FileNameError, GCodeFiles
-from printhost.store.gcode_check import GCodeCheck, NotGCode
 
 endpoints = EndpointSet()
 
-_COPY_CHUNK = 1024 * 1024
-
-
-def _spool_upload(files: GCodeFiles, upload: UploadFile) -> str:
-    """Copy the spooled upload next to its final place and check that it is G-code;
-    returns the temp file's path. The check reads only the start of the file, while
-    it is copied (printhost.store.gcode_check)."""
-    fh, tmp = files.open_temp()
-    try:
-        with fh:
-            src = upload.file
-            src.seek(0)
-            check = GCodeCheck()
-            while True:
-                chunk = src.read(_COPY_CHUNK)
-                if not chunk:
-                    break
-                check.feed(chunk)
-                fh.write(chunk)
-                if check.decided:
-                    break
-            check.finish()
-            shutil.copyfileobj(src, fh, _COPY_CHUNK)
-            fh.flush()
-            os.fsync(fh.fileno())
-        return tmp
-    except NotGCode as exc:
-        files.discard(tmp)
-        raise ApiError(400, "Invalid upload", fields={"file": str(exc)}) from None
-    except BaseException:
-        files.discard(tmp)
-        raise
+# Body bytes handed to the parser and written at a time, in a worker thread.
+_FEED_BYTES = 256 * 1024
 
 
 def _printing_file(request: Request) -> str | None:
@@ -77,7 +43,7 @@ def _exists_error(name: str) -> ApiError:
 
 
 @endpoints.route("POST", "/api/v1/files", summary="Upload a G-code file", role="operator",
-                 request=MULTIPART, response=FILE_INFO, status=201, errors=(409,),
+                 request=MULTIPART, response=FILE_INFO, status=201, errors=(409, 507),
                  rate_limited=True, query_params={"overwrite": OVERWRITE_PARAM})
 async def upload(request: Request, _: Principal | None) -> JSONResponse:
     """Multipart upload with the file in the part named `file`. The file must be G-code
@@ -92,39 +58,40 @@ async def upload(request: Request, _: Principal | None) -> JSONResponse:
     if not content_type.lower().startswith("multipart/form-data"):
         raise ApiError(415, "Content-Type must be multipart/form-data")
     overwrite = _overwrite(request)
+    files: GCodeFiles = request.app.state.files
+    reserve = request.app.state.settings.server.health_min_free_mb * 1024 * 1024
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit():
+        # The body's size bounds the file's: refused before a byte is stored.
+        free = await run_in_threadpool(free_bytes, str(files.root))
+        if free - int(declared) < reserve:
+            raise insufficient_storage(int(declared), reserve)
+    receiver = UploadReceiver(files, content_type, overwrite=overwrite, reserve_bytes=reserve)
     try:
-        form = await request.form(max_files=1, max_fields=8)
-    except ApiError:
-        raise
-    except Exception:
-        raise ApiError(400, "Malformed multipart body") from None
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(400, "Invalid upload", fields={"file": "required (a file part named 'file')"})
-        files: GCodeFiles = request.app.state.files
-        try:
-            path = await run_in_threadpool(files.path_for, upload.filename or "")
-        except FileNameError as exc:
-            raise ApiError(400, "Invalid upload", fields={"file": str(exc)}) from None
-        name = path.name  # NFC
+        pending = bytearray()
+        async for chunk in request.stream():
+            pending += chunk
+            if len(pending) >= _FEED_BYTES:
+                data = bytes(pending)
+                pending.clear()
+                await run_in_threadpool(receiver.feed, data)
+        if pending:
+            await run_in_threadpool(receiver.feed, bytes(pending))
+        await run_in_threadpool(receiver.finish)
+        name, tmp = receiver.name, receiver.tmp
+        assert name is not None and tmp is not None
+        # Checked after the body: a print may have started while it arrived.
         if overwrite and _printing_file(request) == name:
             raise ApiError(409, "File is being printed")
-        if not overwrite and await run_in_threadpool(path.exists):
-            raise _exists_error(name)
-        tmp = await run_in_threadpool(_spool_upload, files, upload)
         try:
-            # Checked again: a print may have started while the upload was copied.
-            if overwrite and _printing_file(request) == name:
-                raise ApiError(409, "File is being printed")
             info = await run_in_threadpool(
                 lambda: files.commit(tmp, name, replace=overwrite))
         except FileExists:
             raise _exists_error(name) from None
-        finally:
-            await run_in_threadpool(files.discard, tmp)
+        receiver.tmp = None  # renamed into place
     finally:
-        await form.close()
+        # Whatever happened (refused, too large, client gone), no partial file stays.
+        await run_in_threadpool(receiver.abort)
     return JSONResponse(info, status_code=201)
 
 
