@@ -136,12 +136,12 @@ class Service:
         self.gate = app.state.startup
         # No users yet: log the first-boot setup code (docs/security.md).
         await app.state.auth.ensure_setup_code()
-        # Our log format for uvicorn's own lines too (log_config=None: no handlers of its own).
         # Connection limits and timeouts (printhost/api/connections.py); the descriptor
         # limit is checked against max_connections first.
         ensure_fd_limit(s.server.max_connections)
         self.connections = ConnectionGuard(s.server.max_connections, s.server.header_timeout_s,
                                            s.server.body_idle_timeout_s)
+        # Our log format for uvicorn's own lines too (log_config=None: no handlers of its own).
         config = uvicorn.Config(app, host=s.server.host, port=s.server.port, log_config=None,
                                 log_level=s.server.log_level, lifespan="off",
                                 timeout_graceful_shutdown=1, access_log=False,
