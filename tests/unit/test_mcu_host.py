@@ -206,11 +206,12 @@ def test_step_sender_never_overflows_the_move_pool():
         n = 60
         # Half a second of slack: the board shares this process (and its GIL) and may
         # read the first commands late when the machine is busy. For the same reason the
-        # moves are 50 ms long: a full pool then holds 0.4 s of motion, and a new move
-        # goes out well ahead of its time even when this process is scheduled late (with
-        # 10 ms moves, 80 ms in the pool, a loaded machine missed it).
+        # moves are 100 ms long: a full pool then holds 0.7 s of motion beyond the
+        # oldest, and a new move goes out well ahead of its time even when this process
+        # is scheduled late (a loaded machine ran a pool of 10 ms moves dry, and once
+        # one of 50 ms moves, 0.35 s).
         start = mcu.clock_of(mcu.earliest_schedule_time() + 0.5)
-        interval = 360_000  # 5 ms per step
+        interval = 720_000  # 10 ms per step
         # A direction row, one far step (counted from step clock 0, as after
         # reset_step_clock), then n - 1 moves of 10 steps each.
         rows = n + 1
@@ -231,7 +232,7 @@ def test_step_sender_never_overflows_the_move_pool():
                             counts, np.zeros(rows, np.int16), direction)
         total_steps = 1 + 10 * (n - 1)
         sender.queue(cmds)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         max_queued = 0
         while sender.backlog and time.monotonic() < deadline:
             mcu.poll()
@@ -240,7 +241,7 @@ def test_step_sender_never_overflows_the_move_pool():
                 max_queued = max(max_queued, b.sim.firmware.queued_moves())
             time.sleep(0.002)
         assert sender.backlog == 0 and sender.sent_moves == n
-        end = time.monotonic() + 5
+        end = time.monotonic() + 8
         while time.monotonic() < end:
             with b.lock:
                 snap = b.sim.firmware.snapshot(b.sim.clock())
