@@ -36,7 +36,7 @@ class PinKey:
 
 
 def _keys() -> list[PinKey]:
-    # The order and the rules of printhost.config_loader._check_pins.
+    # The order and the rules of printhost.config.loader._check_pins.
     keys: list[PinKey] = []
     for name in ("x", "y", "z", "extruder"):
         table = f"steppers.{name}"

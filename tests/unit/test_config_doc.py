@@ -31,7 +31,7 @@ def test_doc_holds_exactly_the_generated_tables(gen):
     assert document.count(gen["BEGIN"]) == 1 and document.count(gen["END"]) == 1, \
         "docs/config.md must contain the key markers exactly once"
     assert gen["embedded"](document) == gen["render"](), (
-        "docs/config.md is out of date with printhost/config.py; "
+        "docs/config.md is out of date with printhost/config/; "
         "run tools/gen-config-doc --write")
 
 

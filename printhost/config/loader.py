@@ -1,9 +1,9 @@
 """Reading and checking a configuration: TOML in, a validated `Settings` out.
 
-`printhost.config` defines the sections (frozen dataclasses whose fields carry their
-default, range and documentation); this module walks a TOML document against them,
-coerces and range-checks every value, and applies the checks that involve more than
-one key (limits that must be ordered, pins used once, devices that need each other).
+The other modules of `printhost.config` define the sections (frozen dataclasses whose
+fields carry their default, range and documentation); this module walks a TOML
+document against them, coerces and range-checks every value, and applies the checks
+that involve more than one key (limits that must be ordered, pins used once, devices that need each other).
 Errors name the file, the dotted key and the problem. `printhost.config` re-exports
 the public functions, so callers import everything from there.
 """
@@ -19,8 +19,10 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from printhost.config import (SHAPER_MAX_DAMPING, AxisSettings, ConfigError, HeaterSettings,
-                              Settings, StepperSettings)
+from printhost.config.fields import ConfigError
+from printhost.config.heaters import HeaterSettings
+from printhost.config.printer import SHAPER_MAX_DAMPING, AxisSettings, StepperSettings
+from printhost.config.settings import Settings
 
 def _type_name(tp: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
