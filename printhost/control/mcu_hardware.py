@@ -32,9 +32,15 @@ log = logging.getLogger(__name__)
 # out a schedule margin ahead, so it lands at most about 1.1 + 2 x 0.25 s after the last.
 HEATER_REFRESH_S = 0.75 * HEATER_MAX_DURATION_S * 0.5
 # Motion is committed to the MCU this far ahead of its execution, in print time, as
-# Klipper keeps about 1-2 s queued: the same on a board and in a simulation at any time
-# factor. It is at least twice the schedule margin (a noisy line widens that).
+# Klipper keeps about 1-2 s queued. It is at least twice the schedule margin (a noisy
+# line widens that)...
 MOTION_LEAD_S = 1.0
+# ...and never less than this much host time: what the lead protects against is the host
+# not running (a busy machine, a stalled VM), and a stall lasts so many wall seconds
+# whatever the MCU's clock rate. On a board (time factor 1) the print-time lead is the
+# larger; a simulation at 10x would otherwise keep 0.1 s of wall time queued, and a
+# real-time control process was seen woken 101 ms late beside two CPU-bound processes.
+MOTION_LEAD_MIN_WALL_S = 0.3
 # The MCU shuts down when a reading stays this far outside min_temp..max_temp (its own
 # check, which works even when the host is gone); the host checks the exact limits.
 ADC_RANGE_MARGIN_C = 5.0
@@ -44,6 +50,15 @@ ADC_RANGE_MARGIN_C = 5.0
 # periods are a few tens of milliseconds, less than a busy host's hiccup).
 STALE_REPORTS = 4
 STALE_MIN_WALL_S = 1.0
+
+
+def motion_lead_s(mcu: Mcu) -> float:
+    """How far ahead (print seconds) motion is committed on this MCU: MOTION_LEAD_S, twice
+    the schedule margin or MOTION_LEAD_MIN_WALL_S of host time, whichever is largest,
+    within what the firmware's clock comparison allows (MAX_SCHEDULE_AHEAD_S)."""
+    return min(MAX_SCHEDULE_AHEAD_S,
+               max(MOTION_LEAD_S, 2.0 * mcu.schedule_margin_s(),
+                   mcu.wall_to_print_s(MOTION_LEAD_MIN_WALL_S)))
 
 
 def mcu_unavailable(mcu: Mcu) -> str | None:
@@ -189,8 +204,7 @@ class McuHardware:
     def executor(self, start_position: tuple[float, float, float, float]):
         # Imported here: the compiled kernels load after the cache directory is chosen.
         from printhost.control.executor import StepFollowingExecutor
-        lead = min(MAX_SCHEDULE_AHEAD_S,
-                   max(MOTION_LEAD_S, 2.0 * self.mcu.schedule_margin_s()))
+        lead = motion_lead_s(self.mcu)
         return StepFollowingExecutor(
             self.clock, self.settings, lead_time_s=lead, start_position=start_position,
             clock_freq=self.mcu.clock_freq,

@@ -259,11 +259,17 @@ class StepStream:
         return self._tool, self._ext
 
     # ------------------------------------------------------------------ output
-    def generate(self, until: float, final: bool = False) -> StepCommands:
+    def generate(self, until: float, final: bool = False, hold_s: float = 0.0) -> StepCommands:
         """Commands for every step up to print time `until` (all of them when `final`).
 
         They come in clock order; on equal clocks steppers keep their configuration
         order and a `set_next_step_dir` precedes the `queue_step` it belongs to.
+
+        With `hold_s`, steps are generated up to `until` but compressed only up to
+        `until - hold_s`: the command that reaches that point is formed with the
+        following steps in view instead of ending at the last step generated, so a
+        live print cut into short slices sends no more commands than one planned at
+        once. The held steps go out with a later call (or the final one).
         """
         tool, ext = self._segments()
         out: list[StepCommands] = []
@@ -288,7 +294,7 @@ class StepStream:
                     ch.pending_clocks = np.concatenate([ch.pending_clocks,
                                                         batch.times * self.clock_freq])
                     ch.pending_dirs = np.concatenate([ch.pending_dirs, batch.dirs])
-            part = self._compress(ch, None if final else int(t1 * self.clock_freq))
+            part = self._compress(ch, None if final else int((t1 - hold_s) * self.clock_freq))
             if part is not None:
                 out.append(part)
         self._trim()

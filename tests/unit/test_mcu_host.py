@@ -278,3 +278,34 @@ def test_schedule_margin_is_print_time_at_any_time_factor(time_factor):
             mcu.close()
     finally:
         b.close()
+
+
+@pytest.mark.parametrize("time_factor", [1.0, 10.0, 20.0])
+def test_motion_lead_covers_a_host_stall_at_any_time_factor(time_factor):
+    # At time factor 1 motion goes Klipper's second of print time ahead; a fast
+    # simulation keeps at least MOTION_LEAD_MIN_WALL_S of host time queued (a stalled
+    # host is stalled in wall seconds), up to the firmware's 5 s of print time.
+    from printhost.control.mcu_hardware import (
+        MOTION_LEAD_MIN_WALL_S, MOTION_LEAD_S, motion_lead_s)
+    b = Board(time_factor=time_factor)
+    try:
+        mcu = configured_mcu(b.path)
+        try:
+            lead = motion_lead_s(mcu)
+            margin = mcu.schedule_margin_s()
+            assert lead >= MOTION_LEAD_S and lead >= 2.0 * margin
+            assert lead <= MAX_SCHEDULE_AHEAD_S
+            wall = lead / mcu.wall_to_print_s(1.0)
+            if time_factor == 1.0:
+                assert lead == pytest.approx(max(MOTION_LEAD_S, 2.0 * margin))
+                assert wall >= MOTION_LEAD_S * 0.95
+            else:
+                floor = min(MOTION_LEAD_MIN_WALL_S, MAX_SCHEDULE_AHEAD_S / time_factor)
+                assert wall >= floor * 0.999
+                assert lead == pytest.approx(min(MAX_SCHEDULE_AHEAD_S, max(
+                    MOTION_LEAD_S, 2.0 * margin, MOTION_LEAD_MIN_WALL_S * time_factor)),
+                    rel=0.05)
+        finally:
+            mcu.close()
+    finally:
+        b.close()
