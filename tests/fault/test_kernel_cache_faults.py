@@ -1,10 +1,13 @@
 """Safety row 13: a stale, unreadable or damaged numba cache, or kernels that do not
 compute what their references do.
 
-Each test starts the real service on a state directory whose kernel cache
-(`<state>/numba-cache`) was damaged beforehand, in one of the ways a power cut, a
-full SD card or a bad card corrupts files, and checks that the control process
-logs one clear line (no traceback), recompiles into a fresh directory and comes up
+The cache is damaged in each of the ways a power cut, a full SD card or a bad card
+corrupts files, and the check the service runs before it uses a cache (the directory,
+then the self-test child loading every kernel) must name the damage. Then the real
+service starts on a state directory whose kernel cache (`<state>/numba-cache`) was
+damaged beforehand, once in its files and once in its code (recovery is one path
+whatever the reason; each run costs a full compile), and the control process must
+log one clear line (no traceback), recompile into a fresh directory and come up
 with heaters and motion working. The last one runs an installed package whose step
 kernel itself is wrong: the freshly compiled kernels fail their self-test too, and
 the printer refuses to heat.
@@ -179,6 +182,22 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
+def test_every_kind_of_damage_is_found_before_the_kernels_are_used(kind, good_cache, poisoned,
+                                                                   tmp_path):
+    # What the service checks before it loads a cache: the directory itself, then the
+    # self-test child on it, which loads (not compiles) every cached kernel. The
+    # recovery that follows is one path for every reason, run end to end below.
+    cache = tmp_path / loader.CACHE_NAME
+    _damage(kind, good_cache, cache, poisoned)
+    reason = loader.cache_problem(cache)
+    if reason is None:
+        reason = loader.probe(cache, timeout_s=COMPILE_WAIT_S)
+    assert reason is not None and DAMAGE[kind] in reason, reason
+    assert "Traceback" not in reason
+
+
+# One damage of the cached files and one of the cached code: each costs a full compile.
+@pytest.mark.parametrize("kind", ["truncated", "wrong-kernel"])
 def test_damaged_kernel_cache_is_recompiled_before_anything_heats(
         kind, good_cache, poisoned, service_factory, api_for, monkeypatch, tmp_path):
     svc = service_factory()
