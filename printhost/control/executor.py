@@ -175,8 +175,12 @@ class StepFollowingExecutor(TimelineExecutor):
                  start_position: Vec4 = (0.0, 0.0, 0.0, 0.0),
                  on_move_started: Callable[[float, PlannedMove], None] | None = None,
                  *, clock_freq: float = DEFAULT_CLOCK_FREQ, oids: dict[str, int] | None = None,
-                 on_commands: Callable[[StepCommands], None] | None = None) -> None:
+                 on_commands: Callable[[StepCommands], None] | None = None,
+                 lead_source: Callable[[], float] | None = None) -> None:
         super().__init__(clock, lead_time_s, start_position, on_move_started)
+        # Asked on every update when given: a lead that follows the MCU's link (a noisy
+        # line needs a wider schedule margin, and motion goes at least twice that ahead).
+        self.lead_source = lead_source
         self._models: dict[str, StepperModel] = models_from_settings(settings)
         names = list(self._models)
         self._oids = oids or {n: i for i, n in enumerate(names)}
@@ -205,7 +209,10 @@ class StepFollowingExecutor(TimelineExecutor):
 
     def update(self) -> None:
         super().update()
+        if self.lead_source is not None:
+            self.lead_time_s = self.lead_source()
         # Everything before now + lead is final: a move scheduled later starts after it.
+        # (A lead that shrank generates nothing until now + lead passes what was made.)
         until = self._clock.now() + self.lead_time_s
         if until - self._generated_until >= self._slice_s:
             commands = self._stream.generate(until, hold_s=self._hold_s)

@@ -204,9 +204,9 @@ class McuHardware:
     def executor(self, start_position: tuple[float, float, float, float]):
         # Imported here: the compiled kernels load after the cache directory is chosen.
         from printhost.control.executor import StepFollowingExecutor
-        lead = motion_lead_s(self.mcu)
+        mcu = self.mcu
         return StepFollowingExecutor(
-            self.clock, self.settings, lead_time_s=lead, start_position=start_position,
-            clock_freq=self.mcu.clock_freq,
+            self.clock, self.settings, lead_time_s=motion_lead_s(mcu),
+            start_position=start_position, clock_freq=mcu.clock_freq,
             oids={name: st.oid for name, st in self.steppers.items()},
-            on_commands=self.sender.queue)
+            on_commands=self.sender.queue, lead_source=lambda: motion_lead_s(mcu))

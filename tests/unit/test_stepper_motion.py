@@ -128,3 +128,46 @@ def test_abort_ends_a_running_dwell_at_once_and_motion_resumes_after_it(which):
         ex.position()
     assert ex.is_idle()
     assert ex.position() == pytest.approx((120.0, 100.0, 10.0, 0.0), abs=1e-9)
+
+
+def test_a_lead_that_follows_the_link_widens_and_narrows_the_committed_motion():
+    # On a printer the lead is asked of the MCU on every update (a noisy line widens the
+    # schedule margin); commands always cover motion up to now + the current lead, and a
+    # lead that narrows never takes back what was made.
+    settings = parse_settings({})
+    clock = ManualClock()
+    lead = [1.0]
+    sent = []
+    ex = StepFollowingExecutor(clock, settings, lead_time_s=lead[0],
+                               start_position=(100.0, 100.0, 10.0, 0.0),
+                               on_commands=sent.append, lead_source=lambda: lead[0])
+    head = Toolhead(settings.printer, ex, settings.extruder)
+    head.home("xyz")
+    for i in range(60):
+        head.move_to((20.0 + (i % 2) * 150.0, 20.0 + i * 2.0, 1.0, 0.0), 100.0)
+    head.flush()
+
+    def generated() -> float:
+        return ex._generated_until
+
+    clock.advance(0.5)
+    ex.update()
+    assert generated() == pytest.approx(clock.now() + 1.0)
+    lead[0] = 3.0
+    clock.advance(0.01)
+    ex.update()
+    assert ex.lead_time_s == 3.0 and generated() == pytest.approx(clock.now() + 3.0)
+    assert max(int(c.clock.max()) for c in sent) / 72e6 > clock.now() + 2.0
+    made = generated()
+    lead[0] = 1.0
+    for _ in range(400):
+        clock.advance(0.01)
+        ex.update()
+        assert generated() >= made
+        if clock.now() + 1.0 > made + 0.25:
+            break
+    else:
+        pytest.fail("generation never resumed")
+    # Once now + lead has passed what was made, slices follow the narrower lead again.
+    assert generated() == pytest.approx(clock.now() + 1.0)
+    assert clock.now() > made - 1.0
