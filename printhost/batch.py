@@ -43,7 +43,8 @@ from printhost.control.toolhead import Toolhead
 from printhost.mcu.codec import MessageCodec
 from printhost.mcu.dictionary import DataDictionary
 from printhost.mcu.fastencode import (MAX_PARAMS, EncodedMessages, encode_messages,
-                                      frame_messages, message_params, pack_encoded)
+                                      frame_complete_blocks, frame_messages, message_params,
+                                      pack_encoded)
 from printhost.mcu.sim_dictionary import sim_dictionary
 from printhost.sim.heaters import build_simulated_heaters
 
@@ -153,6 +154,54 @@ def encode_step_commands(dictionary: DataDictionary, cmds: StepCommands) -> Enco
     return encode_messages(msgids, nparams, params)
 
 
+class BlockWriter:
+    """Frames messages into blocks and writes them as they come, so the output never
+    has to be held in memory: every block is written as soon as it is full, and the
+    messages of the last, unfilled one wait for the next chunk (blocks are filled
+    across chunk boundaries, the bytes those of framing everything at once).
+
+    Writes to a temporary file beside `path`, renamed over it by `close()`: a run that
+    fails leaves no half-written output (`discard()`). An existing path that is not a
+    regular file (`/dev/null`, a pipe) is written directly."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        direct = self.path.exists() and not self.path.is_file()
+        self._tmp = None if direct else self.path.with_name(f".{self.path.name}.partial")
+        self._fh = open(self.path if self._tmp is None else self._tmp, "wb")
+        self._data = np.zeros(0, np.uint8)
+        self._lengths = np.zeros(0, np.int64)
+        self._seq = 0
+        self.messages = 0
+        self.bytes = 0
+
+    def add(self, encoded: EncodedMessages) -> None:
+        self.messages += encoded.count
+        data = np.concatenate([self._data, encoded.data])
+        lengths = np.concatenate([self._lengths, encoded.lengths])
+        blocks, self._seq, framed = frame_complete_blocks(data, lengths, self._seq)
+        self._write(blocks)
+        self._data = data[int(lengths[:framed].sum()):]
+        self._lengths = lengths[framed:]
+
+    def _write(self, blocks: bytes) -> None:
+        self._fh.write(blocks)
+        self.bytes += len(blocks)
+
+    def close(self) -> None:
+        """Write the last block and put the file in place."""
+        blocks, self._seq = frame_messages(self._data, self._lengths, self._seq)
+        self._write(blocks)
+        self._fh.close()
+        if self._tmp is not None:
+            self._tmp.replace(self.path)
+
+    def discard(self) -> None:
+        self._fh.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+
+
 @dataclass
 class BatchResult:
     print_time_s: float
@@ -204,13 +253,27 @@ def run_batch(settings: Settings, gcode_path: str | Path, out_path: str | Path,
     crc = zlib.crc32("\n".join(config_lines).encode()) & 0xFFFFFFFF
     config = [codec.encode_text(text) for text in config_lines]
     config.append(codec.encode("finalize_config", crc=crc))
-    # Everything is framed at the end in one pass: blocks are filled across the
-    # boundaries between chunks (and between configuration and steps).
-    encoded: list[EncodedMessages] = [pack_encoded(config)]
+    try:
+        writer = BlockWriter(out_path)
+    except OSError as exc:
+        raise BatchError(f"cannot write {out_path}: {exc.strerror or exc}") from None
+    try:
+        result = _run(settings, gcode_path, dictionary, dict_name, clock_freq, oids,
+                      pack_encoded(config), writer, compiled, t_start)
+    except BaseException:
+        writer.discard()
+        raise
+    return result
+
+
+def _run(settings: Settings, gcode_path: str | Path, dictionary: DataDictionary,
+         dict_name: str, clock_freq: float, oids: dict[str, int], config: EncodedMessages,
+         writer: BlockWriter, compiled: bool, t_start: float) -> BatchResult:
+    writer.add(config)
 
     def sink(commands: StepCommands) -> None:
         if len(commands):
-            encoded.append(encode_step_commands(dictionary, commands))
+            writer.add(encode_step_commands(dictionary, commands))
 
     # Where a printer believes the toolhead is before homing; G28 moves from here.
     sx, sy, sz = (float(v) for v in settings.printer.power_on_position)
@@ -242,13 +305,11 @@ def run_batch(settings: Settings, gcode_path: str | Path, out_path: str | Path,
         toolhead.flush()
     executor.finish()
     t_encode = time.perf_counter()
-    data, _next_seq = frame_messages(np.concatenate([e.data for e in encoded]),
-                                     np.concatenate([e.lengths for e in encoded]))
-    Path(out_path).write_bytes(data)
+    writer.close()
     t_end = time.perf_counter()
     return BatchResult(
         print_time_s=executor.queue_end_time(), lines=len(parsed),
-        moves=executor.count, messages=sum(e.count for e in encoded), bytes=len(data),
+        moves=executor.count, messages=writer.messages, bytes=writer.bytes,
         steppers=stream.summary(), clock_freq=clock_freq, dictionary=dict_name,
         timings={"setup_s": round(t_parse - t_start, 4), "parse_s": round(t_run - t_parse, 4),
                  "pipeline_s": round(t_encode - t_run, 4), "write_s": round(t_end - t_encode, 4),

@@ -24,7 +24,9 @@ The pieces, in the order a sender uses them:
   bytes plus each message's length;
 * `pack_encoded`: already-encoded messages (e.g. from `MessageCodec`) -> the same
   two arrays, so they can share blocks with compiled output;
-* `frame_messages`: bytes and lengths -> message blocks and the next sequence number.
+* `frame_messages`: bytes and lengths -> message blocks and the next sequence number;
+  `frame_complete_blocks` the same for output written as it is made (the last block
+  waits for the messages that may still join it).
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ from printhost.mcu.framing import (MESSAGE_DEST, MESSAGE_MIN, MESSAGE_PAYLOAD_MA
                                    MESSAGE_SEQ_MASK, MESSAGE_SYNC)
 from printhost.mcu.vlq import VLQ_MAX, VLQ_MIN
 
-__all__ = ["EncodedMessages", "MAX_PARAMS", "encode_messages", "frame_messages",
-           "message_params", "pack_encoded"]
+__all__ = ["EncodedMessages", "MAX_PARAMS", "encode_messages", "frame_complete_blocks",
+           "frame_messages", "message_params", "pack_encoded"]
 
 #: Widest message these kernels take: queue_step has four parameters. Enough for every
 #: fixed-shape integer command; anything wider goes through `MessageCodec`.
@@ -128,8 +130,12 @@ def _crc_table():
 
 
 @numba.njit(cache=True, nogil=True)
-def _frame_kernel(data, lengths, seq, payload_max, header_dest, seq_mask, sync, block_min):
-    """Greedy blocks over whole messages, as MessageStream._payloads cuts them."""
+def _frame_kernel(data, lengths, seq, payload_max, header_dest, seq_mask, sync, block_min,
+                  hold_last):
+    """Greedy blocks over whole messages, as MessageStream._payloads cuts them.
+
+    With `hold_last` the last block is left out (messages that follow could still join
+    it); returns (blocks, next sequence number, index of the first message not framed)."""
     n = lengths.shape[0]
     # First pass: where each block starts (in messages), to size the output exactly.
     starts = np.empty(n + 1, np.int64)
@@ -142,7 +148,14 @@ def _frame_kernel(data, lengths, seq, payload_max, header_dest, seq_mask, sync, 
             fill = 0
         fill += lengths[i]
     starts[nblocks] = n
-    out = np.empty(data.shape[0] + nblocks * block_min, np.uint8)
+    framed = n
+    if hold_last and nblocks > 0:
+        nblocks -= 1
+        framed = starts[nblocks]
+    nbytes = 0
+    for i in range(framed):
+        nbytes += lengths[i]
+    out = np.empty(nbytes + nblocks * block_min, np.uint8)
     table = _crc_table()
     src = 0
     pos = 0
@@ -165,7 +178,7 @@ def _frame_kernel(data, lengths, seq, payload_max, header_dest, seq_mask, sync, 
         out[pos + 1] = crc & 0xFF
         out[pos + 2] = sync
         pos += 3
-    return out, seq + nblocks
+    return out, seq + nblocks, framed
 
 
 # --- wrappers --------------------------------------------------------------------------
@@ -270,6 +283,21 @@ def frame_messages(data: np.ndarray | bytes, lengths: np.ndarray,
     for the same messages queued on a stream whose `next_seq` is `seq`, so the result is
     byte-identical to it (and empty, with `seq` unchanged, when there are no messages).
     """
+    out, next_seq, _ = _frame(data, lengths, seq, False)
+    return out, next_seq
+
+
+def frame_complete_blocks(data: np.ndarray | bytes, lengths: np.ndarray,
+                          seq: int = 0) -> tuple[bytes, int, int]:
+    """`frame_messages` for a stream written as it is made: every block but the last,
+    which messages still to come could join; returns (blocks, next sequence number,
+    how many of the messages were framed). Framing the rest with the next messages,
+    and `frame_messages` at the end, gives the bytes of framing everything at once."""
+    return _frame(data, lengths, seq, True)
+
+
+def _frame(data: np.ndarray | bytes, lengths: np.ndarray, seq: int,
+           hold_last: bool) -> tuple[bytes, int, int]:
     if isinstance(data, (bytes, bytearray, memoryview)):
         # A writable copy: numba would compile a second variant for read-only buffers.
         raw = np.frombuffer(data, dtype=np.uint8).copy()
@@ -289,9 +317,10 @@ def frame_messages(data: np.ndarray | bytes, lengths: np.ndarray,
     seq = int(seq)
     if seq < 0:
         raise ValueError(f"sequence number must be >= 0, got {seq}")
-    out, next_seq = _frame_kernel(raw, sizes, seq, MESSAGE_PAYLOAD_MAX, MESSAGE_DEST,
-                                  MESSAGE_SEQ_MASK, MESSAGE_SYNC, MESSAGE_MIN)
-    return out.tobytes(), int(next_seq)
+    out, next_seq, framed = _frame_kernel(raw, sizes, seq, MESSAGE_PAYLOAD_MAX, MESSAGE_DEST,
+                                          MESSAGE_SEQ_MASK, MESSAGE_SYNC, MESSAGE_MIN,
+                                          hold_last)
+    return out.tobytes(), int(next_seq), int(framed)
 
 
 def warm_up() -> None:

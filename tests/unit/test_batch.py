@@ -551,6 +551,8 @@ def test_bad_line_fails_with_its_number(tmp_path):
     assert "line 3" in proc.stderr and "1,5" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+    # Output is written as it is made, to a file renamed into place only at the end.
+    assert not list(tmp_path.glob(".*partial"))
 
 
 def test_refused_move_fails_with_its_line_number(tmp_path, capsys):

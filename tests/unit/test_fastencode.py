@@ -12,7 +12,8 @@ import pytest
 from printhost.batch import encode_step_commands, run_batch
 from printhost.config import load_settings
 from printhost.control.stepstream import QUEUE_STEP, SET_NEXT_STEP_DIR, StepCommands
-from printhost.mcu.fastencode import (MAX_PARAMS, encode_messages, frame_messages,
+from printhost.mcu.fastencode import (MAX_PARAMS, encode_messages, frame_complete_blocks,
+                                      frame_messages,
                                       message_params, pack_encoded)
 from printhost.mcu.protocol import (MESSAGE_PAYLOAD_MAX, DataDictionary, MessageCodec,
                                     MessageStream, ProtocolError, encode_vlq,
@@ -198,6 +199,31 @@ def test_framing_matches_message_stream(codec, seed):
     blocks = stream.pack(messages)
     assert frame_messages(data, lengths, seq) == (blocks, stream.next_seq)
     assert frame_messages(data.tobytes(), lengths, seq)[0] == blocks
+
+
+@pytest.mark.parametrize("seed", [15, 16])
+def test_framing_in_pieces_gives_the_bytes_of_framing_at_once(seed):
+    # Output written as it is made (printhost batch): every full block at once, the
+    # last one's messages carried into the next piece, the rest framed at the end.
+    rng = np.random.default_rng(seed)
+    lengths = np.where(rng.random(2000) < 0.7, rng.integers(1, 12, 2000),
+                       rng.integers(1, MESSAGE_PAYLOAD_MAX, 2000, endpoint=True))
+    data = rng.integers(0, 256, int(lengths.sum()), dtype=np.uint8)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    whole = frame_messages(data, lengths, 5)
+    cuts = np.sort(rng.choice(np.arange(1, 2000), 40, replace=False))
+    out, seq = b"", 5
+    carry_from = 0
+    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [2000]])):
+        piece_lengths = lengths[carry_from:hi]
+        blocks, seq, framed = frame_complete_blocks(
+            data[offsets[carry_from]:offsets[hi]], piece_lengths, seq)
+        assert 0 <= framed < len(piece_lengths)   # the last block always waits
+        out += blocks
+        carry_from += framed
+    blocks, seq = frame_messages(data[offsets[carry_from]:], lengths[carry_from:], seq)
+    assert (out + blocks, seq) == whole
+    assert frame_complete_blocks(np.zeros(0, np.uint8), np.zeros(0, np.int64), 9) == (b"", 9, 0)
 
 
 def test_exactly_full_blocks_and_one_byte_over(codec):

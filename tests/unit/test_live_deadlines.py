@@ -64,10 +64,34 @@ def _wait(board: Board, predicate, timeout_s: float) -> dict:
         time.sleep(0.01)
 
 
-def _run_starved_host(reserve: bool) -> tuple[dict, int, int]:
+class PremiseNotMet(Exception):
+    """The situation a test needs could not be set up (not a finding about the code)."""
+
+
+def _with_premise(attempt, tries: int = 3):
+    """Run `attempt` (a fresh board and host each time) until it could set up its
+    premise; the checks about the code inside it stay as strict as they are. Fails
+    when the premise never held."""
+    reasons = []
+    for _ in range(tries):
+        try:
+            return attempt()
+        except PremiseNotMet as exc:
+            reasons.append(str(exc))
+    pytest.fail(f"premise not met in {tries} tries: {reasons}")
+
+
+# The heater updates go out a schedule margin (0.25 s) ahead; with the host's own 150 ms
+# stall the test leaves room for 70 ms of this (ordinary-priority) process being
+# scheduled late. A longer gap between two passes is a host the margin cannot cover.
+HOST_GAP_LIMIT_S = 0.22
+
+
+def _run_starved_host(reserve: bool) -> tuple[dict, int, int, float]:
     """Steps saturating a pool of 8 while two heaters renew their values as often as
     they may, with the host stalling 150 ms every 40 passes. Returns the board's final
-    snapshot, the steps expected and the passes the host stalled in."""
+    snapshot, the steps expected, the passes the host stalled in and the longest time
+    between two passes of the host."""
     b = Board(move_count=8)
     mcu = Mcu(b.path)
     heaters = [McuPwmOutput(mcu, parse_pin(pin), 0.1, 3.0) for pin in ("PC8", "PC9")]
@@ -85,9 +109,13 @@ def _run_starved_host(reserve: bool) -> tuple[dict, int, int]:
         sender.queue(_moves(stepper, mcu.clock_of(mcu.earliest_schedule_time() + 0.3), n,
                             steps, interval))
         stalls = passes = 0
-        deadline = time.monotonic() + 20
+        worst_gap = 0.0
+        last = time.monotonic()
+        deadline = last + 20
         while (sender.backlog or any(h.pending for h in heaters)) \
                 and time.monotonic() < deadline and not mcu.shutdown_reason:
+            now = time.monotonic()
+            worst_gap, last = max(worst_gap, now - last), now
             passes += 1
             mcu.poll()
             for i, h in enumerate(heaters):
@@ -100,23 +128,33 @@ def _run_starved_host(reserve: bool) -> tuple[dict, int, int]:
                 time.sleep(0.002)
         total = 1 + steps * (n - 1)
         snap = _wait(b, lambda s: s["positions"].get(STEP_PIN) == total or s["shutdown"], 8)
-        return snap, total, stalls
+        return snap, total, stalls, worst_gap
     finally:
         mcu.close()
         b.close()
 
 
 def test_steps_and_heater_updates_never_overflow_the_pool_of_a_starved_host():
-    snap, total, stalls = _run_starved_host(reserve=True)
-    assert stalls >= 3
-    assert not snap["shutdown"], snap["reason"]
-    assert snap["positions"][STEP_PIN] == total
-    assert snap["max_queued_moves"] <= 8
+    def attempt() -> None:
+        snap, total, stalls, worst_gap = _run_starved_host(reserve=True)
+        assert stalls >= 3
+        assert snap["max_queued_moves"] <= 8
+        if snap["shutdown"] and snap["reason"] != "Move queue overflow" \
+                and worst_gap > HOST_GAP_LIMIT_S:
+            # Beside two busy processes this process once went 257 ms between passes: a
+            # heater update then reached the board after its time ("Timer too close"),
+            # as it would from a host that late. An overflow is never excused.
+            raise PremiseNotMet(f"the host went {1000 * worst_gap:.0f} ms between passes: "
+                                f"{snap['reason']}")
+        assert not snap["shutdown"], snap["reason"]
+        assert snap["positions"][STEP_PIN] == total
+
+    _with_premise(attempt)
 
 
 def test_without_reserved_entries_the_same_run_overflows():
     """The control: the sender filling the whole pool, heater updates overflow it."""
-    snap, _, _ = _run_starved_host(reserve=False)
+    snap, _, _, _ = _run_starved_host(reserve=False)
     assert snap["shutdown"] and snap["reason"] == "Move queue overflow"
 
 
@@ -162,23 +200,6 @@ def _undelivered(mcu: Mcu, board: Board, timeout_s: float = 2.0) -> str | None:
         if time.monotonic() > deadline:
             return f"not delivered: link {link}; {waiting} bytes waiting, {read} read"
         time.sleep(0.002)
-
-
-class PremiseNotMet(Exception):
-    """The situation a test needs could not be set up (not a finding about the code)."""
-
-
-def _with_premise(attempt, tries: int = 3):
-    """Run `attempt` (a fresh board and host each time) until it could set up its
-    premise; the checks about the code inside it stay as strict as they are. Fails
-    when the premise never held."""
-    reasons = []
-    for _ in range(tries):
-        try:
-            return attempt()
-        except PremiseNotMet as exc:
-            reasons.append(str(exc))
-    pytest.fail(f"premise not met in {tries} tries: {reasons}")
 
 
 @pytest.fixture
