@@ -74,8 +74,12 @@ class TimelineExecutor:
     def now(self) -> float:
         return self._clock.now()
 
+    def earliest_start(self) -> float:
+        """The soonest a move scheduled now may start: a lead time ahead of now."""
+        return self._clock.now() + self.lead_time_s
+
     def schedule(self, move: PlannedMove) -> None:
-        start = max(self._end_time, self._clock.now() + self.lead_time_s)
+        start = max(self._end_time, self.earliest_start())
         self._moves.append((start, move))
         self._end_time = start + move.duration
 
@@ -204,6 +208,13 @@ class StepFollowingExecutor(TimelineExecutor):
         executed = self._executed[ch.name]
         base = ch.position - int(dirs.sum(dtype=np.int64))
         executed.add(base, times, dirs)
+
+    def earliest_start(self) -> float:
+        """Never inside motion already turned into steps: after an idle spell under a wide
+        lead, steps standing still were made up to the old now + lead, and a move placed
+        by a lead that has since narrowed would start inside them, its beginning lost and
+        the steppers made to jump (a burst the MCU answers with `Timer too close`)."""
+        return max(super().earliest_start(), self._generated_until)
 
     def schedule(self, move: PlannedMove) -> None:
         super().schedule(move)

@@ -169,7 +169,7 @@ class McuHoming:
         target = list(th.commanded_position)
         target[index] += -travel if at_min else travel
         executor = th.executor
-        start = max(executor.queue_end_time(), executor.now() + executor.lead_time_s)
+        start = max(executor.queue_end_time(), executor.earliest_start())
         # Sample once per step of the fastest motor: the endstop is then seen within a
         # step of closing, which is as exact as the position can be anyway.
         step_mm = min(getattr(self.settings.steppers, name).step_distance_mm

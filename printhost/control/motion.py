@@ -90,6 +90,10 @@ class MotionExecutor(Protocol):
     def queue_end_time(self) -> float:
         """Print time at which everything scheduled so far has finished."""
 
+    def earliest_start(self) -> float:
+        """The soonest a move scheduled now could start: the executor's commit horizon,
+        before which motion is already on its way and cannot be added to."""
+
     def position(self) -> Vec4:
         """Where the toolhead is at `now()`."""
 
@@ -135,6 +139,9 @@ class QueueClockExecutor:
         return None
 
     def queue_end_time(self) -> float:
+        return self._end
+
+    def earliest_start(self) -> float:
         return self._end
 
     def position(self) -> Vec4:

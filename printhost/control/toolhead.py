@@ -181,7 +181,7 @@ class Toolhead:
         if self.homing_driver is not None:
             self.homing_driver.update()
         self._executor.update()
-        horizon = self._executor.now() + getattr(self._executor, "lead_time_s", 0.0)
+        horizon = self._executor.earliest_start()
         if (self._planner.queued_moves
                 and self._executor.queue_end_time() - horizon < _STARVATION_S):
             self._planner.flush()
@@ -192,7 +192,7 @@ class Toolhead:
         """Print time still ahead: scheduled motion plus a bound on the planner's queue."""
         # Motion inside the executor's commit horizon (its lead time) is already on its
         # way to the MCU and cannot be added to; only what lies beyond it buffers.
-        horizon = self._executor.now() + getattr(self._executor, "lead_time_s", 0.0)
+        horizon = self._executor.earliest_start()
         ahead = max(0.0, self._executor.queue_end_time() - horizon)
         return ahead + self._planner.queued_time_estimate()
 

@@ -171,3 +171,39 @@ def test_a_lead_that_follows_the_link_widens_and_narrows_the_committed_motion():
     # Once now + lead has passed what was made, slices follow the narrower lead again.
     assert generated() == pytest.approx(clock.now() + 1.0)
     assert clock.now() + 1.0 - made <= ex._slice_s + 0.01 + 1e-9
+
+
+def test_a_move_after_the_lead_narrowed_never_starts_inside_the_committed_motion():
+    # The queue ran dry while the lead was wide, so steps (standing still) were already
+    # made up to the old now + lead. A move scheduled after the lead narrowed must start
+    # after them: placed at now + the narrower lead, its first part would never be
+    # stepped and the steppers would end short of the target (before the fix: about
+    # 2 s of this move lost, the toolhead left at (7.6, 6.2, 0.5)).
+    settings = parse_settings({})
+    clock = ManualClock()
+    lead = [3.0]
+    sent = []
+    ex = StepFollowingExecutor(clock, settings, lead_time_s=lead[0],
+                               start_position=(100.0, 100.0, 10.0, 0.0),
+                               on_commands=sent.append, lead_source=lambda: lead[0])
+    head = Toolhead(settings.printer, ex, settings.extruder)
+    head.home("xyz")
+    while not ex.is_idle():
+        clock.advance(0.05)
+        ex.update()
+    made = ex._generated_until
+    assert made == pytest.approx(clock.now() + 3.0)
+    lead[0] = 1.0
+    clock.advance(0.01)
+    ex.update()
+    head.move_to((160.0, 130.0, 10.0, 0.0), 100.0)
+    head.flush()
+    assert ex._moves[0][0] >= made
+    while not ex.is_idle():
+        clock.advance(0.05)
+        ex.update()
+    clock.advance(1.0)
+    assert ex.position() == pytest.approx((160.0, 130.0, 10.0, 0.0), abs=0.0126)
+    stepped = {name: ch.position for name, ch in
+               ((ch.name, ch) for ch in ex._stream.channels)}
+    assert stepped["x"] == 12800 and stepped["y"] == 10400 and stepped["z"] == 4000
