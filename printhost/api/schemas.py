@@ -194,6 +194,9 @@ def json_depth(body: bytes) -> int:
     return deepest
 
 
+JSON_WHITESPACE = b" \t\n\r"
+
+
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
@@ -204,7 +207,9 @@ async def read_json(request: Request, schema: Schema, *, allow_empty: bool = Fal
     400 malformed or invalid)."""
     body = await request.body()
     content_type = request.headers.get("content-type", "")
-    if not body.strip():
+    # Only JSON's own whitespace makes a body empty (bytes.strip would also take \x0b,
+    # \x0c and \x1c-\x1f, which json.loads refuses).
+    if not body.strip(JSON_WHITESPACE):
         if allow_empty and (not content_type or _is_json(content_type)):
             return schema.validate({})
         if not content_type or _is_json(content_type):

@@ -254,6 +254,12 @@ def test_read_json_allow_empty(client):
     assert r.status_code == 400 and r.json()["fields"] == {"x": "unknown field"}
     r = client.post("/empty", content=b"", headers={"content-type": "text/plain"})
     assert r.status_code == 415
+    # JSON whitespace counts as empty; other control bytes are not whitespace to JSON.
+    assert client.post("/empty", content=b" \t\r\n",
+                       headers={"content-type": "application/json"}).json() == {}
+    for junk in (b"\x0b", b"\x0c", b"\x1c", b" \x0b "):
+        r = client.post("/empty", content=junk, headers={"content-type": "application/json"})
+        assert (r.status_code, r.json()["error"]) == (400, "Malformed JSON body"), junk
 
 
 # --------------------------------------------------------------------------- errors
@@ -1073,7 +1079,7 @@ def test_rate_limiter_memory_is_bounded(clock):
     assert [limiter.acquire(last, "e") for _ in range(5)][-1] == 1
 
 
-def _limited_app(per_min: float, burst: int):
+def _limited_app(per_min: float, burst: int, clock=lambda: 1000.0):
     from printhost.api.endpoint import EndpointSet
     endpoints = EndpointSet()
 
@@ -1088,7 +1094,9 @@ def _limited_app(per_min: float, burst: int):
 
     app = Starlette(routes=endpoints.starlette_routes(),
                     exception_handlers=dict(EXCEPTION_HANDLERS))
-    app.state.rate_limiter = RateLimiter(per_min, burst)
+    # A frozen clock by default: the wait quoted must not depend on how long a busy
+    # machine takes between two requests (a second there made it 59 s).
+    app.state.rate_limiter = RateLimiter(per_min, burst, clock=clock)
     return RequestContextMiddleware(app)
 
 
