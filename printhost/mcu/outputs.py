@@ -20,11 +20,19 @@ from __future__ import annotations
 
 from collections import deque
 
-from printhost.mcu.mcu import Mcu
+from printhost.mcu.mcu import MIN_SCHEDULE_AHEAD_S, Mcu
 from printhost.mcu.pins import PinSpec
 
 # Klipper's limit for heater pins: the host must renew the value at least this often.
 HEATER_MAX_DURATION_S = 3.0
+# The firmware refuses ("Scheduled digital out event will exceed max_duration") an update
+# due more than max_duration after the one before it while that one is on. An update is
+# scheduled a margin ahead, and the margin widens on a noisy line (up to 5 s of print
+# time at a high time factor): a widening between two updates would open such a gap. So
+# an update after an "on" one is due at most this fraction of max_duration after it, the
+# margin growing over a few updates instead of in one step; never sooner than the clean
+# line's margin.
+MAX_DURATION_GAP_FRACTION = 0.75
 
 
 
@@ -58,6 +66,7 @@ class McuPwmOutput:
         """After (re)configuration the MCU's clock and queues start afresh."""
         self._sent_clocks.clear()
         self.last_time = 0.0
+        self.value = 0.0
         self._held = None
 
     def _build_config(self) -> None:
@@ -103,6 +112,10 @@ class McuPwmOutput:
         print_time, duty = self._held
         self._held = None
         when = max(print_time, mcu.earliest_schedule_time(), self.last_time + 1e-6)
+        if self.max_duration_s and self.value != 0.0:
+            latest = self.last_time + MAX_DURATION_GAP_FRACTION * self.max_duration_s
+            when = max(min(when, latest), mcu.print_time() + MIN_SCHEDULE_AHEAD_S,
+                       self.last_time + 1e-6)
         on_ticks = int(round(duty * self.cycle_ticks))
         if self.pin.invert:
             on_ticks = self.cycle_ticks - on_ticks

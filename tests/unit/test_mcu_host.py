@@ -311,3 +311,53 @@ def test_motion_lead_covers_a_host_stall_at_any_time_factor(time_factor):
             mcu.close()
     finally:
         b.close()
+
+
+def test_a_heater_update_after_the_line_turned_noisy_stays_within_max_duration():
+    # In a fast simulation a noisy line widens the schedule margin from 0.25 s to up to
+    # 5 s of print time (at 5x, 4 timeouts of 0.5 s are 10 s of print time, capped). The firmware refuses an update due more than max_duration (3 s) after an
+    # "on" one before it; scheduled at the widened margin at once, the next update was
+    # (a loaded suite run shut down with "Scheduled digital out event will exceed
+    # max_duration"). The margin grows over several updates instead, and the board
+    # keeps the heater on without a fault.
+    from printhost.mcu.outputs import MAX_DURATION_GAP_FRACTION
+    # 5x rather than 20x: the board is a thread of this process, and 0.25 s of print
+    # time must stay long enough in host time for it on a busy machine.
+    b = Board(time_factor=5.0)
+    try:
+        mcu = Mcu(b.path, restart_method="command")
+        heater = McuPwmOutput(mcu, parse_pin("PC8"), 0.1, 3.0)
+        mcu.connect(5.0)
+        mcu.configure(5.0)
+        try:
+            first = heater.set(mcu.print_time(), 0.5)
+            # The line needed a retransmission just now, and its timeout is long.
+            mcu.link.last_retransmit_s = time.monotonic()
+            mcu.link.rto_s = 0.5
+            assert mcu.schedule_margin_s() == MAX_SCHEDULE_AHEAD_S
+            whens = [first]
+            for _ in range(6):
+                whens.append(heater.set(mcu.print_time(), 0.5))
+                assert whens[-1] - whens[-2] <= MAX_DURATION_GAP_FRACTION * 3.0 + 1e-6
+                assert whens[-1] >= mcu.print_time() + MIN_SCHEDULE_AHEAD_S - 1e-3
+            # Over a few updates the margin reaches the noisy line's.
+            assert whens[-1] - mcu.print_time() >= MAX_SCHEDULE_AHEAD_S - 0.5
+            # Renewed as the control loop renews it (every reading, 0.3 s of print time):
+            # 2 s of host time is 10 s on the board, past every update sent above.
+            deadline = time.monotonic() + 2.0
+            renewed = mcu.print_time()
+            while time.monotonic() < deadline:
+                mcu.poll()
+                if mcu.print_time() - renewed >= 0.3:
+                    renewed = mcu.print_time()
+                    heater.flush() if heater.pending else heater.set(renewed, 0.5)
+                with b.lock:
+                    snap = b.sim.firmware.snapshot(b.sim.clock())
+                if snap["shutdown"]:
+                    break
+                time.sleep(0.01)
+            assert not snap["shutdown"], snap["reason"]
+        finally:
+            mcu.close()
+    finally:
+        b.close()
