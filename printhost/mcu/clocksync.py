@@ -15,7 +15,10 @@ response arrives, and the tick in the response was read somewhere in between.
   in a queue on the way out or back), so such samples do not enter the regression.
 * Ticks arrive as 32-bit values and wrap (every 59.65 s at 72 MHz); each is extended
   to 64 bits as the value nearest the current prediction, so gaps between samples
-  may be long as long as the prediction is good to half a wrap.
+  may be long as long as the prediction is good to half a wrap. While the rate is
+  being learnt there is no such prediction, and a simulation at 20x wraps every 2.98
+  host seconds: samples taken then are full 64-bit clocks (`get_uptime`), so a host
+  stalled between two of them cannot put one on the wrong wrap.
 * A sample far from the prediction means the MCU restarted (its clock began again at
   zero); that is reported as `ClockJump` and the sample is not used.
 
@@ -70,11 +73,12 @@ class ClockSync:
         return min(self._rtts) if self._rtts else None
 
     # ------------------------------------------------------------------ samples
-    def add_sample(self, clock32: int, sent_s: float, received_s: float) -> None:
+    def add_sample(self, clock32: int, sent_s: float, received_s: float, *,
+                   full: bool = False) -> None:
         """One `get_clock` (or `get_uptime`) answer and the round trip around it.
 
-        The first sample may be a full 64-bit clock (get_uptime's `high << 32 | clock`);
-        later ones are taken as 32-bit values and extended.
+        The clock is taken as a 32-bit value and extended, or with `full` as the whole
+        64-bit clock (get_uptime's `high << 32 | clock`). The first sample may be either.
         """
         if received_s < sent_s:
             raise ValueError("a response cannot arrive before its request was sent")
@@ -86,7 +90,7 @@ class ClockSync:
             self._rtts.append(rtt)
             self._regress(mid, float(clock32))
             return
-        clock = self._checked_extend(int(clock32) % _WRAP, mid, rtt)
+        clock = self._checked(int(clock32) if full else int(clock32) % _WRAP, mid, rtt, full)
         self.last_clock = clock
         self._rtts.append(rtt)
         if self.ready and rtt > RTT_FACTOR * min(self._rtts) + RTT_SLACK_S:
@@ -94,16 +98,19 @@ class ClockSync:
             return
         self._regress(mid, float(clock))
 
-    def _checked_extend(self, clock32: int, mid: float, rtt: float) -> int:
+    def _checked(self, clock: int, mid: float, rtt: float, full: bool) -> int:
+        """The sample's 64-bit clock (extended unless `full`), or ClockJump."""
         assert self.last_clock is not None
         if self._t_var <= 0.0:
             # No rate known yet: all that can be checked is that time did not run back.
-            clock = _nearest(clock32, self.last_clock)
+            if not full:
+                clock = _nearest(clock, self.last_clock)
             if clock < self.last_clock:
                 raise ClockJump(f"MCU clock went backwards ({clock} after {self.last_clock})")
             return clock
         predicted = self.clock_at(mid)
-        clock = _nearest(clock32, round(predicted))
+        if not full:
+            clock = _nearest(clock, round(predicted))
         # The rate is known to about (timing uncertainty) / (time spread of the samples),
         # which is loose right after connecting and tight once samples span minutes.
         rate_error = JUMP_RATE_SIGMAS * max(self._rtts) / math.sqrt(self._t_var)

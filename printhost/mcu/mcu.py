@@ -216,15 +216,17 @@ class Mcu:
         self._sync_clock(deadline)
 
     def _sync_clock(self, deadline: float) -> None:
-        sent = self._time()
-        up = self._request("get_uptime", {}, "uptime", deadline)
-        clock64 = (int(up["high"]) << 32) | int(up["clock"])
+        # Whole 64-bit clocks while the rate is learnt: with no rate yet, a 32-bit
+        # clock could only be placed near the previous sample, and a simulation at 20x
+        # wraps every 2.98 s (a host stalled that long between two samples put one a
+        # wrap off, and the next looked like a restarted MCU).
         sync = ClockSync(self.clock_freq)
-        sync.add_sample(int(up["clock"]), sent, self._time())
-        for _ in range(CONNECT_CLOCK_SAMPLES):
+        clock64 = 0
+        for _ in range(1 + CONNECT_CLOCK_SAMPLES):
             sent = self._time()
-            reply = self._request("get_clock", {}, "clock", deadline)
-            sync.add_sample(int(reply["clock"]), sent, self._time())
+            up = self._request("get_uptime", {}, "uptime", deadline)
+            clock64 = (int(up["high"]) << 32) | int(up["clock"])
+            sync.add_sample(clock64, sent, self._time(), full=True)
             time.sleep(CONNECT_CLOCK_SPACING_S)
         self.clocksync = sync
         self._last_clock64 = clock64

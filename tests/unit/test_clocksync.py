@@ -183,3 +183,42 @@ def test_print_time_is_clock_over_nominal_frequency():
     assert sync.print_time_of(FREQ * 3) == 3.0
     assert sync.clock_of(2.5) == 180_000_000
     assert sync.clock_of(sync.print_time_of(123_456_789)) in (123_456_788, 123_456_789)
+
+
+def test_a_host_stalled_while_connecting_to_a_fast_simulation_with_full_clocks():
+    # At 20x the 32-bit clock wraps every 2.98 host seconds. While the rate is being
+    # learnt there is nothing to extend a 32-bit clock by but the previous sample, so
+    # a host stalled 2 s between two connect samples puts the second a wrap off (a
+    # loaded suite run failed to connect: "MCU clock +5969.3 ms away from its
+    # prediction", two wraps and 4 ms). Full 64-bit clocks (get_uptime) cannot be.
+    def connect(full: bool) -> ClockSync:
+        rng = random.Random(8)
+        mcu = Mcu(20.0 * FREQ, start=3 * WRAP + 12345)
+        sync = ClockSync(FREQ)
+        t = 0.0
+        for i in range(11):
+            read_at = t + rng.uniform(20e-6, 300e-6)
+            clock = int(mcu.clock(read_at))
+            sync.add_sample(clock if full else clock % WRAP, t,
+                            read_at + rng.uniform(20e-6, 300e-6), full=full)
+            t += 2.0 if i == 0 else 0.025
+        assert sync.freq_hz == pytest.approx(20.0 * FREQ, rel=1e-3)
+        return sync
+
+    with pytest.raises(ClockJump):
+        connect(full=False)
+    sync = connect(full=True)
+    assert sync.ready and sync.last_clock > 3 * WRAP
+
+
+def test_a_full_clock_still_shows_a_restart():
+    rng = random.Random(9)
+    mcu = Mcu(float(FREQ), start=40 * FREQ)
+    sync = ClockSync(FREQ)
+    t = run(sync, mcu, 0.0, 30, 1.0, rng)
+    with pytest.raises(ClockJump, match="restarted"):
+        sync.add_sample(int(0.3 * FREQ), t, t + 0.0002, full=True)
+    sync2 = ClockSync(FREQ)
+    sync2.add_sample(50_000_000, 0.0, 0.001, full=True)
+    with pytest.raises(ClockJump, match="backwards"):
+        sync2.add_sample(1_000_000, 0.05, 0.051, full=True)
