@@ -130,19 +130,25 @@ def test_abort_ends_a_running_dwell_at_once_and_motion_resumes_after_it(which):
     assert ex.position() == pytest.approx((120.0, 100.0, 10.0, 0.0), abs=1e-9)
 
 
-def test_a_lead_that_follows_the_link_widens_and_narrows_the_committed_motion():
-    # On a printer the lead is asked of the MCU on every update (a noisy line widens the
-    # schedule margin); commands always cover motion up to now + the current lead, and a
-    # lead that narrows never takes back what was made.
+def _homed_follower(lead_s: float):
+    """A homed toolhead on a step-following executor whose lead is asked of `lead[0]`."""
     settings = parse_settings({})
     clock = ManualClock()
-    lead = [1.0]
-    sent = []
-    ex = StepFollowingExecutor(clock, settings, lead_time_s=lead[0],
+    lead = [lead_s]
+    sent: list = []
+    ex = StepFollowingExecutor(clock, settings, lead_time_s=lead_s,
                                start_position=(100.0, 100.0, 10.0, 0.0),
                                on_commands=sent.append, lead_source=lambda: lead[0])
     head = Toolhead(settings.printer, ex, settings.extruder)
     head.home("xyz")
+    return clock, lead, sent, ex, head
+
+
+def test_a_lead_that_follows_the_link_widens_and_narrows_the_committed_motion():
+    # On a printer the lead is asked of the MCU on every update (a noisy line widens the
+    # schedule margin); commands always cover motion up to now + the current lead, and a
+    # lead that narrows never takes back what was made.
+    clock, lead, sent, ex, head = _homed_follower(1.0)
     for i in range(60):
         head.move_to((20.0 + (i % 2) * 150.0, 20.0 + i * 2.0, 1.0, 0.0), 100.0)
     head.flush()
@@ -179,15 +185,7 @@ def test_a_move_after_the_lead_narrowed_never_starts_inside_the_committed_motion
     # after them: placed at now + the narrower lead, its first part would never be
     # stepped and the steppers would end short of the target (before the fix: about
     # 2 s of this move lost, the toolhead left at (7.6, 6.2, 0.5)).
-    settings = parse_settings({})
-    clock = ManualClock()
-    lead = [3.0]
-    sent = []
-    ex = StepFollowingExecutor(clock, settings, lead_time_s=lead[0],
-                               start_position=(100.0, 100.0, 10.0, 0.0),
-                               on_commands=sent.append, lead_source=lambda: lead[0])
-    head = Toolhead(settings.printer, ex, settings.extruder)
-    head.home("xyz")
+    clock, lead, sent, ex, head = _homed_follower(3.0)
     while not ex.is_idle():
         clock.advance(0.05)
         ex.update()
