@@ -73,7 +73,7 @@ class ClockSync:
         return min(self._rtts) if self._rtts else None
 
     # ------------------------------------------------------------------ samples
-    def add_sample(self, clock32: int, sent_s: float, received_s: float, *,
+    def add_sample(self, clock: int, sent_s: float, received_s: float, *,
                    full: bool = False) -> None:
         """One `get_clock` (or `get_uptime`) answer and the round trip around it.
 
@@ -86,11 +86,11 @@ class ClockSync:
         mid = 0.5 * (sent_s + received_s)
         self.samples += 1
         if self.last_clock is None:
-            self.last_clock = int(clock32)
+            self.last_clock = int(clock)
             self._rtts.append(rtt)
-            self._regress(mid, float(clock32))
+            self._regress(mid, float(clock))
             return
-        clock = self._checked(int(clock32) if full else int(clock32) % _WRAP, mid, rtt, full)
+        clock = self._checked(int(clock) if full else int(clock) % _WRAP, mid, rtt, full)
         self.last_clock = clock
         self._rtts.append(rtt)
         if self.ready and rtt > RTT_FACTOR * min(self._rtts) + RTT_SLACK_S:

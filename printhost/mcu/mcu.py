@@ -108,7 +108,6 @@ class Mcu:
         self._init_cmds: list[Callable[[], None]] = []
         self._clock_sent_s: float | None = None
         self._next_clock_query_s = 0.0
-        self._last_clock64 = 0
         self.config_crc = 0
         self.reused_config = False
         self.configured = False
@@ -221,7 +220,6 @@ class Mcu:
         # wraps every 2.98 s (a host stalled that long between two samples put one a
         # wrap off, and the next looked like a restarted MCU).
         sync = ClockSync(self.clock_freq)
-        clock64 = 0
         for _ in range(1 + CONNECT_CLOCK_SAMPLES):
             sent = self._time()
             up = self._request("get_uptime", {}, "uptime", deadline)
@@ -229,7 +227,6 @@ class Mcu:
             sync.add_sample(clock64, sent, self._time(), full=True)
             time.sleep(CONNECT_CLOCK_SPACING_S)
         self.clocksync = sync
-        self._last_clock64 = clock64
         self._next_clock_query_s = self._time() + YOUNG_CLOCK_QUERY_PERIOD_S
 
     def configure(self, timeout_s: float = 10.0) -> None:
