@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from printhost.mcu.clocksync import ClockJump, ClockSync
+from printhost.mcu.clocksync import ClockJump, ClockSync, burst_usable
 from printhost.mcu.codec import MessageCodec
 from printhost.mcu.dictionary import DataDictionary
 from printhost.mcu.errors import LinkError, ProtocolError
@@ -40,6 +40,9 @@ CLOCK_QUERY_PERIOD_S = 0.9839
 # milliseconds of error a second later, more than a schedule margin at a high time factor.
 CONNECT_CLOCK_SAMPLES = 10
 CONNECT_CLOCK_SPACING_S = 0.025
+# ... and at least this many of them with a round trip near the fastest (more are taken,
+# up to three times as many, while stalls on a busy host spoil them).
+CONNECT_CLOCK_USABLE = 8
 # Until this many samples entered the estimate, the clock is queried this often.
 YOUNG_CLOCK_SAMPLES = 40
 YOUNG_CLOCK_QUERY_PERIOD_S = 0.1
@@ -219,13 +222,27 @@ class Mcu:
         # clock could only be placed near the previous sample, and a simulation at 20x
         # wraps every 2.98 s (a host stalled that long between two samples put one a
         # wrap off, and the next looked like a restarted MCU).
-        sync = ClockSync(self.clock_freq)
-        for _ in range(1 + CONNECT_CLOCK_SAMPLES):
+        # A round trip is timed from just before the request is queued to the moment the
+        # link read the answer, and the burst goes on (up to three times as long) until
+        # most of its round trips are near its fastest: on a loaded host a stalled one
+        # would skew the first rate estimate (ClockSync.add_burst leaves those out).
+        samples: list[tuple[int, float, float]] = []
+        wanted = 1 + CONNECT_CLOCK_SAMPLES
+        while len(samples) < 3 * wanted:
             sent = self._time()
-            up = self._request("get_uptime", {}, "uptime", deadline)
-            clock64 = (int(up["high"]) << 32) | int(up["clock"])
-            sync.add_sample(clock64, sent, self._time(), full=True)
+            up, received = self._request_timed("get_uptime", {}, "uptime", deadline)
+            samples.append(((int(up["high"]) << 32) | int(up["clock"]), sent, received))
+            if len(samples) >= wanted and burst_usable(samples) >= CONNECT_CLOCK_USABLE:
+                break
             time.sleep(CONNECT_CLOCK_SPACING_S)
+        sync = ClockSync(self.clock_freq)
+        used = sync.add_burst(samples)
+        if not sync.ready:
+            raise McuError(f"{self.name}: cannot learn the MCU clock: {used} of "
+                           f"{len(samples)} round trips were usable (the host is too busy)")
+        if used < len(samples):
+            log.info("%s: clock learnt from %d of %d round trips (the slow ones left out)",
+                     self.name, used, len(samples))
         self.clocksync = sync
         self._next_clock_query_s = self._time() + YOUNG_CLOCK_QUERY_PERIOD_S
 
@@ -301,11 +318,17 @@ class Mcu:
     def _request(self, name: str, params: dict[str, Any], response: str, deadline: float,
                  match: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
         """Send a command and wait for its response (connect and configure only)."""
-        got: list[dict[str, Any]] = []
+        return self._request_timed(name, params, response, deadline, match)[0]
 
-        def handler(p: dict[str, Any], _t: float) -> None:
+    def _request_timed(self, name: str, params: dict[str, Any], response: str,
+                       deadline: float, match: Callable[[dict[str, Any]], bool] | None = None
+                       ) -> tuple[dict[str, Any], float]:
+        """`_request`, with the host time at which the link read the response."""
+        got: list[tuple[dict[str, Any], float]] = []
+
+        def handler(p: dict[str, Any], received_s: float) -> None:
             if match is None or match(p):
-                got.append(p)
+                got.append((p, received_s))
 
         previous = self._handlers.get((response, None))
         self._handlers[(response, None)] = handler

@@ -293,7 +293,10 @@ def test_motion_lead_covers_a_host_stall_at_any_time_factor(time_factor):
         try:
             lead = motion_lead_s(mcu)
             margin = mcu.schedule_margin_s()
-            assert lead >= MOTION_LEAD_S and lead >= 2.0 * margin
+            # Twice the margin, within the firmware's reach: on a loaded machine a block
+            # to this in-process board can need a retransmission, and at 10x a noisy
+            # line's margin (2.87 s was seen) is more than half of it.
+            assert lead >= MOTION_LEAD_S and lead >= min(MAX_SCHEDULE_AHEAD_S, 2.0 * margin)
             assert lead <= MAX_SCHEDULE_AHEAD_S
             wall = lead / mcu.wall_to_print_s(1.0)
             if time_factor == 1.0:
