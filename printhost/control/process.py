@@ -1,13 +1,22 @@
 """Entry point and main loop of the control process.
 
-The loop runs to deadlines: a pass is due every LOOP_PERIOD_S of wall-clock time, and
-after each one the loop sleeps until the next is due (not a fixed interval after the
-work, which would stretch the period). `LoopTiming` counts overruns and keeps the tick
-time and latency histograms that `status.printer.control` reports. Each pass answers
-commands (polled without waiting), ticks the printer (heaters, motion, job) and
-publishes the status block at `status_hz`. Nothing in it waits on the API: if the
-supervisor vanishes the channel reports EOF, and the loop turns the heaters off and
-exits.
+The loop runs to deadlines: a pass is due every `loop_period_s` of wall-clock time,
+and after each one the loop waits until the next is due (not a fixed interval after
+the work, which would stretch the period). `LoopTiming` counts overruns and keeps the
+tick time and latency histograms that `status.printer.control` reports. Each pass
+answers commands, ticks the printer (MCU, heaters, motion, job) and publishes the
+status block at `status_hz`. Between passes the loop waits on the command channel, so
+a command is answered as soon as it arrives (its effect published first) rather than
+at the next pass. Nothing in it waits on the API: if the supervisor vanishes the
+channel reports EOF, and the loop turns the heaters off and exits.
+
+The period is print time, as the printer's margins are: a pass every 20 ms of print
+time, and never more often than every 4 ms of host time. On a printer (time factor 1)
+that is 50 passes a second; the deadlines it serves are far longer (motion is queued
+1 s ahead, heater updates 0.25 s, the job keeps 0.5 s buffered), and every pass
+costs the same bookkeeping whether or not anything is due, so 250 passes a second
+spent five times the CPU for nothing. A simulation at 5x or faster runs at the 4 ms
+floor, where its print-time margins are shortest in host time.
 
 Once start-up is done (kernels loaded, MCU connected) the process freezes its start-up
 heap, locks its memory and takes SCHED_FIFO where the system allows
@@ -37,7 +46,19 @@ from printhost.realtime import CONTROL_PRIORITY, settle_realtime
 
 log = logging.getLogger("printhost.control")
 
-LOOP_PERIOD_S = 0.004
+#: A pass is due every this much print time ...
+LOOP_PERIOD_PRINT_S = 0.02
+#: ... but never more often than every this much host time.
+LOOP_PERIOD_MIN_S = 0.004
+
+
+def loop_period_s(settings: Settings) -> float:
+    """The loop's period in host time: LOOP_PERIOD_PRINT_S of print time on the board
+    this process drives (the simulated one runs at the simulation's time factor), at
+    least LOOP_PERIOD_MIN_S."""
+    factor = (settings.simulation.time_factor if settings.control.backend == "simulated"
+              else 1.0)
+    return max(LOOP_PERIOD_MIN_S, LOOP_PERIOD_PRINT_S / factor)
 
 
 def _status(printer: Any, timing: LoopTiming) -> dict[str, Any]:
@@ -48,25 +69,32 @@ def _status(printer: Any, timing: LoopTiming) -> dict[str, Any]:
     return doc
 
 
+def _answer(printer: Any, server: CommandServer, status: StatusBlock, timing: LoopTiming,
+            take_replies) -> None:
+    """Handle the requests that arrived and reply to them.
+
+    A request is answered when it is read, except a firmware restart (None here),
+    answered by `take_replies` once it has ended. The status is published before the
+    replies, so a client that reads status right after a command's reply already sees
+    its effect (e.g. heater targets 0 on cancel)."""
+    replies = [r for r in (printer.handle(req) for req in server.poll()) if r is not None]
+    replies += take_replies()
+    if replies:
+        status.write(_status(printer, timing))
+        for reply in replies:
+            server.reply(reply)
+
+
 def run_control_loop(printer: Printer, server: CommandServer, status: StatusBlock,
                      status_hz: float, should_stop, timing: LoopTiming | None = None) -> None:
-    timing = timing or LoopTiming(LOOP_PERIOD_S)
+    timing = timing or LoopTiming(LOOP_PERIOD_MIN_S)
     take_replies = getattr(printer, "take_replies", list)
     status_period = 1.0 / status_hz
     next_status = 0.0
     timing.restart()
     while True:
         timing.start_pass()
-        # A request is answered in the pass that read it, except a firmware restart
-        # (None here), answered by `take_replies` once it has ended.
-        replies = [r for r in (printer.handle(req) for req in server.poll()) if r is not None]
-        replies += take_replies()
-        if replies:
-            # Publish before replying, so a client that reads status right after a
-            # command's reply already sees its effect (e.g. heater targets 0 on cancel).
-            status.write(_status(printer, timing))
-            for reply in replies:
-                server.reply(reply)
+        _answer(printer, server, status, timing, take_replies)
         if server.closed:
             log.error("supervisor channel closed: stopping with heaters off")
             printer.stop()
@@ -82,7 +110,12 @@ def run_control_loop(printer: Printer, server: CommandServer, status: StatusBloc
             timing.mark("publishing status")
         if printer.stopping:
             return
-        time.sleep(timing.end_pass())
+        # Until the next pass is due, answer each command as it arrives.
+        deadline = time.monotonic() + timing.end_pass()
+        while server.wait(deadline - time.monotonic()):
+            _answer(printer, server, status, timing, take_replies)
+            if server.closed or printer.stopping:
+                break
 
 
 def control_main(settings: Settings, conn: Connection, status_name: str) -> None:
@@ -100,7 +133,7 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
              time.monotonic() - started)
     # Real-time from here on: the compile is over, and connecting to the MCU already
     # measures its clock, which a descheduled link thread would skew.
-    timing = LoopTiming(LOOP_PERIOD_S)
+    timing = LoopTiming(loop_period_s(settings))
     rt = settle_realtime(CONTROL_PRIORITY)
     timing.realtime = rt.as_dict()
     (log.info if rt.realtime else log.warning)("control loop: %s", rt.describe())

@@ -2,8 +2,9 @@
 
 I2C transfers block: an AHT10 measurement takes 80 ms, an ADS1115 conversion ~9 ms,
 and a stuck bus holds each attempt until the controller's timeout. The control loop
-runs every 4 ms and must never wait for any of that, so a `SensorPoller` thread does
-the transfers and the loop only looks at its latest result.
+runs every 20 ms (4 ms in a fast simulation) and must never wait for any of that, so
+a `SensorPoller` thread does the transfers and the loop only looks at its latest
+result.
 
 What the loop looks at is the *age* of the last good reading, not the poller's last
 error: that also covers a poller that hangs inside a transfer. A heater that depends on

@@ -4,7 +4,7 @@
 gpiozero's or the runout watcher's thread; those callbacks only record an event, and
 the control loop takes the events on its next tick (`take_events`), so every state
 change of the printer happens on one thread. An e-stop press is acted on within one
-loop period (4 ms).
+loop period (20 ms on a printer).
 
 Outputs follow the printer's state, computed by the loop and handed to `update`: the
 hotend fan runs while the extruder is hot, the controller fan while anything moves or

@@ -16,7 +16,7 @@ import enum
 import itertools
 import logging
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,19 @@ class CommandServer:
         except (EOFError, OSError):
             self.closed = True
         return out
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for a request (or the channel's end); True if one came.
+
+        What the control loop does between passes: it sleeps, yet answers a command at
+        once instead of at the next pass."""
+        if self.closed or timeout_s <= 0.0:
+            return False
+        try:
+            return bool(wait([self._conn], timeout_s))
+        except (EOFError, OSError):
+            self.closed = True
+            return True
 
     def reply(self, reply: Reply) -> None:
         if self.closed:

@@ -6,6 +6,8 @@ import multiprocessing
 import threading
 import time
 
+import pytest
+
 from printhost.config import parse_settings
 from printhost.control.printer import Printer
 from printhost.control.process import run_control_loop
@@ -77,3 +79,54 @@ def test_loop_stops_with_heaters_off_when_the_supervisor_vanishes():
     assert not loop.is_alive()
     assert printer.heaters["extruder"].target_c == 0.0 and printer.heaters["extruder"].duty == 0.0
     block.close()
+
+
+def test_a_command_is_answered_between_passes_not_at_the_next_one():
+    # A long period makes the point: the reply (and the status published before it)
+    # comes while the loop waits for its next pass, which is seconds away.
+    from printhost.control.looptiming import LoopTiming
+    settings = parse_settings({})
+    block = StatusBlock.create()
+    ours, theirs = multiprocessing.Pipe()
+    printer = Printer.simulated(settings)
+    timing = LoopTiming(30.0)
+    stop = threading.Event()
+    loop = threading.Thread(target=run_control_loop,
+                            args=(printer, CommandServer(theirs), block, 25.0, stop.is_set,
+                                  timing))
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while timing.passes < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert timing.passes == 1
+        seq_before, _ = block.read()
+        ours.send(Request(7, Command.SET_TARGET, {"heater": "extruder",
+                                                 "target": 180.0}).to_wire())
+        assert ours.poll(10)
+        reply = Reply.from_wire(ours.recv())
+        assert reply.ok and reply.id == 7
+        assert timing.passes == 1          # answered without waiting for a pass
+        seq_after, snap = block.read()
+        assert seq_after > seq_before and snap["printer"]["target_hotend_temp"] == 180.0
+        # The supervisor going away is noticed between passes too: heaters off, exit.
+        ours.close()
+        loop.join(10)
+        assert not loop.is_alive()
+        assert printer.heaters["extruder"].target_c == 0.0
+    finally:
+        stop.set()
+        loop.join(5)
+        block.close()
+
+
+def test_the_loop_period_is_print_time_with_a_floor_in_host_time():
+    from printhost.control.process import LOOP_PERIOD_MIN_S, LOOP_PERIOD_PRINT_S, loop_period_s
+    assert LOOP_PERIOD_PRINT_S == 0.02 and LOOP_PERIOD_MIN_S == 0.004
+    board = parse_settings({"control": {"backend": "mcu"}, "mcu": {"serial": "/dev/ttyACM0"},
+                            "simulation": {"time_factor": 20.0}})
+    assert loop_period_s(board) == 0.02          # a real board's clock is never scaled
+    for factor, period in ((1.0, 0.02), (2.0, 0.01), (5.0, 0.004), (20.0, 0.004),
+                           (0.5, 0.04)):
+        sim = parse_settings({"simulation": {"time_factor": factor}})
+        assert loop_period_s(sim) == pytest.approx(period)
