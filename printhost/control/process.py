@@ -40,6 +40,7 @@ from printhost.config import Settings
 from printhost.control.looptiming import LoopTiming
 from printhost.control.printer import Printer
 from printhost.control.restart import ControlHost, build_printer
+from printhost.control.wakeup import Wakeup
 from printhost.ipc.channel import CommandServer
 from printhost.ipc.status import StatusBlock
 from printhost.realtime import CONTROL_PRIORITY, settle_realtime
@@ -86,7 +87,8 @@ def _answer(printer: Any, server: CommandServer, status: StatusBlock, timing: Lo
 
 
 def run_control_loop(printer: Printer, server: CommandServer, status: StatusBlock,
-                     status_hz: float, should_stop, timing: LoopTiming | None = None) -> None:
+                     status_hz: float, should_stop, timing: LoopTiming | None = None,
+                     wakeup: Wakeup | None = None) -> None:
     timing = timing or LoopTiming(LOOP_PERIOD_MIN_S)
     take_replies = getattr(printer, "take_replies", list)
     status_period = 1.0 / status_hz
@@ -110,9 +112,14 @@ def run_control_loop(printer: Printer, server: CommandServer, status: StatusBloc
             timing.mark("publishing status")
         if printer.stopping:
             return
-        # Until the next pass is due, answer each command as it arrives.
+        # Until the next pass is due, answer each command as it arrives; an input that
+        # must act at once (the e-stop button) sets `wakeup`, and a pass runs now.
         deadline = time.monotonic() + timing.end_pass()
-        while server.wait(deadline - time.monotonic()):
+        others = () if wakeup is None else (wakeup,)
+        while ready := server.wait(deadline - time.monotonic(), *others):
+            if wakeup is not None and wakeup in ready:
+                wakeup.clear()
+                break
             _answer(printer, server, status, timing, take_replies)
             if server.closed or printer.stopping:
                 break
@@ -138,7 +145,8 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
     timing.realtime = rt.as_dict()
     (log.info if rt.realtime else log.warning)("control loop: %s", rt.describe())
     built = build_printer(settings) if kernels.ok else _refused_printer(kernels.reason)
-    closers = attach_pi_devices(settings, built)
+    wakeup = Wakeup()
+    closers = attach_pi_devices(settings, built, wakeup)
     # The printer the loop drives; a firmware restart replaces it (control/restart.py).
     printer = ControlHost(settings, built, close_hardware=_close_hardware)
     gc.freeze()   # the printer's own long-lived objects join the start-up heap
@@ -146,7 +154,7 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
     log.info("control process ready (pid %d, backend %s)", os.getpid(), settings.control.backend)
     try:
         run_control_loop(printer, server, status, settings.control.status_hz,
-                         stop_requested, timing)
+                         stop_requested, timing, wakeup)
     except BaseException:
         log.exception("control loop crashed")
         printer.heaters.all_off()
@@ -160,6 +168,7 @@ def control_main(settings: Settings, conn: Connection, status_name: str) -> None
             except Exception:
                 log.exception("closing the Pi's devices failed")
         status.close()
+        wakeup.close()
         log.info("control process stopped")
 
 
@@ -173,9 +182,11 @@ def _refused_printer(reason: str | None) -> Any:
     return OfflinePrinter(f"kernels unusable: {reason}", restartable=False)
 
 
-def attach_pi_devices(settings: Settings, printer: Any) -> list[Any]:
+def attach_pi_devices(settings: Settings, printer: Any,
+                      wakeup: Wakeup | None = None) -> list[Any]:
     """Build the Pi's devices (real pins, or the simulated Pi) and hand them to the
-    printer; returns what must be closed at exit, outputs first.
+    printer; returns what must be closed at exit, outputs first. An input event (e-stop,
+    runout) sets `wakeup`, so the loop acts on it at once rather than a period later.
 
     A device that cannot be set up (a pin in use, I2C not enabled) is a fault: the
     printer is shut down with the reason, because a configured e-stop or chamber
@@ -201,7 +212,8 @@ def attach_pi_devices(settings: Settings, printer: Any) -> list[Any]:
                 from printhost.sensors.i2c import SMBusI2C
                 bus = SMBusI2C(settings.devices.i2c_bus)
                 closers.append(bus.close)
-        devices = PiDevices(settings, pin_factory=factory, bus=bus)
+        devices = PiDevices(settings, pin_factory=factory, bus=bus,
+                            on_event=None if wakeup is None else wakeup.set)
     except Exception as exc:
         log.error("Pi devices unavailable: %s", exc)
         for close in reversed(closers):

@@ -2,9 +2,10 @@
 
 `PiDevices` lives in the control process. Inputs (e-stop, runout) call back on
 gpiozero's or the runout watcher's thread; those callbacks only record an event, and
-the control loop takes the events on its next tick (`take_events`), so every state
-change of the printer happens on one thread. An e-stop press is acted on within one
-loop period (20 ms on a printer).
+the control loop takes the events in a pass (`take_events`), so every state change of
+the printer happens on one thread. Recording an event also calls `on_event`, the
+control loop's wake-up, which runs that pass at once instead of up to a loop period
+(20 ms on a printer) later.
 
 Outputs follow the printer's state, computed by the loop and handed to `update`: the
 hotend fan runs while the extruder is hot, the controller fan while anything moves or
@@ -17,6 +18,7 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,9 +59,12 @@ class PiDevices:
     """The Pi-side devices; any of them may be absent (its pin left empty)."""
 
     def __init__(self, settings: Settings, *, pin_factory: Any = None,
-                 bus: I2CBus | None = None) -> None:
+                 bus: I2CBus | None = None, on_event: Callable[[], None] | None = None) -> None:
         d, c = settings.devices, settings.chamber
         self.settings = settings
+        # Called (on the input's thread) after an event is recorded: the control loop's
+        # wake-up, so an e-stop is acted on at once rather than at the next pass.
+        self.on_event = on_event
         self._events: list[DeviceEvent] = []
         self._events_lock = threading.Lock()
         self._closers: list[Any] = []
@@ -121,6 +126,8 @@ class PiDevices:
             # An e-stop bouncing ten times is one emergency.
             if event not in self._events:
                 self._events.append(event)
+        if self.on_event is not None:
+            self.on_event()
 
     def take_events(self) -> list[DeviceEvent]:
         with self._events_lock:

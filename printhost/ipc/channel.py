@@ -185,18 +185,24 @@ class CommandServer:
             self.closed = True
         return out
 
-    def wait(self, timeout_s: float) -> bool:
-        """Wait up to `timeout_s` for a request (or the channel's end); True if one came.
+    def wait(self, timeout_s: float, *others: Any) -> list[Any]:
+        """Wait up to `timeout_s` for a request (or the channel's end) or for one of
+        `others` (objects with a `fileno()`) to become readable; returns what is ready,
+        the channel as this server.
 
         What the control loop does between passes: it sleeps, yet answers a command at
         once instead of at the next pass."""
-        if self.closed or timeout_s <= 0.0:
-            return False
+        if timeout_s <= 0.0:
+            return []
+        watched = list(others) if self.closed else [self._conn, *others]
+        if not watched:
+            return []
         try:
-            return bool(wait([self._conn], timeout_s))
-        except (EOFError, OSError):
+            ready = wait(watched, timeout_s)
+        except OSError:
             self.closed = True
-            return True
+            return [self]
+        return [self if r is self._conn else r for r in ready]
 
     def reply(self, reply: Reply) -> None:
         if self.closed:

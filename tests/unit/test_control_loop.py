@@ -130,3 +130,66 @@ def test_the_loop_period_is_print_time_with_a_floor_in_host_time():
                            (0.5, 0.04)):
         sim = parse_settings({"simulation": {"time_factor": factor}})
         assert loop_period_s(sim) == pytest.approx(period)
+
+
+def test_an_estop_press_runs_a_pass_at_once():
+    # The loop sleeps a period between passes (20 ms on a printer, 30 s here to make the
+    # point); the button's callback wakes it, and the pass that handles it runs at once.
+    from printhost.control.looptiming import LoopTiming
+    from printhost.control.wakeup import Wakeup
+    from printhost.hw.devices import PiDevices
+    from printhost.sim.pi import SimPi
+    settings = parse_settings({"devices": {"estop": {"pin": "GPIO22"}}})
+    sim = SimPi(settings)
+    wakeup = Wakeup()
+    devices = PiDevices(settings, pin_factory=sim.factory, bus=sim.bus, on_event=wakeup.set)
+    printer = Printer.simulated(settings)
+    printer.attach_devices(devices)
+    printer.heaters["extruder"].set_target(200.0)
+    block = StatusBlock.create()
+    ours, theirs = multiprocessing.Pipe()
+    timing = LoopTiming(30.0)
+    stop = threading.Event()
+    loop = threading.Thread(target=run_control_loop,
+                            args=(printer, CommandServer(theirs), block, 25.0, stop.is_set,
+                                  timing, wakeup))
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while timing.passes < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert timing.passes == 1 and printer.error is None
+        sim.press_estop(True)
+        deadline = time.monotonic() + 10
+        while timing.passes < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert timing.passes == 2          # one pass, at once, not 30 s later
+        assert printer.error == "emergency stop button pressed"
+        assert printer.heaters["extruder"].target_c == 0.0
+    finally:
+        stop.set()
+        ours.close()
+        loop.join(10)
+        block.close()
+        devices.close()
+        sim.close()
+        wakeup.close()
+
+
+def test_wakeup_is_readable_from_set_until_clear():
+    from multiprocessing.connection import wait
+
+    from printhost.control.wakeup import Wakeup
+    w = Wakeup()
+    try:
+        assert wait([w], 0) == []
+        for _ in range(3):
+            w.set()
+        assert wait([w], 0) == [w]
+        w.clear()
+        assert wait([w], 0) == []
+        threading.Timer(0.05, w.set).start()
+        assert wait([w], 10) == [w]
+    finally:
+        w.close()
+    w.set()                                   # after close: nothing to wake, no error
