@@ -108,3 +108,40 @@ def test_link_report_has_every_figure(tmp_path):
 
 def label_line(table: str, label: str) -> bool:
     return any(line.strip().startswith(label) for line in table.splitlines())
+
+
+def test_live_refuses_a_missing_file_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PRINTHOST_CONFIG"}
+    env["VIRTUAL_ENV"] = sys.prefix
+    proc = subprocess.run([str(BENCH), "live", "--gcode", str(tmp_path / "nope.gcode")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"tools/bench: {tmp_path / 'nope.gcode'}: "
+                                                "no such file"]
+    assert not (tmp_path / "bench-live.json").exists()
+
+
+def test_service_rig_reads_processes_and_the_control_pid(tmp_path):
+    # What `tools/bench live` and `tools/load-acceptance` read of a running service:
+    # CPU seconds from /proc, children by parent pid, the control pid from the log.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("servicerig", REPO / "tools" / "servicerig.py")
+    rig = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rig)
+    before = rig.cpu_seconds(os.getpid())
+    sum(i * i for i in range(3_000_000))
+    assert rig.cpu_seconds(os.getpid()) > before
+    assert "python" in rig.command_line(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        svc = rig.Service(tmp_path, 1.0)
+        svc.proc = type("P", (), {"pid": os.getpid()})()
+        assert child.pid in svc.children()
+    finally:
+        child.kill()
+        child.wait()
+    assert svc.control_pid() is None
+    svc.log_path.write_text("... printhost.control: control process ready (pid 4242, backend "
+                            "simulated)\n... control process ready (pid 4343, backend mcu)\n")
+    assert svc.control_pid() == 4343
+    assert 'port = ' in svc.config.read_text() and "time_factor = 1.0" in svc.config.read_text()
