@@ -307,7 +307,7 @@ def _parse_one(buf: np.ndarray, s: int, e: int, row: int, params: np.ndarray,
 
 @dataclass
 class BulkGCode:
-    """Per-line arrays for a whole file; row r is line r + 1.
+    """Per-line arrays for a file or a piece of one; row r is line `first_line` + r.
 
     `code[r]` is an index into `COMMAND_NAMES`, `EMPTY`, or `FALLBACK` (then
     `fallback[r]` holds what `parse_line` returned, or the `GCodeError` it raised).
@@ -324,13 +324,15 @@ class BulkGCode:
     args_start: np.ndarray
     args_end: np.ndarray
     fallback: dict[int, GCodeCommand | GCodeError | None] = field(default_factory=dict)
+    # The file's line number of row 0 (a piece from `iter_chunks` starts further on).
+    first_line: int = 1
 
     def __len__(self) -> int:
         return int(self.code.shape[0])
 
     @property
     def lineno(self) -> np.ndarray:
-        return np.arange(1, len(self) + 1, dtype=np.int64)
+        return np.arange(self.first_line, self.first_line + len(self), dtype=np.int64)
 
     @property
     def offset(self) -> np.ndarray:
@@ -352,7 +354,7 @@ class BulkGCode:
         """Line `row` decoded exactly as `iter_lines` would give it."""
         raw = self.data[int(self.line_start[row]):int(self.line_end[row])]
         text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        if row == 0 and text.startswith("\ufeff"):
+        if row == 0 and self.first_line == 1 and text.startswith("\ufeff"):
             text = text[1:]
         return text
 
@@ -369,7 +371,7 @@ class BulkGCode:
         values = self.params[row]
         params = {PARAM_LETTERS[c]: float(values[c]) for c in _present_columns(values)}
         args = self.data[int(self.args_start[row]):int(self.args_end[row])].decode("ascii")
-        return GCodeCommand(COMMAND_NAMES[code], params, row + 1, True,
+        return GCodeCommand(COMMAND_NAMES[code], params, self.first_line + row, True,
                             self.text(row).strip(), args.strip())
 
     def commands(self) -> Iterator[GCodeCommand]:
@@ -401,8 +403,9 @@ def _flag_foreign_letters(codes: np.ndarray, params: np.ndarray) -> None:
             codes[bad] = FALLBACK
 
 
-def parse_bytes(data: bytes | bytearray | memoryview) -> BulkGCode:
-    """Parse a whole file's bytes; lines the kernel flags are handed to `parse_line`."""
+def parse_bytes(data: bytes | bytearray | memoryview, first_line: int = 1) -> BulkGCode:
+    """Parse a file's bytes, or a piece of whole lines starting at line `first_line`;
+    lines the kernel flags are handed to `parse_line`."""
     data = bytes(data)
     buf = np.frombuffer(data, dtype=np.uint8)
     n = _count_lines(buf)
@@ -415,10 +418,11 @@ def parse_bytes(data: bytes | bytearray | memoryview) -> BulkGCode:
     _parse_lines(buf, line_start, line_end, codes, params, args_start, args_end,
                  _COMMAND_CODE, _BARE, _COLUMN, _POW10, gcode.MAX_LINE_BYTES)
     _flag_foreign_letters(codes, params)
-    result = BulkGCode(data, codes, params, line_start, line_end, args_start, args_end)
+    result = BulkGCode(data, codes, params, line_start, line_end, args_start, args_end,
+                       first_line=first_line)
     for row in np.flatnonzero(codes == FALLBACK).tolist():
         params[row, :] = np.nan      # the kernel may have filled some before giving up
-        lineno = row + 1
+        lineno = first_line + row
         if line_end[row] - line_start[row] > gcode.MAX_LINE_BYTES:
             result.fallback[row] = GCodeError(lineno, f"line longer than {gcode.MAX_LINE_BYTES} bytes")
             continue
@@ -432,3 +436,39 @@ def parse_bytes(data: bytes | bytearray | memoryview) -> BulkGCode:
 def parse_file(path: str | os.PathLike[str]) -> BulkGCode:
     with open(path, "rb") as fh:
         return parse_bytes(fh.read())
+
+
+#: Bytes read at a time by `iter_chunks`: a few tens of thousands of slicer lines.
+CHUNK_BYTES = 1 << 20
+
+
+def iter_chunks(path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES
+                ) -> Iterator[BulkGCode]:
+    """The file as consecutive pieces of whole lines, each parsed on its own, so memory
+    follows the piece and not the file. Every piece but the last ends at a newline;
+    `first_line` numbers its rows as the whole file's, and the lines and what they
+    parse to are exactly those of `parse_file`.
+
+    A line longer than `gcode.MAX_LINE_BYTES` is cut at about that length (its first
+    part is refused with the same error as from `parse_file`; nothing after an error
+    is read by a caller that stops there)."""
+    first_line = 1
+    pending = b""
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk_bytes)
+            data = pending + block
+            if not block:
+                if data:
+                    yield parse_bytes(data, first_line)
+                return
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                if len(data) <= gcode.MAX_LINE_BYTES + 1:
+                    pending = data          # a line still being read
+                    continue
+                cut = len(data)
+            piece = parse_bytes(data[:cut], first_line)
+            pending = data[cut:]
+            first_line += len(piece)
+            yield piece

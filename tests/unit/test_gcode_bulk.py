@@ -260,3 +260,30 @@ def test_tricky_lines_agree(text):
     body = text.split(";")[0].rstrip()
     checked = f"{body}*{_checksum(body)}" if "*" not in text and body.strip() else text
     assert_agrees((text + "\n" + checked + "\n").encode())
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 64, 4096])
+def test_a_file_read_in_pieces_parses_as_the_whole(tmp_path, chunk_bytes):
+    # Every piece ends at a newline and numbers its lines as the file does: the
+    # commands, their line numbers and the parse errors are those of parse_file.
+    path = tmp_path / "f.gcode"
+    path.write_bytes("\ufeffG28\r\nG1 X10 Y5 F3000 ; move\n\nM104 S200\nG1 X1 T8\n"
+                     "G1 X2\nG1 Y3".encode())
+    whole = gcode_bulk.parse_file(path)
+
+    def commands(parsed):
+        out = []
+        for row in range(len(parsed)):
+            try:
+                out.append(parsed.command(row))
+            except GCodeError as exc:
+                out.append((exc.lineno, str(exc)))
+        return out
+
+    pieces = list(gcode_bulk.iter_chunks(path, chunk_bytes))
+    assert [p.first_line for p in pieces] == sorted({p.first_line for p in pieces})
+    assert np.array_equal(np.concatenate([p.lineno for p in pieces]), whole.lineno)
+    assert sum((commands(p) for p in pieces), []) == commands(whole)
+    errors = [p.first_error for p in pieces if p.first_error is not None]
+    assert [(e.lineno, str(e)) for e in errors] == [(whole.first_error.lineno,
+                                                     str(whole.first_error))]

@@ -587,3 +587,59 @@ def test_a_refusal_the_reference_does_not_confirm_is_left_to_the_python_path(mon
     assert plan_file(parsed, Settings(), START).error.message == "must home axis first: X"
     monkeypatch.setattr(plan, "_replay_error", lambda *args: None)
     assert plan_file(parsed, Settings(), START) is None
+
+
+# ---------------------------------------------------------------- a file in pieces
+
+def plan_in_pieces(path: Path, settings: Settings, start: Vec4, chunk_bytes: int):
+    """PlanStream over iter_chunks: all moves, their lines, the last result, pieces."""
+    from printhost.control.gcode_bulk import iter_chunks
+    stream = plan.PlanStream(settings, start)
+    moves, lines, last, pieces = [], [], None, 0
+    for piece in iter_chunks(path, chunk_bytes):
+        pieces += 1
+        last = stream.feed(piece)
+        assert last is not None
+        moves.append(last.moves)
+        lines.append(last.lineno)
+        if last.error is not None:
+            return np.concatenate(moves), np.concatenate(lines), last, pieces
+    last = stream.finish()
+    moves.append(last.moves)
+    lines.append(last.lineno)
+    return np.concatenate(moves), np.concatenate(lines), last, pieces
+
+
+@pytest.mark.parametrize("chunk_bytes", [997, 65536])
+def test_a_file_planned_in_pieces_gives_the_moves_of_the_whole(chunk_bytes):
+    # The interpreter, toolhead and lookahead state carry over between pieces, so
+    # cutting a file anywhere between lines changes no bit of any move.
+    whole = plan_file(parse_file(DATA / "cube.gcode"), Settings(), START)
+    moves, lines, last, pieces = plan_in_pieces(DATA / "cube.gcode", Settings(), START,
+                                                chunk_bytes)
+    assert pieces > 3
+    assert moves.tobytes() == whole.moves.tobytes()
+    assert np.array_equal(lines, whole.lineno)
+    assert last.position == whole.position and last.homed_axes == whole.homed_axes
+
+
+@pytest.mark.parametrize("seed", range(len(BAD_SNIPPETS)))
+def test_an_error_in_a_later_piece_names_the_files_line(tmp_path, seed):
+    settings, start = Settings(), START
+    path = tmp_path / "bad.gcode"
+    path.write_bytes(bad_program(seed, settings, start).encode())
+    whole = plan_file(parse_file(path), settings, start)
+    moves, lines, last, pieces = plan_in_pieces(path, settings, start, 211)
+    assert pieces > 3 and whole.error is not None
+    assert last.error.lineno == whole.error.lineno
+    assert last.error.message == whole.error.message
+    assert moves.tobytes() == whole.moves.tobytes()
+    with pytest.raises(RuntimeError, match="stopped at an error"):
+        plan.PlanStream.finish(_stopped_stream(path, settings, start))
+
+
+def _stopped_stream(path: Path, settings: Settings, start: Vec4) -> plan.PlanStream:
+    stream = plan.PlanStream(settings, start)
+    stream.feed(parse_file(path))
+    assert stream.failed
+    return stream

@@ -44,9 +44,10 @@ import numpy as np
 
 from printhost.config import Settings
 from printhost.control.gcode import GCodeError
-from printhost.control.gcode_bulk import BulkGCode
+from printhost.control.gcode_bulk import PARAM_LETTERS, BulkGCode
 from printhost.control.interpreter import CommandError, GCodeInterpreter, GCodeState, PartFan
-from printhost.control.kernels.plan_kernel import run
+from printhost.control.kernels.plan_kernel import initial_state, new_queue, run_chunk
+from printhost.control.kernels.plan_lookahead import I_QUEUED
 from printhost.control.kernels.plan_ops import (ERR_NONE, N_MOVE_COLUMNS, N_S, OP_DWELL, OP_HOME,
                                                 OP_MOVE, S_ABSOLUTE, S_ACCEL, S_E_ABSOLUTE,
                                                 S_EXTRUDE_FACTOR, S_GCODE_POS, S_HOMED, S_OFFSET,
@@ -62,7 +63,7 @@ from printhost.control.toolhead import Toolhead
 
 __all__ = ["ACCEL", "ACCEL_T", "CRUISE_T", "CRUISE_V", "DECEL_T", "DISTANCE", "END_E", "END_V",
            "END_X", "END_Y", "END_Z", "N_MOVE_COLUMNS", "START_E", "START_V", "START_X",
-           "START_Y", "START_Z", "PlanError", "PlanResult", "plan_file", "warm_up"]
+           "START_Y", "START_Z", "PlanError", "PlanResult", "PlanStream", "plan_file", "warm_up"]
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,86 @@ def _replay_error(parsed: BulkGCode, row: int, settings: Settings,
     return None
 
 
+class PlanStream:
+    """The compiled planner fed a file piece by piece (`gcode_bulk.iter_chunks`).
+
+    The interpreter and toolhead state and the lookahead queue are carried from one
+    piece to the next, so the moves are exactly those of planning the file whole,
+    while memory follows the piece. Moves still in the lookahead queue at the end of
+    a piece come out with the next one, or with `final`.
+    """
+
+    def __init__(self, settings: Settings, start_position: Sequence[float]) -> None:
+        start = [float(v) for v in start_position]
+        if len(start) == 3:
+            start.append(0.0)
+        if len(start) != 4:
+            raise ValueError(f"start_position needs 3 or 4 values, got {len(start)}")
+        self.settings = settings
+        self._cfg = pack_constants(settings)
+        self._state = np.zeros(N_S, dtype=np.float64)
+        initial_state(np.array(start, dtype=np.float64), self._cfg, self._state)
+        self._q, self._ist, self._pst = new_queue(_MAX_QUEUE_MOVES)
+        self.failed = False
+
+    def feed(self, parsed: BulkGCode, final: bool = False) -> PlanResult | None:
+        """Plan the next piece (the whole file with `final`, or `finish()` later).
+
+        None if the piece uses anything the kernel does not cover (the caller runs the
+        Python path instead); with an `error` the stream stops at that line, like the
+        Python path, and takes nothing more."""
+        if self.failed:
+            raise RuntimeError("the plan stream stopped at an error")
+        prepared = operations(parsed)
+        if prepared is None:
+            return None
+        ops, params, stop_row, parse_error = prepared
+        head = ops[:stop_row]
+        capacity = (int(np.count_nonzero(head == OP_MOVE))
+                    + 3 * int(np.count_nonzero(head == OP_HOME))
+                    + int(np.count_nonzero(head == OP_DWELL)) + int(self._ist[I_QUEUED]))
+        out = np.empty((capacity, N_MOVE_COLUMNS), dtype=np.float64)
+        out_line = np.empty(capacity, dtype=np.int64)
+        state = self._state
+        count, err, err_row = run_chunk(ops, params, stop_row, final and parse_error is None,
+                                        self._cfg, parsed.first_line, _MAX_QUEUE_MOVES, out,
+                                        out_line, state, self._q, self._ist, self._pst)
+        error: PlanError | None = None
+        if err != ERR_NONE:
+            lineno = parsed.first_line + err_row
+            message = _replay_error(parsed, err_row, self.settings, state)
+            if message is None:
+                log.warning("line %d: the compiled planner refused a line the interpreter "
+                            "accepts (error code %d); using the interpreter", lineno, err)
+                return None
+            error = PlanError(lineno, message)
+        elif parse_error is not None:
+            error = PlanError(parse_error.lineno, parse_error.message, parse_error)
+        self.failed = error is not None
+        return self._result(out[:count], out_line[:count], error)
+
+    def finish(self) -> PlanResult:
+        """The moves still in the lookahead queue, after the last piece."""
+        if self.failed:
+            raise RuntimeError("the plan stream stopped at an error")
+        capacity = int(self._ist[I_QUEUED])
+        out = np.empty((capacity, N_MOVE_COLUMNS), dtype=np.float64)
+        out_line = np.empty(capacity, dtype=np.int64)
+        no_rows = np.zeros((0, len(PARAM_LETTERS)), dtype=np.float64)
+        count, _, _ = run_chunk(np.zeros(0, dtype=np.int8), no_rows, 0, True,
+                                self._cfg, 1, _MAX_QUEUE_MOVES, out, out_line, self._state,
+                                self._q, self._ist, self._pst)
+        return self._result(out[:count], out_line[:count], None)
+
+    def _result(self, moves: np.ndarray, lineno: np.ndarray,
+                error: PlanError | None) -> PlanResult:
+        s = self._state.tolist()
+        return PlanResult(
+            moves=moves, lineno=lineno,
+            position=(s[S_POSITION], s[S_POSITION + 1], s[S_POSITION + 2], s[S_POSITION + 3]),
+            homed_axes="".join(a for i, a in enumerate("xyz") if s[S_HOMED + i]), error=error)
+
+
 def plan_file(parsed: BulkGCode, settings: Settings,
               start_position: Sequence[float]) -> PlanResult | None:
     """Plan a parsed file as `printhost batch`'s Python path would; None if the file
@@ -160,39 +241,7 @@ def plan_file(parsed: BulkGCode, settings: Settings,
     (x, y, z, e); E defaults to 0. Homing state and offsets start cleared, the
     acceleration at `printer.max_accel`, as for a fresh Toolhead and interpreter.
     """
-    prepared = operations(parsed)
-    if prepared is None:
-        return None
-    ops, params, stop_row, parse_error = prepared
-    start = [float(v) for v in start_position]
-    if len(start) == 3:
-        start.append(0.0)
-    if len(start) != 4:
-        raise ValueError(f"start_position needs 3 or 4 values, got {len(start)}")
-    head = ops[:stop_row]
-    capacity = (int(np.count_nonzero(head == OP_MOVE)) + 3 * int(np.count_nonzero(head == OP_HOME))
-                + int(np.count_nonzero(head == OP_DWELL)))
-    out = np.empty((capacity, N_MOVE_COLUMNS), dtype=np.float64)
-    out_line = np.empty(capacity, dtype=np.int64)
-    state = np.zeros(N_S, dtype=np.float64)
-    count, err, err_row = run(ops, params, stop_row, parse_error is None,
-                              pack_constants(settings), np.array(start, dtype=np.float64),
-                              _MAX_QUEUE_MOVES, out, out_line, state)
-    error: PlanError | None = None
-    if err != ERR_NONE:
-        message = _replay_error(parsed, err_row, settings, state)
-        if message is None:
-            log.warning("line %d: the compiled planner refused a line the interpreter accepts "
-                        "(error code %d); using the interpreter", err_row + 1, err)
-            return None
-        error = PlanError(err_row + 1, message)
-    elif parse_error is not None:
-        error = PlanError(parse_error.lineno, parse_error.message, parse_error)
-    s = state.tolist()
-    return PlanResult(
-        moves=out[:count], lineno=out_line[:count],
-        position=(s[S_POSITION], s[S_POSITION + 1], s[S_POSITION + 2], s[S_POSITION + 3]),
-        homed_axes="".join(a for i, a in enumerate("xyz") if s[S_HOMED + i]), error=error)
+    return PlanStream(settings, start_position).feed(parsed, final=True)
 
 
 def warm_up() -> None:

@@ -1,20 +1,22 @@
-"""The compiled batch planner's main loop: interpreter and toolhead over a whole file.
+"""The compiled batch planner's main loop: interpreter and toolhead over a file.
 
-One call of `run` executes the operation rows of a file (`plan_ops.operations`)
-as `GCodeInterpreter` and `Toolhead` would, keeping their state in local
-variables instead of objects, and hands every move to the lookahead planner
-(`plan_lookahead`). It is a line-by-line port of those two classes, for the same
-reason the planner kernels are one of theirs: the moves must come out
-bit-identical to the Python path. That covers the same checks in the same order
-(a line the Python path refuses stops the loop at that line, with the error code
-and row returned for the replay in `plan`), and the same flushes: G28 (after
-every axis), G4, M84/M18, M400, M109 and M190. Heater targets and fan speeds
-move nothing but are checked all the same, so a file the Python path rejects
-does not pass here.
+One call of `run_chunk` executes the operation rows of a file, or of a piece of one
+(`plan_ops.operations`), as `GCodeInterpreter` and `Toolhead` would, keeping their
+state in local variables instead of objects, and hands every move to the lookahead
+planner (`plan_lookahead`). Between pieces the state lives in a float64 array
+(`plan_ops.S_*`) and the lookahead queue in its own arrays (`new_queue`), so a file
+run piece by piece gives exactly the moves of running it whole. It is a line-by-line
+port of those two classes, for the same reason the planner kernels are one of
+theirs: the moves must come out bit-identical to the Python path. That covers the
+same checks in the same order (a line the Python path refuses stops the loop at that
+line, with the error code and row returned for the replay in `plan`), and the same
+flushes: G28 (after every axis), G4, M84/M18, M400, M109 and M190. Heater targets and
+fan speeds move nothing but are checked all the same, so a file the Python path
+rejects does not pass here.
 
 numba's cache checks only the file a function is defined in: after editing
 `plan_lookahead` or a number in `plan_ops`, clear the cache (see
-`printhost.control.kernels`), or `run` keeps the old code.
+`printhost.control.kernels`), or `run_chunk` keeps the old code.
 """
 
 from __future__ import annotations
@@ -45,44 +47,74 @@ from printhost.control.kernels.plan_ops import (AXIS_COLUMNS, CF_DEFAULT_SPEED, 
 
 
 @numba.njit(cache=True, nogil=True)
-def run(ops: np.ndarray, params: np.ndarray, stop_row: int, final_flush: bool,
-        cfg: np.ndarray, start_position: np.ndarray, max_queue_moves: int,
-        out: np.ndarray, out_line: np.ndarray, state: np.ndarray) -> tuple[int, int, int]:
-    """Execute rows [0, stop_row) as GCodeInterpreter + Toolhead + planner would.
+def initial_state(start_position: np.ndarray, cfg: np.ndarray, state: np.ndarray) -> None:
+    """`state` as a fresh Toolhead at `start_position` and a GCodeInterpreter synced to
+    it: nothing homed, no offsets, absolute coordinates, the default speed, factors 1
+    and the acceleration at `printer.max_accel`."""
+    for c in range(4):
+        state[S_POSITION + c] = start_position[c]
+        state[S_GCODE_POS + c] = start_position[c] if c < 3 else 0.0
+    for i in range(3):
+        state[S_HOMED + i] = 0.0
+        state[S_OFFSET + i] = 0.0
+    state[S_ACCEL] = cfg[CF_MAX_ACCEL]
+    state[S_ABSOLUTE] = 1.0
+    state[S_E_ABSOLUTE] = 1.0
+    state[S_SPEED] = cfg[CF_DEFAULT_SPEED]
+    state[S_SPEED_FACTOR] = 1.0
+    state[S_EXTRUDE_FACTOR] = 1.0
 
-    Returns (moves emitted, error code, failing row or -1); `state` receives the
-    interpreter and toolhead state after the last successful row.
+
+@numba.njit(cache=True, nogil=True)
+def new_queue(max_queue_moves: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An empty lookahead queue: its rows, counters and carried velocities."""
+    return (np.empty((max_queue_moves + 2, N_Q), dtype=np.float64),
+            np.zeros(N_I, dtype=np.int64), np.zeros(N_P, dtype=np.float64))
+
+
+@numba.njit(cache=True, nogil=True)
+def run_chunk(ops: np.ndarray, params: np.ndarray, stop_row: int, final_flush: bool,
+              cfg: np.ndarray, first_line: int, max_queue_moves: int, out: np.ndarray,
+              out_line: np.ndarray, state: np.ndarray, q: np.ndarray, ist: np.ndarray,
+              pst: np.ndarray) -> tuple[int, int, int]:
+    """Execute rows [0, stop_row) of a piece of a file whose row 0 is line `first_line`,
+    continuing from `state` and the lookahead queue (`q`, `ist`, `pst`) the previous
+    piece left; both are updated. Moves come out in `out` from row 0; moves still in
+    the queue stay there for the next piece unless `final_flush`. Running a file in
+    pieces emits exactly the moves of running it whole.
+
+    Returns (moves emitted by this call, error code, failing row or -1); `state`
+    holds the interpreter and toolhead state after the last successful row.
     """
-    q = np.empty((max_queue_moves + 2, N_Q), dtype=np.float64)
     start_v2 = np.empty(max_queue_moves + 3, dtype=np.float64)
     cruise_v2 = np.empty(max_queue_moves + 2, dtype=np.float64)
     has_cruise = np.zeros(max_queue_moves + 2, dtype=np.bool_)
-    ist = np.zeros(N_I, dtype=np.int64)
-    pst = np.zeros(N_P, dtype=np.float64)
+    ist[I_EMITTED] = 0
     # Toolhead.
     pos = np.empty(4, dtype=np.float64)
-    for c in range(4):
-        pos[c] = start_position[c]
-    homed = np.zeros(3, dtype=np.bool_)
-    accel = cfg[CF_MAX_ACCEL]
-    target = np.empty(4, dtype=np.float64)
-    # Interpreter (GCodeState after sync_from_toolhead).
-    absolute = True
-    e_absolute = True
-    speed_state = cfg[CF_DEFAULT_SPEED]
-    speed_factor = 1.0
-    extrude_factor = 1.0
-    offset = np.zeros(3, dtype=np.float64)
     gpos = np.empty(4, dtype=np.float64)
-    for c in range(3):
-        gpos[c] = pos[c] - offset[c]
-    gpos[3] = 0.0
+    for c in range(4):
+        pos[c] = state[S_POSITION + c]
+        gpos[c] = state[S_GCODE_POS + c]
+    homed = np.zeros(3, dtype=np.bool_)
+    offset = np.zeros(3, dtype=np.float64)
+    for i in range(3):
+        homed[i] = state[S_HOMED + i] != 0.0
+        offset[i] = state[S_OFFSET + i]
+    accel = state[S_ACCEL]
+    target = np.empty(4, dtype=np.float64)
+    # Interpreter.
+    absolute = state[S_ABSOLUTE] != 0.0
+    e_absolute = state[S_E_ABSOLUTE] != 0.0
+    speed_state = state[S_SPEED]
+    speed_factor = state[S_SPEED_FACTOR]
+    extrude_factor = state[S_EXTRUDE_FACTOR]
 
     err = ERR_NONE
     err_row = -1
     for row in range(stop_row):
         op = ops[row]
-        line = row + 1
+        line = first_line + row
         if op == OP_SKIP or op == OP_NOTHING:
             continue
         if op == OP_MOVE:

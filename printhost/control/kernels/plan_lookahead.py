@@ -1,6 +1,6 @@
 """The compiled lookahead planner: `planner.LookaheadPlanner` as numba kernels.
 
-`plan_kernel.run` feeds every move of a file through `add_move`, and flushes with
+`plan_kernel.run_chunk` feeds every move of a file through `add_move`, and flushes with
 `plan_queue(True, ...)` where the Python path flushes. The planner's queue of
 `_QueuedMove` objects is one float64 array with a row per move (`Q_*` columns),
 its counters and carried velocities two small arrays (`I_*`, `P_*`), and every
@@ -15,7 +15,7 @@ lazy "certain moves" emission after every move, and the forced emission when the
 queue outgrows `max_queue_moves`.
 
 numba's cache checks only the file a function is defined in: after editing this
-module, the cached `plan_kernel.run` still holds the old code inlined, so clear
+module, the cached `plan_kernel.run_chunk` still holds the old code inlined, so clear
 the cache (see `printhost.control.kernels`).
 """
 
