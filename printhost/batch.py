@@ -7,6 +7,10 @@ they would be written to the serial port. The result can be decoded by Klipper's
 tools when the dictionary comes from a real firmware build (`--dictionary`), and a
 JSON summary gives the print time and per-stepper command and step counts.
 
+The file is read, parsed and planned in pieces (`gcode_bulk.iter_chunks`,
+`plan.PlanStream`), steps are generated in chunks of print time and the output is
+written as it is framed, so memory follows the pieces, not the file's length.
+
 The few configuration messages go through the general Python codec; the step
 commands, nearly all of the output, are encoded and framed as arrays by the compiled
 `printhost.mcu.fastencode`, which writes the same bytes much faster.
@@ -31,10 +35,10 @@ import numpy as np
 from printhost.config import Settings
 from printhost.control.clock import ManualClock
 from printhost.control.gcode import GCodeError
-from printhost.control.gcode_bulk import parse_file
+from printhost.control.gcode_bulk import iter_chunks
 from printhost.control.interpreter import CommandError, GCodeInterpreter, PartFan
 from printhost.control.kernels.plan import (ACCEL_T, CRUISE_T, DECEL_T, END_E, END_X,
-                                           plan_file)
+                                           PlanStream)
 from printhost.control.kernels.steppers import models_from_settings
 from printhost.control.motion import PlannedMove, QueueClockExecutor, Vec4
 from printhost.control.stepstream import (KIND_NAMES, QUEUE_STEP, SET_NEXT_STEP_DIR,
@@ -89,20 +93,24 @@ class StreamExecutor(QueueClockExecutor):
     def run_rows(self, rows: np.ndarray) -> None:
         """Feed the compiled planner's move rows, chunked exactly as `schedule` chunks.
 
-        The chunk boundaries are found by the same running sum of move durations, so
-        the stream (and the bytes written) equal the Python path's.
+        May be called again with the rows that follow (the planner's output for the
+        next piece of the file): the rows not handed over yet wait for them. The chunk
+        boundaries are found by the same running sum of move durations, so the stream
+        (and the bytes written) equal the Python path's, however the rows arrive.
         """
         durations = (rows[:, ACCEL_T] + rows[:, CRUISE_T] + rows[:, DECEL_T]).tolist()
+        waiting = self._pending_rows
         first = 0
         for i, duration in enumerate(durations):
             self._end += duration
             if self._end - self._chunk_start >= CHUNK_S:
-                self._hand_over_rows(rows[first:i + 1], final=False)
+                self._hand_over_rows(_joined(waiting, rows[first:i + 1]), final=False)
+                waiting = None
                 first = i + 1
         self.count += len(durations)
         if len(rows):
             self._pos = tuple(float(v) for v in rows[-1, END_X:END_E + 1])  # type: ignore[assignment]
-        self._pending_rows = rows[first:]
+        self._pending_rows = _joined(waiting, rows[first:])
 
     def _hand_over_rows(self, rows: np.ndarray, final: bool) -> None:
         self.stream.add_move_rows(rows, self._chunk_start)
@@ -115,6 +123,14 @@ class StreamExecutor(QueueClockExecutor):
             self._hand_over_rows(rows, final=True)
             return
         self._hand_over(final=True)
+
+
+def _joined(first: np.ndarray | None, second: np.ndarray) -> np.ndarray:
+    return second if first is None or not len(first) else np.concatenate([first, second])
+
+
+class _NotCompiled(Exception):
+    """A piece of the file uses a command the compiled planner does not cover."""
 
 
 def default_pins(dictionary: DataDictionary, count: int) -> list[str]:
@@ -258,8 +274,16 @@ def run_batch(settings: Settings, gcode_path: str | Path, out_path: str | Path,
     except OSError as exc:
         raise BatchError(f"cannot write {out_path}: {exc.strerror or exc}") from None
     try:
-        result = _run(settings, gcode_path, dictionary, dict_name, clock_freq, oids,
-                      pack_encoded(config), writer, compiled, t_start)
+        try:
+            result = _run(settings, gcode_path, dictionary, dict_name, clock_freq, oids,
+                          pack_encoded(config), writer, compiled, t_start)
+        except _NotCompiled:
+            # Found part-way through the file: start again on the Python path, from a
+            # fresh output (what was written so far is thrown away).
+            writer.discard()
+            writer = BlockWriter(out_path)
+            result = _run(settings, gcode_path, dictionary, dict_name, clock_freq, oids,
+                          pack_encoded(config), writer, False, t_start)
     except BaseException:
         writer.discard()
         raise
@@ -286,34 +310,60 @@ def _run(settings: Settings, gcode_path: str | Path, dictionary: DataDictionary,
     interp = GCodeInterpreter(toolhead, heaters, PartFan(), executor.now, settings.gcode,
                               settings.firmware_retraction)
 
-    t_parse = time.perf_counter()
-    try:
-        parsed = parse_file(gcode_path)
-    except OSError as exc:
-        raise BatchError(f"{gcode_path}: cannot read ({exc.strerror})") from None
     t_run = time.perf_counter()
     name = Path(gcode_path).name
-    plan = plan_file(parsed, settings, start) if compiled else None
-    if plan is not None:
-        if plan.error is not None:
-            if plan.error.parse_error is not None:
-                raise BatchError(f"{name}: {plan.error.parse_error}")
-            raise BatchError(f"{name}: line {plan.error.lineno}: {plan.error.message}")
-        executor.run_rows(plan.moves)
+    pieces = _TimedPieces(gcode_path)
+    if compiled:
+        planner = PlanStream(settings, start)
+        for piece in pieces:
+            plan = planner.feed(piece)
+            if plan is None:
+                raise _NotCompiled
+            if plan.error is not None:
+                if plan.error.parse_error is not None:
+                    raise BatchError(f"{name}: {plan.error.parse_error}")
+                raise BatchError(f"{name}: line {plan.error.lineno}: {plan.error.message}")
+            executor.run_rows(plan.moves)
+        executor.run_rows(planner.finish().moves)
     else:
-        _interpret(parsed, interp, name)
+        for piece in pieces:
+            _interpret(piece, interp, name)
         toolhead.flush()
     executor.finish()
     t_encode = time.perf_counter()
     writer.close()
     t_end = time.perf_counter()
     return BatchResult(
-        print_time_s=executor.queue_end_time(), lines=len(parsed),
+        print_time_s=executor.queue_end_time(), lines=pieces.lines,
         moves=executor.count, messages=writer.messages, bytes=writer.bytes,
         steppers=stream.summary(), clock_freq=clock_freq, dictionary=dict_name,
-        timings={"setup_s": round(t_parse - t_start, 4), "parse_s": round(t_run - t_parse, 4),
-                 "pipeline_s": round(t_encode - t_run, 4), "write_s": round(t_end - t_encode, 4),
+        timings={"setup_s": round(t_run - t_start, 4), "parse_s": round(pieces.parse_s, 4),
+                 "pipeline_s": round(t_encode - t_run - pieces.parse_s, 4),
+                 "write_s": round(t_end - t_encode, 4),
                  "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 4)})
+
+
+class _TimedPieces:
+    """The file's pieces (`gcode_bulk.iter_chunks`), counting lines and parse time."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self.lines = 0
+        self.parse_s = 0.0
+
+    def __iter__(self):
+        try:
+            pieces = iter_chunks(self.path)
+            while True:
+                t0 = time.perf_counter()
+                piece = next(pieces, None)
+                self.parse_s += time.perf_counter() - t0
+                if piece is None:
+                    return
+                self.lines += len(piece)
+                yield piece
+        except OSError as exc:
+            raise BatchError(f"{self.path}: cannot read ({exc.strerror})") from None
 
 
 def _interpret(parsed, interp: GCodeInterpreter, name: str) -> None:

@@ -442,7 +442,7 @@ def parse_file(path: str | os.PathLike[str]) -> BulkGCode:
 CHUNK_BYTES = 1 << 20
 
 
-def iter_chunks(path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES
+def iter_chunks(path: str | os.PathLike[str], chunk_bytes: int | None = None
                 ) -> Iterator[BulkGCode]:
     """The file as consecutive pieces of whole lines, each parsed on its own, so memory
     follows the piece and not the file. Every piece but the last ends at a newline;
@@ -452,6 +452,7 @@ def iter_chunks(path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES
     A line longer than `gcode.MAX_LINE_BYTES` is cut at about that length (its first
     part is refused with the same error as from `parse_file`; nothing after an error
     is read by a caller that stops there)."""
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
     first_line = 1
     pending = b""
     with open(path, "rb") as fh:

@@ -609,3 +609,65 @@ def test_m112_stops_the_batch_with_the_line(tmp_path):
     src.write_text("G28\nG1 X10 F3000\nM112\nG1 X50\n")
     with pytest.raises(BatchError, match="estop.gcode: line 3: emergency stop"):
         run_batch(parse_settings({}), src, tmp_path / "out.bin")
+
+
+def long_program(moves: int = 1500) -> list[str]:
+    """Short extruding moves over the bed, as a slicer writes them, many pieces long."""
+    lines = ["G28", "G1 Z0.3 F600", "M83"]
+    for i in range(moves):
+        lines.append(f"G1 X{20 + (i * 7) % 150:.2f} Y{20 + (i * 11) % 130:.2f} E0.05 "
+                     f"F{3000 + 600 * (i % 5)}")
+    return lines
+
+
+def test_a_file_read_in_small_pieces_writes_the_same_bytes(tmp_path, monkeypatch):
+    # The file is parsed and planned piece by piece; where the pieces are cut must not
+    # change a byte of the output.
+    from printhost.control import gcode_bulk
+    gcode = write(tmp_path, "\n".join(long_program()) + "\n")
+    data, summary = run(SHIPPED, gcode, tmp_path)
+    monkeypatch.setattr(gcode_bulk, "CHUNK_BYTES", 1024)
+    assert sum(1 for _ in gcode_bulk.iter_chunks(gcode)) > 30
+    small_data, small_summary = run(SHIPPED, gcode, tmp_path)
+    assert small_data == data
+    assert {k: v for k, v in small_summary.items() if k != "timings"} == \
+        {k: v for k, v in summary.items() if k != "timings"}
+
+
+def test_a_command_outside_the_compiled_subset_late_in_the_file(tmp_path, monkeypatch):
+    # Found only in a later piece, after output was already written for the earlier
+    # ones: the batch starts again on the Python path, and writes what it writes.
+    from printhost.control import gcode_bulk
+    monkeypatch.setattr(gcode_bulk, "CHUNK_BYTES", 1024)
+    text = long_program(600)
+    text[-20:-20] = ["G10 ; firmware retraction, outside the compiled subset", "G11"]
+    gcode = write(tmp_path, "\n".join(text) + "\n")
+    paths = []
+    real_run = batch._run
+
+    def spy(*args):
+        paths.append(args[8])              # `compiled`
+        return real_run(*args)
+    monkeypatch.setattr(batch, "_run", spy)
+    data, summary = run(SHIPPED, gcode, tmp_path)
+    assert paths == [True, False]
+    out = tmp_path / "python.bin"
+    batch.run_batch(SHIPPED, gcode, out, compiled=False)
+    assert out.read_bytes() == data
+    assert summary["lines"] == len(text)
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_a_bad_line_in_a_later_piece_is_named_by_its_line(tmp_path, monkeypatch):
+    from printhost.control import gcode_bulk
+    monkeypatch.setattr(gcode_bulk, "CHUNK_BYTES", 512)
+    lines = long_program(400)
+    lines.insert(301, "G1 X1,5")
+    gcode = write(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(batch.BatchError, match=r"line 302: .*1,5"):
+        batch.run_batch(SHIPPED, gcode, tmp_path / "out.bin")
+    lines[301] = "G1 X900"
+    gcode = write(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(batch.BatchError, match=r"line 302: "):
+        batch.run_batch(SHIPPED, gcode, tmp_path / "out.bin")
+    assert not (tmp_path / "out.bin").exists()
