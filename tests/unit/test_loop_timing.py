@@ -116,3 +116,28 @@ def test_status_is_json_ready():
     doc = json.loads(json.dumps(timing.get_status(), allow_nan=False))
     assert doc["period_ms"] == 4.0 and doc["passes"] == 1 and doc["overruns"] == 1
     assert doc["tick_max_ms"] == 2000.0
+
+
+def test_several_percentiles_in_one_scan_equal_each_asked_alone():
+    import random
+    rng = random.Random(3)
+    for _ in range(200):
+        hist = Histogram()
+        for _ in range(rng.randint(0, 200)):
+            hist.add(rng.choice([rng.lognormvariate(-8, 2), 0.0, 5.0, rng.random() * 0.02]))
+        qs = (0.0, 0.5, 0.9, 0.99, 0.999, 1.0)
+        one_by_one = []
+        for q in qs:
+            if not hist.total:
+                one_by_one.append(None)
+                continue
+            rank, seen = q * hist.total, 0
+            for i, c in enumerate(hist.counts):
+                seen += c
+                if seen >= rank and c:
+                    one_by_one.append(min(hist.upper_edge(i), hist.max_s))
+                    break
+        assert hist.percentiles(qs) == one_by_one
+        assert [e for e, _ in hist.buckets_ms()] == [
+            round(hist.upper_edge(i) * 1000.0, 3) if i < len(hist.counts) - 1 else None
+            for i, c in enumerate(hist.counts) if c]
