@@ -15,8 +15,9 @@ import asyncio
 import enum
 import itertools
 import logging
+import select
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -198,8 +199,10 @@ class CommandServer:
         if not watched:
             return []
         try:
-            ready = wait(watched, timeout_s)
-        except OSError:
+            # select() rather than multiprocessing's wait(): poll() takes whole
+            # milliseconds and rounds up, so every pass would start up to 1 ms late.
+            ready, _, _ = select.select(watched, [], [], timeout_s)
+        except (OSError, ValueError):
             self.closed = True
             return [self]
         return [self if r is self._conn else r for r in ready]
