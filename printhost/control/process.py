@@ -14,9 +14,10 @@ The period is print time, as the printer's margins are: a pass every 20 ms of pr
 time, and never more often than every 4 ms of host time. On a printer (time factor 1)
 that is 50 passes a second; the deadlines it serves are far longer (motion is queued
 1 s ahead, heater updates 0.25 s, the job keeps 0.5 s buffered), and every pass
-costs the same bookkeeping whether or not anything is due, so 250 passes a second
-spent five times the CPU for nothing. A simulation at 5x or faster runs at the 4 ms
-floor, where its print-time margins are shortest in host time.
+costs the same bookkeeping whether or not anything is due: printing cube.gcode on the
+simulated board (`tools/bench live`), 250 passes a second cost the control process
+about 60 CPU-ms per print-second, 50 passes about 31. A simulation at 5x or faster
+runs at the 4 ms floor, where its print-time margins are shortest in host time.
 
 Once start-up is done (kernels loaded, MCU connected) the process freezes its start-up
 heap, locks its memory and takes SCHED_FIFO where the system allows
