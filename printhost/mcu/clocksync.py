@@ -112,12 +112,9 @@ class ClockSync:
         a poor guess of when it was); the rest enter the regression in order. Returns
         how many were used; ready only if at least MIN_SAMPLES were.
         """
-        if not samples:
-            return 0
-        limit = _burst_rtt_limit(samples)
         used = 0
-        for clock, sent, received in samples:
-            if received - sent > limit:
+        for (clock, sent, received), kept in zip(samples, _burst_kept(samples)):
+            if not kept:
                 self.samples += 1
                 self.rejected += 1
                 continue
@@ -199,17 +196,19 @@ class ClockSync:
             raise RuntimeError("no clock sample yet: nothing is known about the MCU clock")
 
 
-def _burst_rtt_limit(samples: list[tuple[int, float, float]]) -> float:
-    fastest = min(received - sent for _clock, sent, received in samples)
-    return RTT_FACTOR * fastest + RTT_SLACK_S
+def _burst_kept(samples: list[tuple[int, float, float]]) -> list[bool]:
+    """For each sample of a burst, whether its round trip is within RTT_FACTOR x the
+    burst's fastest + RTT_SLACK_S."""
+    if not samples:
+        return []
+    limit = RTT_FACTOR * min(received - sent for _clock, sent, received in samples) \
+        + RTT_SLACK_S
+    return [received - sent <= limit for _clock, sent, received in samples]
 
 
 def burst_usable(samples: list[tuple[int, float, float]]) -> int:
     """How many of a connect burst's samples `ClockSync.add_burst` would use."""
-    if not samples:
-        return 0
-    limit = _burst_rtt_limit(samples)
-    return sum(1 for _clock, sent, received in samples if received - sent <= limit)
+    return sum(_burst_kept(samples))
 
 
 def _nearest(clock32: int, reference: int) -> int:
