@@ -266,14 +266,18 @@ def test_schedule_margin_is_print_time_at_any_time_factor(time_factor):
         mcu = configured_mcu(b.path)
         try:
             assert mcu.wall_to_print_s(1.0) == pytest.approx(time_factor, rel=0.05)
-            if mcu.link.stats()["retransmits"]:
-                # The board is a thread of this process; on a loaded machine a block can
-                # need a retransmission, and a noisy line is allowed its room (4 RTOs).
-                link = mcu.wall_to_print_s(min(2.0, 4.0 * mcu.link.rto_s))
-                assert mcu.schedule_margin_s() == pytest.approx(
-                    min(MAX_SCHEDULE_AHEAD_S, max(MIN_SCHEDULE_AHEAD_S, link)))
-            else:
-                assert mcu.schedule_margin_s() == MIN_SCHEDULE_AHEAD_S
+            # The board answers nothing while held, so no round trip moves the timeout
+            # between the readings below.
+            with b.lock:
+                if mcu.link.stats()["retransmits"]:
+                    # The board is a thread of this process; on a loaded machine a block
+                    # can need a retransmission, and a noisy line is allowed its room
+                    # (4 RTOs).
+                    link = mcu.wall_to_print_s(min(2.0, 4.0 * mcu.link.rto_s))
+                    assert mcu.schedule_margin_s() == pytest.approx(
+                        min(MAX_SCHEDULE_AHEAD_S, max(MIN_SCHEDULE_AHEAD_S, link)))
+                else:
+                    assert mcu.schedule_margin_s() == MIN_SCHEDULE_AHEAD_S
         finally:
             mcu.close()
     finally:
@@ -291,8 +295,11 @@ def test_motion_lead_covers_a_host_stall_at_any_time_factor(time_factor):
     try:
         mcu = configured_mcu(b.path)
         try:
-            lead = motion_lead_s(mcu)
-            margin = mcu.schedule_margin_s()
+            # Both read while the board answers nothing: no round trip between them
+            # moves the timeout the margin rests on.
+            with b.lock:
+                lead = motion_lead_s(mcu)
+                margin = mcu.schedule_margin_s()
             # Twice the margin, within the firmware's reach: on a loaded machine a block
             # to this in-process board can need a retransmission, and at 10x a noisy
             # line's margin (2.87 s was seen) is more than half of it.
