@@ -41,15 +41,14 @@ from printhost.control.kernels.plan import (ACCEL_T, CRUISE_T, DECEL_T, END_E, E
                                            PlanStream)
 from printhost.control.kernels.steppers import models_from_settings
 from printhost.control.motion import PlannedMove, QueueClockExecutor, Vec4
-from printhost.control.stepstream import (KIND_NAMES, QUEUE_STEP, SET_NEXT_STEP_DIR,
-                                          StepCommands, StepStream)
+from printhost.control.stepstream import StepCommands, StepStream
 from printhost.control.toolhead import Toolhead
 from printhost.mcu.codec import MessageCodec
 from printhost.mcu.dictionary import DataDictionary
-from printhost.mcu.fastencode import (MAX_PARAMS, EncodedMessages, encode_messages,
-                                      frame_complete_blocks, frame_messages, message_params,
+from printhost.mcu.fastencode import (EncodedMessages, frame_complete_blocks, frame_messages,
                                       pack_encoded)
 from printhost.mcu.sim_dictionary import sim_dictionary
+from printhost.mcu.stepencode import encode_step_commands
 from printhost.sim.heaters import build_simulated_heaters
 
 # Print time of the first move: the MCU needs the first command some time ahead.
@@ -144,30 +143,6 @@ def default_pins(dictionary: DataDictionary, count: int) -> list[str]:
     if len(names) < count:
         raise BatchError(f"the data dictionary lists only {len(names)} pins; {count} are needed")
     return names[:count]
-
-
-def encode_step_commands(dictionary: DataDictionary, cmds: StepCommands) -> EncodedMessages:
-    """Step command rows as wire messages, in row order, ids and layout from `dictionary`.
-
-    Parameters are matched to the firmware's declared formats by name, so a build that
-    numbers or orders them differently still gets the right bytes, and values outside
-    a declared type are refused as `MessageCodec.encode` refuses them.
-    """
-    queue_step = dictionary.lookup(KIND_NAMES[QUEUE_STEP])
-    set_dir = dictionary.lookup(KIND_NAMES[SET_NEXT_STEP_DIR])
-    is_step = cmds.kind == QUEUE_STEP
-    is_dir = ~is_step
-    if np.any(cmds.kind[is_dir] != SET_NEXT_STEP_DIR):
-        raise ValueError("step command kinds must be QUEUE_STEP or SET_NEXT_STEP_DIR")
-    params = np.empty((len(cmds), MAX_PARAMS), dtype=np.int64)
-    params[is_step] = message_params(queue_step, {
-        "oid": cmds.oid[is_step], "interval": cmds.interval[is_step],
-        "count": cmds.count[is_step], "add": cmds.add[is_step]})
-    params[is_dir] = message_params(set_dir, {"oid": cmds.oid[is_dir],
-                                              "dir": cmds.dir[is_dir]})
-    msgids = np.where(is_step, queue_step.msgid, set_dir.msgid)
-    nparams = np.where(is_step, len(queue_step.params), len(set_dir.params))
-    return encode_messages(msgids, nparams, params)
 
 
 class BlockWriter:

@@ -11,20 +11,27 @@ less a guard: `Mcu.reached_clock`), exactly the bookkeeping the firmware's pool 
 The pool is shared with queued pin updates; the sender only ever fills the entries the
 outputs have not reserved (`Mcu.step_move_slots`), so the two together can never
 overflow it, however late the host's loop runs.
+
+The rows the pool admits are encoded together by the compiled encoder
+(`encode_step_commands`), the one `printhost batch` writes its output with: a live
+print and a batch run put the same bytes on the wire for the same rows.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import deque
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
 
 from printhost.control.stepstream import QUEUE_STEP, StepCommands
-from printhost.mcu.digest import step_stream_crc
 from printhost.mcu.mcu import Mcu
 from printhost.mcu.pins import PinSpec
+from printhost.mcu.stepencode import encode_step_commands, step_commands_crc
+
+_COLUMNS = tuple(f.name for f in fields(StepCommands))
 
 # Width of the step pulse the drivers need (2 us suits the common TMC and A4988 drivers).
 STEP_PULSE_S = 0.000002
@@ -72,13 +79,30 @@ class McuStepper:
         self.position = int(params["pos"])
 
 
+class _Queued:
+    """Rows waiting for the pool, with the columns the admission loop reads as lists
+    (indexing a list is several times cheaper than indexing a numpy array)."""
+
+    __slots__ = ("cmds", "is_step", "starts")
+
+    def __init__(self, cmds: StepCommands) -> None:
+        self.cmds = cmds
+        step = cmds.kind == QUEUE_STEP
+        self.is_step = step.tolist()
+        self.starts = np.where(step, cmds.clock - cmds.interval.astype(np.int64), 0).tolist()
+
+
 class StepSender:
     """Sends step rows to the MCU no faster than its move pool frees up."""
 
     def __init__(self, mcu: Mcu, steppers: list[McuStepper]) -> None:
         self.mcu = mcu
-        self._invert = {s.oid: int(s.dir_pin.invert) for s in steppers}
-        self._pending: deque[StepCommands] = deque()
+        # Direction-pin inversion by oid: rows carry the motion's direction, the wire
+        # the pin level.
+        self._invert = np.zeros(max((s.oid for s in steppers), default=0) + 1, np.int8)
+        for s in steppers:
+            self._invert[s.oid] = int(s.dir_pin.invert)
+        self._pending: deque[_Queued] = deque()
         self._row = 0
         self._move_starts: list[int] = []  # heap of start clocks of the moves in the pool
         self.sent_moves = 0
@@ -94,11 +118,11 @@ class StepSender:
 
     def queue(self, commands: StepCommands) -> None:
         if len(commands):
-            self._pending.append(commands)
+            self._pending.append(_Queued(commands))
 
     @property
     def backlog(self) -> int:
-        return sum(len(c) for c in self._pending) - self._row
+        return sum(len(q.cmds) for q in self._pending) - self._row
 
     def flush(self) -> None:
         """Send every row the pool has room for (called each control tick)."""
@@ -107,41 +131,49 @@ class StepSender:
         mcu = self.mcu
         est_clock = mcu.reached_clock()
         capacity = mcu.step_move_slots
-        out: list[bytes] = []
-        encode = mcu.codec.encode
+        pool = self._move_starts
         while self._pending:
-            cmds = self._pending[0]
-            i = self._row
-            if i >= len(cmds):
-                self._pending.popleft()
-                self._row = 0
-                continue
-            oid = int(cmds.oid[i])
-            first = int(cmds.clock[i])
-            if cmds.kind[i] == QUEUE_STEP:
-                start = first - int(cmds.interval[i])
-                if len(self._move_starts) >= capacity:
-                    if self._move_starts[0] > est_clock:
-                        break
-                    heapq.heapreplace(self._move_starts, start)
-                else:
-                    heapq.heappush(self._move_starts, start)
-                if first < est_clock:
-                    self.late_moves += 1
-                interval, count, add = int(cmds.interval[i]), int(cmds.count[i]), int(cmds.add[i])
-                out.append(encode("queue_step", oid=oid, interval=interval, count=count, add=add))
-                self.stream_crc = step_stream_crc(self.stream_crc, "queue_step", oid,
-                                                  interval, count, add)
-                self.sent_moves += 1
-                self.last_clock_sent = max(self.last_clock_sent, first)
-            else:
-                direction = int(cmds.dir[i]) ^ self._invert.get(oid, 0)
-                out.append(encode("set_next_step_dir", oid=oid, dir=direction))
-                self.stream_crc = step_stream_crc(self.stream_crc, "set_next_step_dir", oid,
-                                                  direction)
-            self._row = i + 1
-        if out:
-            mcu.send_encoded(out)
+            queued = self._pending[0]
+            first = i = self._row
+            n = len(queued.cmds)
+            is_step, starts = queued.is_step, queued.starts
+            while i < n:
+                if is_step[i]:
+                    if len(pool) >= capacity:
+                        if pool[0] > est_clock:
+                            break
+                        heapq.heapreplace(pool, starts[i])
+                    else:
+                        heapq.heappush(pool, starts[i])
+                i += 1
+            if i > first:
+                self._send(queued.cmds, first, i, est_clock)
+            if i < n:
+                self._row = i
+                break
+            self._pending.popleft()
+            self._row = 0
+
+    def _send(self, cmds: StepCommands, first: int, end: int, est_clock: int) -> None:
+        """Encode rows [first, end) together and hand them to the link."""
+        rows = StepCommands(*(getattr(cmds, f)[first:end] for f in _COLUMNS))
+        rows = replace(rows, dir=rows.dir ^ self._invert[rows.oid])
+        step = rows.kind == QUEUE_STEP
+        moves = int(np.count_nonzero(step))
+        if moves:
+            clocks = rows.clock[step]
+            self.late_moves += int(np.count_nonzero(clocks < est_clock))
+            self.last_clock_sent = max(self.last_clock_sent, int(clocks.max()))
+            self.sent_moves += moves
+        self.stream_crc = step_commands_crc(self.stream_crc, rows)
+        encoded = encode_step_commands(self.mcu.dictionary, rows)
+        data = encoded.data.tobytes()
+        out: list[bytes] = []
+        pos = 0
+        for length in encoded.lengths.tolist():
+            out.append(data[pos:pos + length])
+            pos += length
+        self.mcu.send_encoded(out)
 
     def drop_pending(self) -> int:
         """Forget rows not sent yet (after an MCU shutdown); returns how many."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from printhost.batch import encode_step_commands, run_batch
+from printhost.batch import run_batch
+from printhost.mcu.stepencode import encode_step_commands
 from printhost.config import load_settings
 from printhost.control.stepstream import QUEUE_STEP, SET_NEXT_STEP_DIR, StepCommands
 from printhost.mcu.fastencode import (MAX_PARAMS, encode_messages, frame_complete_blocks,

@@ -257,6 +257,86 @@ def test_step_sender_never_overflows_the_move_pool():
         b.close()
 
 
+def test_step_sender_puts_the_python_codecs_bytes_on_the_wire():
+    """The sender encodes the rows the pool admits together, with the compiled encoder
+    `printhost batch` uses; the bytes must be those of the MCU's own codec, row by row,
+    with each stepper's direction pin inversion applied, and the board's digest of what
+    it executed must equal the host's."""
+    b = Board()
+    mcu = Mcu(b.path)
+    plain = McuStepper(mcu, "x", parse_pin("PB13"), parse_pin("PB12"))
+    inverted = McuStepper(mcu, "y", parse_pin("PB10"), parse_pin("!PB2"))
+    try:
+        mcu.connect(5.0)
+        mcu.configure(5.0)
+        sender = StepSender(mcu, [plain, inverted])
+        sent: list[bytes] = []
+        send_encoded = mcu.send_encoded
+
+        def record(messages):
+            sent.extend(messages)
+            send_encoded(messages)
+
+        mcu.send_encoded = record
+        start = mcu.clock_of(mcu.earliest_schedule_time() + 0.2)
+        interval = 7_200       # 0.1 ms per step
+        # Per stepper: one step at `start` (counted from step clock 0, as after
+        # reset_step_clock), then moves of 5 steps forward and back; each row is
+        # (clock of its first step, kind, oid, interval, count, add, dir).
+        rows = []
+        for oid in (plain.oid, inverted.oid):
+            rows.append((start, SET_NEXT_STEP_DIR, oid, 0, 0, 0, 1))
+            rows.append((start, QUEUE_STEP, oid, start, 1, 0, 0))
+            last, current = start, 1
+            for direction, add in ((1, 10), (0, -10), (0, 0)):
+                if direction != current:
+                    rows.append((last + interval, SET_NEXT_STEP_DIR, oid, 0, 0, 0, direction))
+                    current = direction
+                first = last + interval
+                rows.append((first, QUEUE_STEP, oid, interval, 5, add, 0))
+                last = first + sum(interval + k * add for k in range(1, 5))
+        rows.sort(key=lambda r: r[0])
+        cols = list(zip(*rows))
+        cmds = StepCommands(np.array(cols[0], np.int64), np.array(cols[1], np.int8),
+                            np.array(cols[2], np.int64), np.array(cols[3], np.uint32),
+                            np.array(cols[4], np.uint16), np.array(cols[5], np.int16),
+                            np.array(cols[6], np.int8))
+        # Two batches, the second queued before the first is sent.
+        sender.queue(StepCommands(*(a[:5] for a in cols_of(cmds))))
+        sender.queue(StepCommands(*(a[5:] for a in cols_of(cmds))))
+        assert sender.backlog == len(rows)
+        sender.flush()
+        assert sender.backlog == 0 and sender.sent_moves == 8
+        invert = {plain.oid: 0, inverted.oid: 1}
+        expected = []
+        for clock, kind, oid, interval_, count, add, direction in rows:
+            if kind == QUEUE_STEP:
+                expected.append(mcu.codec.encode("queue_step", oid=oid, interval=interval_,
+                                                 count=count, add=add))
+            else:
+                expected.append(mcu.codec.encode("set_next_step_dir", oid=oid,
+                                                 dir=direction ^ invert[oid]))
+        assert sent == expected
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with b.lock:
+                snap = b.sim.firmware.snapshot(b.sim.clock())
+                done = b.sim.step_commands == 8 and b.sim.step_stream_crc == sender.stream_crc
+            if done or snap["shutdown"]:
+                break
+            time.sleep(0.01)
+        assert not snap["shutdown"], snap["reason"]
+        assert b.sim.step_commands == 8
+        assert b.sim.step_stream_crc == sender.stream_crc
+    finally:
+        mcu.close()
+        b.close()
+
+
+def cols_of(cmds: StepCommands) -> tuple[np.ndarray, ...]:
+    return (cmds.clock, cmds.kind, cmds.oid, cmds.interval, cmds.count, cmds.add, cmds.dir)
+
+
 @pytest.mark.parametrize("time_factor", [1.0, 20.0])
 def test_schedule_margin_is_print_time_at_any_time_factor(time_factor):
     # Klipper's margins are print time; a fast simulation must not stretch them (that

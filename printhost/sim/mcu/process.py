@@ -47,7 +47,7 @@ from printhost.childproc import setup_child
 from printhost.config import Settings
 from printhost.mcu.codec import MessageCodec
 from printhost.mcu.errors import ProtocolError
-from printhost.mcu.digest import step_stream_crc
+from printhost.mcu.digest import step_command_crc
 from printhost.mcu.sim_dictionary import SIM_CLOCK_FREQ, SIM_CONFIG, sim_dictionary
 from printhost.realtime import SIM_BOARD_PRIORITY, settle_realtime
 from printhost.sim.control_socket import ControlServer
@@ -125,12 +125,12 @@ class SimMcu:
                 self.commands += 1
                 if name == "queue_step":
                     self.step_commands += 1
-                    self.step_stream_crc = step_stream_crc(
+                    self.step_stream_crc = step_command_crc(
                         self.step_stream_crc, name, params["oid"], params["interval"],
                         params["count"], params["add"])
                 elif name == "set_next_step_dir":
-                    self.step_stream_crc = step_stream_crc(self.step_stream_crc, name,
-                                                           params["oid"], params["dir"])
+                    self.step_stream_crc = step_command_crc(self.step_stream_crc, name,
+                                                            params["oid"], params["dir"])
                 self.firmware.handle(name, params, looked)
                 if self.firmware.is_shutdown and not was_shutdown:
                     self._log_shutdown(looked, read_at)
