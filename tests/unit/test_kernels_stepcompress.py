@@ -190,8 +190,9 @@ def test_until_stops_early_and_the_rest_continues():
 def test_bad_input_is_refused():
     with pytest.raises(ValueError):
         sc.compress_steps(np.array([5.0, 4.0]), np.array([1, 1]), 0, 1.0)
-    with pytest.raises(ValueError):
-        sc.compress_steps(np.array([5.0, 6.0]), np.array([1, 0]), 0, 1.0)
+    for bad in (0, 2, -2, -128):
+        with pytest.raises(ValueError, match="directions must be"):
+            sc.compress_steps(np.array([5.0, 6.0]), np.array([1, bad], np.int8), 0, 1.0)
     with pytest.raises(ValueError):
         sc.compress_steps(np.array([5.0, 6.0]), np.array([1, 1]), 10, 1.0)
     with pytest.raises(ValueError):
