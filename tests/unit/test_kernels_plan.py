@@ -515,18 +515,34 @@ def test_files_outside_the_subset_are_left_to_the_python_path(line):
 
 
 @pytest.mark.parametrize("line", ["G1 X10 A5", "G1 X1O0", "G1 X10 B1.00000000000000000000001",
-                                  "M106 S100 A1", "G4 P100 Q1", "M204 S1000 K2"])
+                                  "M106 S100 A1", "G4 P100 Q1", "M204 S1000 K2", "G28 W",
+                                  "G28 X W", "G92 E0 W1", "M109 S0 W"])
 def test_parameter_letters_without_a_column(line):
     """parse_line decides these lines. Where it refuses one, the kernel reports the
-    same error; where it accepts a known command with such a letter, the kernel has
-    no column for it and leaves the file to the Python path."""
+    same error; where it accepts a known command with such a letter, the kernel runs
+    it as the interpreter does, which ignores letters a command does not read."""
     parsed = parse_bytes(f"G28\nG1 X5 F3000\n{line}\nG1 X20\n".encode())
     assert parsed.code[2] == FALLBACK
+    got, error = assert_same(parsed, Settings(), START)
     if isinstance(parsed.fallback[2], GCodeCommand):
-        assert plan_file(parsed, Settings(), START) is None
+        assert error is None and len(got.moves)
     else:
-        _, error = assert_same(parsed, Settings(), START)
         assert error is not None and error[0] == 3
+
+
+def test_prusaslicer_start_gcode_is_planned_by_the_kernel():
+    """PrusaSlicer's start G-code for its printers (`G28 W`, `G29`, the M201-M205
+    limits, `M900` linear advance): the commands the interpreter does not know are
+    skipped and `G28 W` homes, so such a file no longer falls back to the Python path."""
+    text = ("M201 X1000 Y1000 Z200 E5000\nM203 X200 Y200 Z12 E120\nM204 P1250 R1250 T1250\n"
+            "M205 X8.00 Y8.00 Z0.40 E4.50\nM205 S0 T0\nM107\nM862.3 P \"MK3S\"\n"
+            "G90\nM83\nM104 S215\nM140 S60\nM190 S60\nM109 S215\nG28 W\nG80\nG29\n"
+            "M900 K0.05\nG1 Z0.2 F720\nG1 Y3 F1000\nG1 X60 E9 F1000\nG1 X100 E6\n"
+            "G92 E0\nM221 S95\nG21\nG1 X120 Y20 E1.2 F1500\n")
+    parsed = parse_bytes(text.encode())
+    got, error = assert_same(parsed, Settings(), START)
+    assert error is None
+    assert got.homed_axes == "xyz" and len(got.moves) >= 6
 
 
 def test_lines_after_a_parse_error_do_not_matter():

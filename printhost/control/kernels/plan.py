@@ -21,9 +21,9 @@ concern:
 
 Only a subset of G-code is ported: the commands real slicer output consists of.
 Anything else in the file (arcs, firmware retraction, inch units, unsupported
-planes, M112, or a line the bulk parser left to `parse_line` that turned out to be
-a known command with a parameter letter outside its columns) makes `plan_file`
-return None, and the caller runs the Python path, which remains the reference.
+planes, M112) makes `plan_file` return None, and the caller runs the Python path,
+which remains the reference. Letters a command does not read are ignored, as the
+interpreter ignores them (`G28 W` homes all axes), and unknown commands are skipped.
 
 Errors: the kernel stops at the first failing line exactly where the Python path
 would raise, with the moves emitted up to there. The message is not rebuilt from a

@@ -188,7 +188,10 @@ def operations(parsed: BulkGCode) -> tuple[np.ndarray, np.ndarray, int, GCodeErr
 
     Rows the bulk parser left to `parse_line` are skipped when they hold an unknown
     command (as the interpreter does) and copied into the arrays when they hold a
-    supported known command whose parameters all have a column.
+    supported known command. Letters without a column are dropped: every interpreter
+    handler reads its own letters by name, all of which have columns, and ignores the
+    rest (PrusaSlicer's `G28 W`, "home without mesh levelling" on its printers, homes
+    all axes here as in the interpreter).
     """
     code = parsed.code
     ops = np.full(len(parsed), OP_SKIP, dtype=np.int8)
@@ -207,7 +210,7 @@ def operations(parsed: BulkGCode) -> tuple[np.ndarray, np.ndarray, int, GCodeErr
         if result is None or not result.known:
             continue
         op = _OPS.get(result.name, OP_UNSUPPORTED)
-        if op == OP_UNSUPPORTED or not all(k in PARAM_LETTERS for k in result.params):
+        if op == OP_UNSUPPORTED:
             return None
         patches.append((row, op, result.params))
     if np.any(ops[:stop_row] == OP_UNSUPPORTED):
@@ -218,5 +221,6 @@ def operations(parsed: BulkGCode) -> tuple[np.ndarray, np.ndarray, int, GCodeErr
             ops[row] = op
             params[row, :] = np.nan
             for letter, value in values.items():
-                params[row, PARAM_LETTERS.index(letter)] = value
+                if letter in PARAM_LETTERS:
+                    params[row, PARAM_LETTERS.index(letter)] = value
     return ops, np.ascontiguousarray(params, dtype=np.float64), stop_row, parse_error
