@@ -36,10 +36,14 @@ class Toolhead:
     """
 
     def __init__(self, printer: PrinterSettings, executor: MotionExecutor,
-                 extruder: ExtruderSettings | None = None) -> None:
+                 extruder: ExtruderSettings | None = None, *, planner: Any = None) -> None:
         self._printer = printer
         self._executor = executor
-        self._planner = LookaheadPlanner(printer, executor.schedule, extruder=extruder)
+        # `planner` stands in for the lookahead planner where the moves go elsewhere: the
+        # compiled planner lends a command to the interpreter and queues the moves the
+        # toolhead makes for it in its own lookahead queue (kernels/plan.py).
+        self._planner = (planner if planner is not None
+                         else LookaheadPlanner(printer, executor.schedule, extruder=extruder))
         self.commanded_position: Vec4 = tuple(executor.position())  # type: ignore[assignment]
         self._homed: set[str] = set()
         # Set when an MCU does the homing (McuHoming); None homes by plain moves.
@@ -67,6 +71,14 @@ class Toolhead:
             raise MoveError(f"invalid acceleration: {accel!r}")
         self._accel = min(float(accel), self._printer.max_accel)
         return self._accel
+
+    def restore(self, position: Vec4, homed_axes: str, accel: float) -> None:
+        """Take over a state kept elsewhere, without moving: the commanded position, the
+        homed axes and the acceleration (the compiled planner's, when it lends a command
+        to the interpreter)."""
+        self.commanded_position = tuple(float(c) for c in position)  # type: ignore[assignment]
+        self._homed = set(homed_axes)
+        self.set_accel(accel)
 
     def _axis(self, name: str) -> AxisSettings:
         return getattr(self._printer.axes, name)

@@ -634,13 +634,14 @@ def test_a_file_read_in_small_pieces_writes_the_same_bytes(tmp_path, monkeypatch
         {k: v for k, v in summary.items() if k != "timings"}
 
 
-def test_a_command_outside_the_compiled_subset_late_in_the_file(tmp_path, monkeypatch):
-    # Found only in a later piece, after output was already written for the earlier
-    # ones: the batch starts again on the Python path, and writes what it writes.
+def test_commands_the_kernel_does_not_port_stay_on_the_compiled_path(tmp_path, monkeypatch):
+    # Firmware retraction, an arc and a stretch in inches late in the file: the
+    # interpreter runs them at their place, and the output is the Python path's.
     from printhost.control import gcode_bulk
     monkeypatch.setattr(gcode_bulk, "CHUNK_BYTES", 1024)
     text = long_program(600)
-    text[-20:-20] = ["G10 ; firmware retraction, outside the compiled subset", "G11"]
+    text[-20:-20] = ["G10 ; firmware retraction", "G11", "G90", "G2 X60 Y60 I2 J0",
+                     "G20", "G1 X2.5 Y2.5", "G21"]
     gcode = write(tmp_path, "\n".join(text) + "\n")
     paths = []
     real_run = batch._run
@@ -650,7 +651,39 @@ def test_a_command_outside_the_compiled_subset_late_in_the_file(tmp_path, monkey
         return real_run(*args)
     monkeypatch.setattr(batch, "_run", spy)
     data, summary = run(SHIPPED, gcode, tmp_path)
-    assert paths == [True, False]
+    assert paths == [True]
+    out = tmp_path / "python.bin"
+    batch.run_batch(SHIPPED, gcode, out, compiled=False)
+    assert out.read_bytes() == data
+    assert summary["lines"] == len(text)
+
+
+def test_a_piece_left_to_the_python_path_late_in_the_file_restarts_the_run(tmp_path,
+                                                                           monkeypatch):
+    # Where the compiled planner and the reference would disagree (PlanStream.feed
+    # returns None), found only in a later piece after output was already written for
+    # the earlier ones: the batch starts again on the Python path, from a fresh output.
+    from printhost.control import gcode_bulk
+    from printhost.control.kernels import plan
+    monkeypatch.setattr(gcode_bulk, "CHUNK_BYTES", 1024)
+    text = long_program(600)
+    gcode = write(tmp_path, "\n".join(text) + "\n")
+    fed = []
+    real_feed = plan.PlanStream.feed
+
+    def feed(self, parsed, final=False):
+        fed.append(parsed.first_line)
+        return None if len(fed) == 12 else real_feed(self, parsed, final)
+    monkeypatch.setattr(plan.PlanStream, "feed", feed)
+    paths = []
+    real_run = batch._run
+
+    def spy(*args):
+        paths.append(args[8])              # `compiled`
+        return real_run(*args)
+    monkeypatch.setattr(batch, "_run", spy)
+    data, summary = run(SHIPPED, gcode, tmp_path)
+    assert len(fed) == 12 and paths == [True, False]
     out = tmp_path / "python.bin"
     batch.run_batch(SHIPPED, gcode, out, compiled=False)
     assert out.read_bytes() == data

@@ -347,6 +347,46 @@ class ProgramWriter:
             "G1 F1200.0000000000000000000000001",   # left to parse_line, then patched in
         ]))
 
+    def lent(self) -> None:
+        """Commands the kernel lends to the interpreter: arcs, firmware retraction,
+        a stretch in inches, the power supply."""
+        r = self.rng.random()
+        if not self.absolute:
+            self.emit("G90")
+            self.absolute = True
+        if r < 0.4:
+            radius = self.rng.choice([0.5, 1.5])
+            sign = 1.0 if self.pos[0] + 2 * radius <= self.high[0] else -1.0
+            x = self.pos[0] + sign * 2 * radius
+            parts = [self.rng.choice(["G2", "G3"]), "X" + self.num(x - self.offset[0]),
+                     "I" + self.num(sign * radius), "J0"]
+            if not self.e_absolute and self.rng.random() < 0.6:
+                parts.append("E" + self.num(math.pi * radius * self.ratio, 5))
+            if self.rng.random() < 0.5:
+                parts.append(f"F{self.rng.choice([1200, 3000])}")
+            self.emit(" ".join(parts))
+            self.pos[0] = float(self.num(x - self.offset[0])) + self.offset[0]
+        elif r < 0.7:
+            self.emit("G10")
+            if self.rng.random() < 0.5:
+                self.emit(self.rng.choice(["G10", "G11"]))   # a second one does nothing
+            self.travel()
+            self.emit("G11")
+        elif r < 0.9:
+            self.emit("G20")
+            for _ in range(self.rng.randint(1, 4)):
+                parts = ["G1"]
+                for i in (0, 1):
+                    text = f"{(self.point(i) - self.offset[i]) / 25.4:.4f}"
+                    self.pos[i] = float(text) * 25.4 + self.offset[i]
+                    parts.append("XY"[i] + text)
+                if self.rng.random() < 0.3:
+                    parts.append("F" + self.rng.choice(["60", "236.22"]))
+                self.emit(" ".join(parts))
+            self.emit("G21")
+        else:
+            self.emit(self.rng.choice(["M80", "M81", "G17", "G21"]))
+
     def motors_off(self) -> None:
         self.emit(self.rng.choice(["M84", "M18", "M84 X Y E"]))
         self.homed.clear()
@@ -363,7 +403,7 @@ class ProgramWriter:
         choices = [(self.travel, 10), (self.extrude_path, 25), (self.tiny, 5),
                    (self.collinear, 1), (self.reversal, 5), (self.retract, 8), (self.z_hop, 5),
                    (self.set_position, 6), (self.modes, 6), (self.settings_change, 5),
-                   (self.misc, 10), (self.motors_off, 1), (self.home, 1)]
+                   (self.misc, 10), (self.motors_off, 1), (self.home, 1), (self.lent, 3)]
         funcs = [f for f, _ in choices]
         weights = [w for _, w in choices]
         for _ in range(blocks):
@@ -507,11 +547,35 @@ def test_fallback_line_with_a_known_command_is_used():
     assert got.moves[3, plan.END_X] == 20.0 and got.moves[3, plan.END_Y] == 30.0
 
 
-@pytest.mark.parametrize("line", ["G2 X10 Y10 I5 J0", "G3 X10 Y10 R5", "G10", "G11", "G20",
-                                  "G18", "M112"])
-def test_files_outside_the_subset_are_left_to_the_python_path(line):
-    parsed = parse_bytes(f"G28\nG1 X5 F3000\n{line}\nG1 X20\n".encode())
-    assert plan_file(parsed, Settings(), START) is None
+@pytest.mark.parametrize("line", [
+    "G2 X10 Y10 I5 J0", "G3 X10 Y10 R5", "G2 X15 Y5 I2.5 J0 E2 F1200", "G10", "G11",
+    "G10\nG1 X7\nG11", "G10\nG10\nG11\nG11", "G20\nG1 X1 Y1\nG92 X0\nG1 X0.5 F100\nG21\nG1 X3",
+    "G20\nG2 X1 Y0.2 I0.1 J0", "G91\nG2 X1 I1 J0", "G18", "M141 S40\nM191 S40", "M80\nM81",
+    "G2 X500 Y5 R300"])
+def test_commands_the_kernel_does_not_port_run_at_their_place(line):
+    """The interpreter runs them at their line, its toolhead's moves queued in the
+    kernel's lookahead: the moves (an arc blended into the moves around it), errors
+    and end state are the Python path's, and the file stays on the compiled path."""
+    parsed = parse_bytes(f"G28\nG1 X5 Y5 F3000\nG1 X20 E1\n{line}\nG1 X20 Y30 E2\nG1 X40\n"
+                         .encode())
+    assert_same(parsed, Settings(), START)
+
+
+def test_an_arc_blends_with_the_moves_around_it():
+    parsed = parse_bytes(b"G28\nG1 X5 Y5 F3000\nG1 X20 Y5\nG2 X30 Y5 I5 J0\nG1 X40 Y5\n")
+    got, error = assert_same(parsed, Settings(), START)
+    assert error is None
+    arc = np.flatnonzero(got.lineno == 4)
+    assert len(arc) > 3
+    # No stop on the way in or out of the arc: its first and last segments keep speed.
+    assert got.moves[arc[0], plan.START_V] > 0.0 and got.moves[arc[-1], plan.END_V] > 0.0
+
+
+def test_m112_stops_the_file_at_its_line():
+    parsed = parse_bytes(b"G28\nG1 X5 F3000\nM112\nG1 X20\n")
+    got = plan_file(parsed, Settings(), START)
+    assert got is not None and got.error is not None
+    assert (got.error.lineno, got.error.message) == (3, "emergency stop (M112)")
 
 
 @pytest.mark.parametrize("line", ["G1 X10 A5", "G1 X1O0", "G1 X10 B1.00000000000000000000001",

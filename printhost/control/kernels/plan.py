@@ -20,10 +20,20 @@ concern:
   It re-exports the output column names, because they describe `PlanResult.moves`.
 
 Only a subset of G-code is ported: the commands real slicer output consists of.
-Anything else in the file (arcs, firmware retraction, inch units, unsupported
-planes, M112) makes `plan_file` return None, and the caller runs the Python path,
-which remains the reference. Letters a command does not read are ignored, as the
-interpreter ignores them (`G28 W` homes all axes), and unknown commands are skipped.
+Every other command the interpreter knows (arcs, firmware retraction, inch units,
+other planes, the chamber, the power supply) is run by the interpreter itself, at
+its place in the file, without leaving the compiled path: `PlanStream` splits the
+piece at that line, puts an interpreter and a toolhead into the kernel's state, and
+the toolhead's planner is a recorder (`_MoveRecorder`) whose moves, flushes and
+dwells become kernel rows (`OP_MACHINE_MOVE`, ...). They enter the kernel's own
+lookahead queue, so an arc blends with the moves around it exactly as on the Python
+path; then the interpreter's state goes back into the kernel's. While inches are in
+force, moves and `G92` go the same way. `M112` stops the file as an error.
+Letters a command does not read are ignored, as the interpreter ignores them (`G28 W`
+homes all axes), and unknown commands are skipped. `plan_file` returns None, and the
+caller runs the Python path (which remains the reference), only where the two would
+disagree: a command that asks the toolhead for something the recorder cannot
+express, or a refusal the reference does not confirm.
 
 Errors: the kernel stops at the first failing line exactly where the Python path
 would raise, with the moves emitted up to there. The message is not rebuilt from a
@@ -38,7 +48,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,8 +58,10 @@ from printhost.control.gcode_bulk import PARAM_LETTERS, BulkGCode
 from printhost.control.interpreter import CommandError, GCodeInterpreter, GCodeState, PartFan
 from printhost.control.kernels.plan_kernel import initial_state, new_queue, run_chunk
 from printhost.control.kernels.plan_lookahead import I_QUEUED
-from printhost.control.kernels.plan_ops import (ERR_NONE, N_MOVE_COLUMNS, N_S, OP_DWELL, OP_HOME,
-                                                OP_MOVE, S_ABSOLUTE, S_ACCEL, S_E_ABSOLUTE,
+from printhost.control.kernels.plan_ops import (ERR_NONE, N_MOVE_COLUMNS, N_S, OP_DWELL, OP_FLUSH,
+                                                OP_HOME, OP_MACHINE_MOVE, OP_MOVE, OP_NOTHING,
+                                                OP_SET_POSITION, OP_UNSUPPORTED, PE, PF, PS, PX,
+                                                S_ABSOLUTE, S_ACCEL, S_E_ABSOLUTE,
                                                 S_EXTRUDE_FACTOR, S_GCODE_POS, S_HOMED, S_OFFSET,
                                                 S_POSITION, S_SPEED, S_SPEED_FACTOR, operations,
                                                 pack_constants)
@@ -112,7 +124,8 @@ class PlanResult:
 
 
 def _replay_error(parsed: BulkGCode, row: int, settings: Settings,
-                  state: np.ndarray) -> str | None:
+                  state: np.ndarray, inch_units: bool = False,
+                  retracted: bool = False) -> str | None:
     """The reference's message for the failing line, or None if the reference accepts it.
 
     A fresh interpreter and toolhead are put into the kernel's state at that line
@@ -141,7 +154,8 @@ def _replay_error(parsed: BulkGCode, row: int, settings: Settings,
         absolute_coords=bool(s[S_ABSOLUTE]), absolute_extrude=bool(s[S_E_ABSOLUTE]),
         speed_mm_s=s[S_SPEED], speed_factor=s[S_SPEED_FACTOR],
         extrude_factor=s[S_EXTRUDE_FACTOR], gcode_pos=(s[g], s[g + 1], s[g + 2], s[g + 3]),
-        offset=(s[o], s[o + 1], s[o + 2], 0.0), inch_units=False))
+        offset=(s[o], s[o + 1], s[o + 2], 0.0), inch_units=inch_units))
+    interp.retracted = retracted
     cmd = parsed.command(row)
     if cmd is None:
         return None
@@ -150,6 +164,47 @@ def _replay_error(parsed: BulkGCode, row: int, settings: Settings,
     except CommandError as exc:
         return str(exc)
     return None
+
+
+class _MoveRecorder:
+    """The planner of the toolhead a lent command drives (`Toolhead(planner=...)`):
+    what the toolhead asks of its planner becomes kernel rows, so the moves join the
+    kernel's lookahead queue where the interpreter's would join its own planner's.
+
+    Moves must use the acceleration the kernel is at (no lent command changes it);
+    anything the kernel has no row for is noted in `unexpressed`."""
+
+    queued_moves = 0
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, dict[int, float]]] = []
+        self.unexpressed: str | None = None
+        self._accel = 0.0
+
+    def reset(self, accel: float) -> None:
+        self.rows = []
+        self.unexpressed = None
+        self._accel = accel
+
+    def add_move(self, start: Vec4, end: Vec4, speed_mm_s: float,
+                 accel: float | None = None) -> None:
+        if accel is not None and accel != self._accel:
+            self.unexpressed = f"move at an acceleration of {accel:g}"
+            return
+        self.rows.append((OP_MACHINE_MOVE, {PX: end[0], PX + 1: end[1], PX + 2: end[2],
+                                            PE: end[3], PF: speed_mm_s}))
+
+    def flush(self) -> None:
+        self.rows.append((OP_FLUSH, {}))
+
+    def dwell(self, at: Vec4, seconds: float) -> None:
+        self.rows.append((OP_DWELL, {PS: seconds}))
+
+    def clear(self) -> None:
+        self.unexpressed = "drop its queued moves"
+
+    def queued_time_estimate(self) -> float:
+        return 0.0
 
 
 class PlanStream:
@@ -173,42 +228,175 @@ class PlanStream:
         initial_state(np.array(start, dtype=np.float64), self._cfg, self._state)
         self._q, self._ist, self._pst = new_queue(_MAX_QUEUE_MOVES)
         self.failed = False
+        # The interpreter, toolhead and recorder lent commands run on (built when needed).
+        self._lent: tuple[GCodeInterpreter, Toolhead, _MoveRecorder] | None = None
 
     def feed(self, parsed: BulkGCode, final: bool = False) -> PlanResult | None:
         """Plan the next piece (the whole file with `final`, or `finish()` later).
 
-        None if the piece uses anything the kernel does not cover (the caller runs the
-        Python path instead); with an `error` the stream stops at that line, like the
-        Python path, and takes nothing more."""
+        With an `error` the stream stops at that line, like the Python path, and takes
+        nothing more. None only where the kernel and the reference would disagree (see
+        the module docstring): the caller then runs the Python path instead."""
         if self.failed:
             raise RuntimeError("the plan stream stopped at an error")
-        prepared = operations(parsed)
-        if prepared is None:
-            return None
-        ops, params, stop_row, parse_error = prepared
+        ops, params, stop_row, parse_error = operations(parsed)
+        # Rows the interpreter runs: commands the kernel does not port, and while inches
+        # are in force (which only the interpreter knows) every move and G92 as well,
+        # and the rows the kernel takes as doing nothing, G21 among them.
         head = ops[:stop_row]
-        capacity = (int(np.count_nonzero(head == OP_MOVE))
-                    + 3 * int(np.count_nonzero(head == OP_HOME))
-                    + int(np.count_nonzero(head == OP_DWELL)) + int(self._ist[I_QUEUED]))
-        out = np.empty((capacity, N_MOVE_COLUMNS), dtype=np.float64)
-        out_line = np.empty(capacity, dtype=np.int64)
-        state = self._state
-        count, err, err_row = run_chunk(ops, params, stop_row, final and parse_error is None,
-                                        self._cfg, parsed.first_line, _MAX_QUEUE_MOVES, out,
-                                        out_line, state, self._q, self._ist, self._pst)
+        lent = np.flatnonzero(head == OP_UNSUPPORTED)
+        lent_in_inches = np.flatnonzero((head == OP_UNSUPPORTED) | (head == OP_MOVE)
+                                        | (head == OP_SET_POSITION) | (head == OP_NOTHING))
+        moves: list[np.ndarray] = []
+        lines: list[np.ndarray] = []
         error: PlanError | None = None
-        if err != ERR_NONE:
-            lineno = parsed.first_line + err_row
-            message = _replay_error(parsed, err_row, self.settings, state)
-            if message is None:
-                log.warning("line %d: the compiled planner refused a line the interpreter "
-                            "accepts (error code %d); using the interpreter", lineno, err)
+        row = 0
+        while error is None:
+            rows = lent_in_inches if self._inches() else lent
+            k = int(np.searchsorted(rows, row))
+            end = int(rows[k]) if k < len(rows) else stop_row
+            last = end == stop_row
+            planned = self._run(ops[row:end], params[row:end], parsed.first_line + row,
+                                last and final and parse_error is None)
+            moves.append(planned[0])
+            lines.append(planned[1])
+            if planned[2] >= 0:
+                failed = row + planned[2]
+                message = _replay_error(parsed, failed, self.settings, self._state,
+                                        self._inches(), self._retracted())
+                if message is None:
+                    log.warning("line %d: the compiled planner refused a line the "
+                                "interpreter accepts; using the interpreter",
+                                parsed.first_line + failed)
+                    return None
+                error = PlanError(parsed.first_line + failed, message)
+                break
+            if last:
+                break
+            lent_result = self._lend(parsed, end)
+            if lent_result is None:
                 return None
-            error = PlanError(lineno, message)
-        elif parse_error is not None:
+            moves.append(lent_result[0])
+            lines.append(lent_result[1])
+            error = lent_result[2]
+            row = end + 1
+        if error is None and parse_error is not None:
             error = PlanError(parse_error.lineno, parse_error.message, parse_error)
         self.failed = error is not None
-        return self._result(out[:count], out_line[:count], error)
+        return self._result(np.concatenate(moves) if len(moves) > 1 else moves[0],
+                            np.concatenate(lines) if len(lines) > 1 else lines[0], error)
+
+    def _run(self, ops: np.ndarray, params: np.ndarray, first_line: int,
+             final: bool) -> tuple[np.ndarray, np.ndarray, int]:
+        """Rows through the kernel: (moves, their lines, failing row or -1)."""
+        capacity = (int(np.count_nonzero((ops == OP_MOVE) | (ops == OP_MACHINE_MOVE)))
+                    + 3 * int(np.count_nonzero(ops == OP_HOME))
+                    + int(np.count_nonzero(ops == OP_DWELL)) + int(self._ist[I_QUEUED]))
+        out = np.empty((capacity, N_MOVE_COLUMNS), dtype=np.float64)
+        out_line = np.empty(capacity, dtype=np.int64)
+        count, err, err_row = run_chunk(ops, params, len(ops), final, self._cfg, first_line,
+                                        _MAX_QUEUE_MOVES, out, out_line, self._state,
+                                        self._q, self._ist, self._pst)
+        return out[:count], out_line[:count], (err_row if err != ERR_NONE else -1)
+
+    # -------------------------------------------------- commands the interpreter runs
+    def _inches(self) -> bool:
+        return self._lent is not None and self._lent[0].state.inch_units
+
+    def _retracted(self) -> bool:
+        return self._lent is not None and self._lent[0].retracted
+
+    def _lend(self, parsed: BulkGCode,
+              row: int) -> tuple[np.ndarray, np.ndarray, PlanError | None] | None:
+        """Run line `row` on the interpreter, its toolhead's moves in the kernel's queue:
+        (moves emitted, their lines, the line's error or None); None if the recorder
+        cannot express what the command asked of the toolhead."""
+        cmd = parsed.command(row)
+        no_moves = (np.zeros((0, N_MOVE_COLUMNS)), np.zeros(0, dtype=np.int64))
+        if cmd is None:
+            return (*no_moves, None)
+        if cmd.name == "M112":
+            return (*no_moves, PlanError(cmd.lineno, "emergency stop (M112)"))
+        if self._lent is None:
+            self._lent = self._new_interpreter()
+        interp, toolhead, recorder = self._lent
+        before = self._state.copy()
+        inches, retracted = self._inches(), self._retracted()
+        s = before.tolist()
+        toolhead.restore(tuple(s[S_POSITION:S_POSITION + 4]),  # type: ignore[arg-type]
+                         "".join(a for i, a in enumerate("xyz") if s[S_HOMED + i]),
+                         s[S_ACCEL])
+        g, o = S_GCODE_POS, S_OFFSET
+        interp.restore_state(replace(
+            interp.state, absolute_coords=bool(s[S_ABSOLUTE]),
+            absolute_extrude=bool(s[S_E_ABSOLUTE]), speed_mm_s=s[S_SPEED],
+            speed_factor=s[S_SPEED_FACTOR], extrude_factor=s[S_EXTRUDE_FACTOR],
+            gcode_pos=(s[g], s[g + 1], s[g + 2], s[g + 3]),
+            offset=(s[o], s[o + 1], s[o + 2], 0.0)))
+        recorder.reset(s[S_ACCEL])
+        refused: PlanError | None = None
+        try:
+            interp.execute(cmd)     # a wait (M191) has nothing to wait for in a plan
+        except CommandError as exc:
+            # What the command queued before it failed (the first segments of an arc)
+            # is queued on the Python path too: it still goes to the kernel.
+            refused = PlanError(cmd.lineno, str(exc))
+        if recorder.unexpressed is not None:
+            log.warning("line %d: %s asks the toolhead to %s, which the compiled planner "
+                        "cannot queue; using the interpreter", cmd.lineno, cmd.name,
+                        recorder.unexpressed)
+            return None
+        moves, lines = [], []
+        for op, values in recorder.rows:
+            one_ops = np.array([op], dtype=np.int8)
+            one_params = np.full((1, len(PARAM_LETTERS)), np.nan)
+            for column, value in values.items():
+                one_params[0, column] = value
+            planned = self._run(one_ops, one_params, cmd.lineno, False)
+            moves.append(planned[0])
+            lines.append(planned[1])
+            if planned[2] >= 0:
+                message = _replay_error(parsed, row, self.settings, before, inches, retracted)
+                if message is None:
+                    log.warning("line %d: the compiled planner refused a move the "
+                                "interpreter accepts; using the interpreter", cmd.lineno)
+                    return None
+                return (np.concatenate(moves), np.concatenate(lines),
+                        PlanError(cmd.lineno, message))
+        if refused is None:
+            self._take_state(interp, toolhead)
+        if not moves:
+            return (*no_moves, refused)
+        return np.concatenate(moves), np.concatenate(lines), refused
+
+    def _take_state(self, interp: GCodeInterpreter, toolhead: Toolhead) -> None:
+        """The interpreter's and the toolhead's state after a lent command, into the kernel's."""
+        st = interp.state
+        state = self._state
+        state[S_POSITION:S_POSITION + 4] = toolhead.commanded_position
+        for i, axis in enumerate("xyz"):
+            state[S_HOMED + i] = 1.0 if axis in toolhead.homed_axes else 0.0
+        state[S_ACCEL] = toolhead.accel
+        state[S_ABSOLUTE] = 1.0 if st.absolute_coords else 0.0
+        state[S_E_ABSOLUTE] = 1.0 if st.absolute_extrude else 0.0
+        state[S_SPEED] = st.speed_mm_s
+        state[S_SPEED_FACTOR] = st.speed_factor
+        state[S_EXTRUDE_FACTOR] = st.extrude_factor
+        state[S_GCODE_POS:S_GCODE_POS + 4] = st.gcode_pos
+        state[S_OFFSET:S_OFFSET + 3] = st.offset[:3]
+
+    def _new_interpreter(self) -> tuple[GCodeInterpreter, Toolhead, _MoveRecorder]:
+        from printhost.control.clock import ManualClock
+        from printhost.sim.heaters import build_simulated_heaters
+
+        settings = self.settings
+        recorder = _MoveRecorder()
+        executor = QueueClockExecutor(0.0, (0.0, 0.0, 0.0, 0.0))
+        toolhead = Toolhead(settings.printer, executor, settings.extruder, planner=recorder)
+        heaters, _ = build_simulated_heaters(settings, ManualClock())
+        interp = GCodeInterpreter(toolhead, heaters, PartFan(), executor.now, settings.gcode,
+                                  settings.firmware_retraction)
+        return interp, toolhead, recorder
 
     def finish(self) -> PlanResult:
         """The moves still in the lookahead queue, after the last piece."""

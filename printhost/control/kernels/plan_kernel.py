@@ -38,7 +38,7 @@ from printhost.control.kernels.plan_ops import (AXIS_COLUMNS, CF_DEFAULT_SPEED, 
                                                 OP_ABSOLUTE, OP_ACCEL, OP_BED, OP_BED_WAIT,
                                                 OP_DWELL, OP_E_ABSOLUTE, OP_E_RELATIVE,
                                                 OP_EXTRUDE_FACTOR, OP_FAN, OP_FLUSH, OP_HOME,
-                                                OP_HOTEND, OP_HOTEND_WAIT, OP_MOTORS_OFF, OP_MOVE,
+                                                OP_HOTEND, OP_HOTEND_WAIT, OP_MACHINE_MOVE, OP_MOTORS_OFF, OP_MOVE,
                                                 OP_NOTHING, OP_RELATIVE, OP_SET_POSITION,
                                                 OP_SKIP, OP_SPEED_FACTOR, PE, PF, PP, PR, PS, PT,
                                                 PX, PY, PZ, S_ABSOLUTE, S_ACCEL, S_E_ABSOLUTE,
@@ -181,6 +181,18 @@ def run_chunk(ops: np.ndarray, params: np.ndarray, stop_row: int, final_flush: b
             gpos[2] = z
             gpos[3] = gcode_e
             speed_state = speed
+        elif op == OP_MACHINE_MOVE:
+            # Toolhead.move_to's planner call for a move the interpreter made (and
+            # checked): the G-code state is set from the interpreter afterwards.
+            for c in range(4):
+                target[c] = params[row, PX + c]
+            err = add_move(pos, target, params[row, PF], accel, line, cfg, q, ist, pst,
+                           start_v2, cruise_v2, has_cruise, out, out_line, max_queue_moves)
+            if err != ERR_NONE:
+                err_row = row
+                break
+            for c in range(4):
+                pos[c] = target[c]
         elif op == OP_SET_POSITION:
             px = params[row, PX]
             py = params[row, PY]
@@ -322,7 +334,8 @@ def run_chunk(ops: np.ndarray, params: np.ndarray, stop_row: int, final_flush: b
             else:
                 extrude_factor = v / 100.0
         else:
-            # OP_UNSUPPORTED never reaches the kernel (plan_file checks first).
+            # OP_UNSUPPORTED never reaches the kernel (PlanStream hands those rows to
+            # the interpreter).
             err = ERR_UNSUPPORTED
             err_row = row
             break

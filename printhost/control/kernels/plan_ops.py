@@ -70,7 +70,9 @@ OP_SPEED_FACTOR = 16  # M220
 OP_EXTRUDE_FACTOR = 17  # M221
 OP_FLUSH = 18        # M400
 OP_NOTHING = 19      # M107, M114, G17, G21: no effect on motion and cannot fail
-OP_UNSUPPORTED = 20  # anything else: the Python path must run the file
+OP_UNSUPPORTED = 20  # anything else: run by the interpreter at its place (plan.PlanStream)
+OP_MACHINE_MOVE = 21  # a move the interpreter queued for such a command: X Y Z E the
+                      # machine target, F the speed in mm/s (after the speed factor)
 
 _OPS = {
     "G0": OP_MOVE, "G1": OP_MOVE, "G4": OP_DWELL, "G28": OP_HOME,
@@ -182,9 +184,10 @@ def pack_constants(settings: Settings) -> np.ndarray:
     return cfg
 
 
-def operations(parsed: BulkGCode) -> tuple[np.ndarray, np.ndarray, int, GCodeError | None] | None:
+def operations(parsed: BulkGCode) -> tuple[np.ndarray, np.ndarray, int, GCodeError | None]:
     """Per-row operation codes and parameters for the kernel, the row to stop at, and
-    the parse error found there; None if a row before it is outside the supported subset.
+    the parse error found there. Rows of known commands the kernel does not port are
+    OP_UNSUPPORTED: the caller has the interpreter run them (`plan.PlanStream`).
 
     Rows the bulk parser left to `parse_line` are skipped when they hold an unknown
     command (as the interpreter does) and copied into the arrays when they hold a
@@ -209,12 +212,7 @@ def operations(parsed: BulkGCode) -> tuple[np.ndarray, np.ndarray, int, GCodeErr
             break
         if result is None or not result.known:
             continue
-        op = _OPS.get(result.name, OP_UNSUPPORTED)
-        if op == OP_UNSUPPORTED:
-            return None
-        patches.append((row, op, result.params))
-    if np.any(ops[:stop_row] == OP_UNSUPPORTED):
-        return None
+        patches.append((row, _OPS.get(result.name, OP_UNSUPPORTED), result.params))
     if patches:
         params = params.copy()
         for row, op, values in patches:
