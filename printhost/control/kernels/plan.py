@@ -256,7 +256,8 @@ class PlanStream:
             k = int(np.searchsorted(rows, row))
             end = int(rows[k]) if k < len(rows) else stop_row
             last = end == stop_row
-            planned = self._run(ops[row:end], params[row:end], parsed.first_line + row,
+            planned = self._run(ops[row:end], params[row:end],
+                                np.arange(parsed.first_line + row, parsed.first_line + end),
                                 last and final and parse_error is None)
             moves.append(planned[0])
             lines.append(planned[1])
@@ -286,15 +287,16 @@ class PlanStream:
         return self._result(np.concatenate(moves) if len(moves) > 1 else moves[0],
                             np.concatenate(lines) if len(lines) > 1 else lines[0], error)
 
-    def _run(self, ops: np.ndarray, params: np.ndarray, first_line: int,
+    def _run(self, ops: np.ndarray, params: np.ndarray, lines: np.ndarray,
              final: bool) -> tuple[np.ndarray, np.ndarray, int]:
-        """Rows through the kernel: (moves, their lines, failing row or -1)."""
+        """Rows through the kernel, row k from line `lines[k]`: (moves, their lines,
+        failing row or -1)."""
         capacity = (int(np.count_nonzero((ops == OP_MOVE) | (ops == OP_MACHINE_MOVE)))
                     + 3 * int(np.count_nonzero(ops == OP_HOME))
                     + int(np.count_nonzero(ops == OP_DWELL)) + int(self._ist[I_QUEUED]))
         out = np.empty((capacity, N_MOVE_COLUMNS), dtype=np.float64)
         out_line = np.empty(capacity, dtype=np.int64)
-        count, err, err_row = run_chunk(ops, params, len(ops), final, self._cfg, first_line,
+        count, err, err_row = run_chunk(ops, params, len(ops), final, self._cfg, lines,
                                         _MAX_QUEUE_MOVES, out, out_line, self._state,
                                         self._q, self._ist, self._pst)
         return out[:count], out_line[:count], (err_row if err != ERR_NONE else -1)
@@ -346,28 +348,28 @@ class PlanStream:
                         "cannot queue; using the interpreter", cmd.lineno, cmd.name,
                         recorder.unexpressed)
             return None
-        moves, lines = [], []
-        for op, values in recorder.rows:
-            one_ops = np.array([op], dtype=np.int8)
-            one_params = np.full((1, len(PARAM_LETTERS)), np.nan)
+        n = len(recorder.rows)
+        if not n:
+            if refused is None:
+                self._take_state(interp, toolhead)
+            return (*no_moves, refused)
+        ops = np.empty(n, dtype=np.int8)
+        params = np.full((n, len(PARAM_LETTERS)), np.nan)
+        for k, (op, values) in enumerate(recorder.rows):
+            ops[k] = op
             for column, value in values.items():
-                one_params[0, column] = value
-            planned = self._run(one_ops, one_params, cmd.lineno, False)
-            moves.append(planned[0])
-            lines.append(planned[1])
-            if planned[2] >= 0:
-                message = _replay_error(parsed, row, self.settings, before, inches, retracted)
-                if message is None:
-                    log.warning("line %d: the compiled planner refused a move the "
-                                "interpreter accepts; using the interpreter", cmd.lineno)
-                    return None
-                return (np.concatenate(moves), np.concatenate(lines),
-                        PlanError(cmd.lineno, message))
+                params[k, column] = value
+        moves, lines, failed = self._run(ops, params, np.full(n, cmd.lineno), False)
+        if failed >= 0:
+            message = _replay_error(parsed, row, self.settings, before, inches, retracted)
+            if message is None:
+                log.warning("line %d: the compiled planner refused a move the "
+                            "interpreter accepts; using the interpreter", cmd.lineno)
+                return None
+            return moves, lines, PlanError(cmd.lineno, message)
         if refused is None:
             self._take_state(interp, toolhead)
-        if not moves:
-            return (*no_moves, refused)
-        return np.concatenate(moves), np.concatenate(lines), refused
+        return moves, lines, refused
 
     def _take_state(self, interp: GCodeInterpreter, toolhead: Toolhead) -> None:
         """The interpreter's and the toolhead's state after a lent command, into the kernel's."""
@@ -407,7 +409,8 @@ class PlanStream:
         out_line = np.empty(capacity, dtype=np.int64)
         no_rows = np.zeros((0, len(PARAM_LETTERS)), dtype=np.float64)
         count, _, _ = run_chunk(np.zeros(0, dtype=np.int8), no_rows, 0, True,
-                                self._cfg, 1, _MAX_QUEUE_MOVES, out, out_line, self._state,
+                                self._cfg, np.zeros(0, dtype=np.int64), _MAX_QUEUE_MOVES,
+                                out, out_line, self._state,
                                 self._q, self._ist, self._pst)
         return self._result(out[:count], out_line[:count], None)
 

@@ -74,10 +74,11 @@ def new_queue(max_queue_moves: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 @numba.njit(cache=True, nogil=True)
 def run_chunk(ops: np.ndarray, params: np.ndarray, stop_row: int, final_flush: bool,
-              cfg: np.ndarray, first_line: int, max_queue_moves: int, out: np.ndarray,
+              cfg: np.ndarray, lines: np.ndarray, max_queue_moves: int, out: np.ndarray,
               out_line: np.ndarray, state: np.ndarray, q: np.ndarray, ist: np.ndarray,
               pst: np.ndarray) -> tuple[int, int, int]:
-    """Execute rows [0, stop_row) of a piece of a file whose row 0 is line `first_line`,
+    """Execute rows [0, stop_row) of a piece of a file, row k being the file's line
+    `lines[k]` (rows a lent command queued share its line),
     continuing from `state` and the lookahead queue (`q`, `ist`, `pst`) the previous
     piece left; both are updated. Moves come out in `out` from row 0; moves still in
     the queue stay there for the next piece unless `final_flush`. Running a file in
@@ -114,7 +115,7 @@ def run_chunk(ops: np.ndarray, params: np.ndarray, stop_row: int, final_flush: b
     err_row = -1
     for row in range(stop_row):
         op = ops[row]
-        line = first_line + row
+        line = lines[row]
         if op == OP_SKIP or op == OP_NOTHING:
             continue
         if op == OP_MOVE:
