@@ -43,7 +43,8 @@ from printhost.sim.heaters import build_simulated_heaters
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config" / "printhost.toml"
-CUBE = REPO / "tests" / "data" / "cube.gcode"
+DATA = REPO / "tests" / "data"
+CUBE = DATA / "cube.gcode"
 SHIPPED = load_settings(CONFIG)
 NAMES = ("x", "y", "z", "extruder")
 U32 = 1 << 32
@@ -632,6 +633,24 @@ def test_a_file_read_in_small_pieces_writes_the_same_bytes(tmp_path, monkeypatch
     assert small_data == data
     assert {k: v for k, v in small_summary.items() if k != "timings"} == \
         {k: v for k, v in summary.items() if k != "timings"}
+
+
+@pytest.mark.parametrize("name", ["cube.gcode", "bench.gcode"])
+def test_a_print_at_100_steps_per_mm_ends_where_the_file_ends(name, tmp_path):
+    """At 100 steps/mm every slicer coordinate ending in 5 (X122.375) is a half-step
+    point, and the 5 s chunks of a batch run end at move ends. The position at the end
+    of a chunk was read off the last segment's polynomial and, once the next chunk
+    arrived, off the next segment's exact start: on opposite sides of such a point,
+    a step was lost or doubled for good (the cube ended 6 steps off in X)."""
+    import dataclasses
+    steppers = SHIPPED.steppers
+    settings = dataclasses.replace(SHIPPED, steppers=dataclasses.replace(
+        steppers, x=dataclasses.replace(steppers.x, rotation_distance=32.0),
+        y=dataclasses.replace(steppers.y, rotation_distance=32.0)))
+    _, summary = run(settings, DATA / name, tmp_path)
+    # Both files end parked at X 0, Y 220 (the end G-code).
+    assert summary["steppers"]["x"]["position"] == 0
+    assert summary["steppers"]["y"]["position"] == 22000
 
 
 def test_commands_the_kernel_does_not_port_stay_on_the_compiled_path(tmp_path, monkeypatch):

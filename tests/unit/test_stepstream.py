@@ -8,6 +8,7 @@ import pytest
 from printhost.control.kernels import reference as ref
 from printhost.control.kernels import steppers as st
 from printhost.control.kernels.stepcompress import Commands
+from printhost.control.motion import PlannedMove
 from printhost.control.stepstream import (KIND_NAMES, QUEUE_STEP, SET_NEXT_STEP_DIR,
                                           StepCommands, StepStream, channel_commands,
                                           merge_commands)
@@ -238,3 +239,63 @@ def test_held_steps_join_the_next_slice_and_nothing_is_lost():
         name: dict(v, queue_step=held_stream.summary()[name]["queue_step"],
                    set_next_step_dir=held_stream.summary()[name]["set_next_step_dir"])
         for name, v in whole_stream.summary().items()}
+
+
+# --------------------------------------------------------------- half-step points at joins
+
+STEP_100 = 0.01      # 100 steps/mm: a slicer's X122.375 is a half-step point
+
+
+def _stop_at(x0: float, x1: float, v: float = 50.0, a: float = 1000.0) -> PlannedMove:
+    """A move along X from rest to rest (accelerate, cruise, decelerate)."""
+    d = abs(x1 - x0)
+    ta = v / a
+    tc = (d - v * v / a) / v
+    return PlannedMove((x0, 50.0, 5.0, 0.0), (x1, 50.0, 5.0, 0.0), d, 0.0, v, 0.0, a, ta, tc, ta)
+
+
+def _straddling_move(tie: float) -> PlannedMove:
+    """A move ending exactly on the half-step point `tie` whose last segment, by its own
+    polynomial, ends just short of it: the two readings of the end put the position on
+    different sides of the point."""
+    from printhost.control.kernels import trapq
+    from printhost.control.kernels.position import held_value
+    for k in range(1, 2000):
+        move = _stop_at(tie - 10.0 - k * 0.0371, tie, v=31.7 + k % 37, a=987.6 + 3.1 * k)
+        segs = np.ascontiguousarray(trapq.toolhead_segments([move], 1.0))
+        if held_value(segs, len(segs) - 1, 0) < tie:
+            return move
+    raise AssertionError("no move found whose polynomial end falls short of the point")
+
+
+def _x_stream() -> StepStream:
+    models = {"x": st.StepperModel(st.CARTESIAN_X, STEP_100)}
+    return StepStream(models, {"x": 0}, CLOCK_FREQ, 25e-6, (100.0, 50.0, 5.0, 0.0), 1.0)
+
+
+def _net_steps(chunks: list[StepCommands]) -> int:
+    rows = [c for c in chunks if len(c)]
+    every = StepCommands(*(np.concatenate([getattr(c, f) for c in rows])
+                           for f in ("clock", "kind", "oid", "interval", "count", "add", "dir")))
+    return sum(_replay(every, 0)[1])
+
+
+@pytest.mark.parametrize("pause", [0.0, 2.0])
+def test_motion_stopping_on_a_half_step_point_loses_no_step(pause):
+    """Steps are made up to the end of the motion known so far (a batch chunk ends at a
+    move's end; an idle printer's steps run past it) and the next motion arrives later,
+    right at that end or after a pause. The position at the end must be read the same
+    way before and after: a step lost or doubled there would stay for good."""
+    tie = 122.375
+    there = _straddling_move(tie)
+    back = _stop_at(tie, 100.0)
+    stream = _x_stream()
+    start = stream.channels[0].position
+    chunks = []
+    end = stream.add_moves([_stop_at(100.0, there.start[0]), there], 1.0)
+    # Up to the end exactly (a batch chunk), or on past it (a printer at rest).
+    chunks.append(stream.generate(end + pause + (0.5 if pause else 0.0)))
+    t = stream.add_moves([back], end + pause + (1.0 if pause else 0.0))
+    chunks.append(stream.generate(t, final=True))
+    assert stream.channels[0].position == round(100.0 / STEP_100)
+    assert start + _net_steps(chunks) == round(100.0 / STEP_100)

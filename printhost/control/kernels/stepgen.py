@@ -75,7 +75,9 @@ def _quadratic_root(c, b1, b2, direction):
     """
     if b2 == 0.0:
         if b1 == 0.0:
-            return 0.0
+            # A piece at rest reaches the threshold only where it starts on it; a step
+            # it owes otherwise comes from a jump at its end (the caller clamps there).
+            return 0.0 if c == 0.0 else math.inf
         return -c / b1
     disc = b1 * b1 - 4.0 * b2 * c
     sq = math.sqrt(disc) if disc > 0.0 else 0.0

@@ -28,7 +28,9 @@ Dwells (and any move of zero length) produce no rows; they only advance time, so
 they show up as a gap before the next row. The kernels treat any gap the way
 Klipper treats its padding moves: the position is held at the start of the next
 row (after the last row: at the end of the last row, before the first row: at the
-start of the first). Row times are accumulated by adding each phase duration to
+start of the first). `StepStream` fills a gap before motion it is handed later with
+a row at rest at the end of the last row, so a position held while the next motion
+was unknown stays the position held once it is known. Row times are accumulated by adding each phase duration to
 the previous end, so consecutive phases meet at bitwise-equal times.
 """
 
