@@ -29,7 +29,6 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from printhost.control.kernels import trapq
-from printhost.control.kernels.position import held_value
 from printhost.control.kernels.stepcompress import Commands, compress_steps
 from printhost.control.kernels.steppers import (DEFAULT_STEP_CAPACITY, EXTRUDER, StepperModel,
                                                 commanded_position, generate_steps)
@@ -178,6 +177,17 @@ def _rest_row(pos: Vec4, t: float, extruder: bool) -> np.ndarray:
     return row
 
 
+def row_end(row: np.ndarray, col: int) -> float:
+    """Coordinate `col` where a segment row ends, by its own polynomial: the value the
+    step kernels hold after the last row (`position.held_value`), by the same float
+    operations in the same order, so the two agree to the bit (tested). Computed here
+    rather than by calling the compiled function, which the control process would
+    compile in the middle of a print."""
+    mt = float(row[trapq.MOVE_T])
+    return (float(row[trapq.START_X + col]) + float(row[trapq.AXES_R_X + col])
+            * ((float(row[trapq.START_V]) + float(row[trapq.HALF_ACCEL]) * mt) * mt))
+
+
 class StepStream:
     def __init__(self, models: dict[str, StepperModel], oids: dict[str, int],
                  clock_freq: float, max_error_s: float, start_position: Vec4,
@@ -240,12 +250,9 @@ class StepStream:
         rest[0, trapq.PRINT_TIME] = gap_start
         rest[0, trapq.MOVE_T] = start - gap_start
         rest_ext = rest.copy()
-        # The compiled code that read the position there while this was the last row.
-        last_tool = np.ascontiguousarray(tool[-1:], dtype=np.float64)
         for col in range(3):
-            rest[0, trapq.START_X + col] = held_value(last_tool, 0, col)
-        rest_ext[0, trapq.START_X] = held_value(np.ascontiguousarray(ext[-1:], dtype=np.float64),
-                                                0, 0)
+            rest[0, trapq.START_X + col] = row_end(tool[-1], col)
+        rest_ext[0, trapq.START_X] = row_end(ext[-1], 0)
         self._tool_chunks.append(rest)
         self._ext_chunks.append(rest_ext)
 

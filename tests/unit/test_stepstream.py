@@ -299,3 +299,19 @@ def test_motion_stopping_on_a_half_step_point_loses_no_step(pause):
     chunks.append(stream.generate(t, final=True))
     assert stream.channels[0].position == round(100.0 / STEP_100)
     assert start + _net_steps(chunks) == round(100.0 / STEP_100)
+
+
+def test_row_end_is_the_kernels_held_value_to_the_bit():
+    from printhost.control.kernels.position import held_value
+    from printhost.control.stepstream import row_end
+    rng = np.random.default_rng(7)
+    rows = np.zeros((2000, 10))
+    rows[:, 1] = rng.uniform(1e-4, 2.0, 2000)          # MOVE_T
+    rows[:, 2] = rng.uniform(0.0, 300.0, 2000)         # START_V
+    rows[:, 3] = rng.uniform(-5000.0, 5000.0, 2000)    # HALF_ACCEL
+    rows[:, 4:7] = rng.uniform(-300.0, 300.0, (2000, 3))
+    rows[:, 7:10] = rng.uniform(-1.0, 1.0, (2000, 3))
+    for i in range(len(rows)):
+        one = np.ascontiguousarray(rows[i:i + 1])
+        for col in range(3):
+            assert row_end(rows[i], col) == held_value(one, 0, col)
