@@ -75,6 +75,43 @@ def test_motion_report_has_every_figure(tmp_path):
     assert not (tmp_path / "bench-motion.json").exists()
 
 
+def test_motion_judges_its_targets_and_reads_a_peer(tmp_path):
+    gcode = tmp_path / "tiny.gcode"
+    gcode.write_text(TINY)
+    peer = tmp_path / "peer.json"
+    peer.write_text(json.dumps({"name": "other host", "files": {
+        "tiny.gcode": {"cpu_s": 2.0, "peak_rss_mib": 50.0}}}))
+    out = tmp_path / "result.json"
+    proc = run_bench(tmp_path, "--runs", "1", "--warmup", "0", "--gcode", str(gcode),
+                     "--gcode", str(gcode), "--peer", str(peer), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["peer"] == "other host"
+    assert report["targets"]["peak_rss_mib"] == 100.0 and report["targets"]["cpu_vs_peer"] == 0.5
+    assert len(report["files"]) == 2          # --gcode repeats
+    targets = report["files"][0]["targets"]
+    median = report["files"][0]["median"]
+    assert targets["peak_rss_met"] == (median["peak_rss_mib"] <= 100.0)
+    assert targets["cpu_vs_peer"] == median["cpu_s"] / 2.0
+    assert targets["rss_vs_peer"] == median["peak_rss_mib"] / 50.0
+    # Seconds of print time, not an hour: the CPU target is not judged on it.
+    assert "cpu_vs_peer_met" not in targets
+    assert "under an hour of print time: not judged" in proc.stdout
+    assert "target: peak RSS" in proc.stdout
+
+
+def test_a_peer_file_that_cannot_be_read_is_one_line(tmp_path):
+    gcode = tmp_path / "tiny.gcode"
+    gcode.write_text(TINY)
+    peer = tmp_path / "peer.json"
+    peer.write_text('{"files": {"tiny.gcode": {"cpu_s": "fast"}}}')
+    proc = run_bench(tmp_path, "--runs", "1", "--gcode", str(gcode), "--peer", str(peer))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tools/bench: {peer}: expected")
+    assert not (tmp_path / "bench-motion.json").exists()
+
+
 def test_failing_batch_is_reported_not_timed(tmp_path):
     gcode = tmp_path / "broken.gcode"
     gcode.write_text("G28\nG1 X1,5\n")
