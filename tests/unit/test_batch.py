@@ -662,6 +662,14 @@ def test_commands_the_kernel_does_not_port_stay_on_the_compiled_path(tmp_path, m
     text[-20:-20] = ["G10 ; firmware retraction", "G11", "G90", "G2 X60 Y60 I2 J0",
                      "G20", "G1 X2.5 Y2.5", "G21"]
     gcode = write(tmp_path, "\n".join(text) + "\n")
+    paths, data, summary = run_noting_paths(gcode, tmp_path, monkeypatch)
+    assert paths == [True]
+    assert python_path_bytes(gcode, tmp_path) == data
+    assert summary["lines"] == len(text)
+
+
+def run_noting_paths(gcode: Path, tmp_path: Path, monkeypatch) -> tuple[list[bool], bytes, dict]:
+    """A batch run, and which paths it took (True: compiled) in order."""
     paths = []
     real_run = batch._run
 
@@ -670,11 +678,13 @@ def test_commands_the_kernel_does_not_port_stay_on_the_compiled_path(tmp_path, m
         return real_run(*args)
     monkeypatch.setattr(batch, "_run", spy)
     data, summary = run(SHIPPED, gcode, tmp_path)
-    assert paths == [True]
+    return paths, data, summary
+
+
+def python_path_bytes(gcode: Path, tmp_path: Path) -> bytes:
     out = tmp_path / "python.bin"
     batch.run_batch(SHIPPED, gcode, out, compiled=False)
-    assert out.read_bytes() == data
-    assert summary["lines"] == len(text)
+    return out.read_bytes()
 
 
 def test_a_piece_left_to_the_python_path_late_in_the_file_restarts_the_run(tmp_path,
@@ -694,18 +704,9 @@ def test_a_piece_left_to_the_python_path_late_in_the_file_restarts_the_run(tmp_p
         fed.append(parsed.first_line)
         return None if len(fed) == 12 else real_feed(self, parsed, final)
     monkeypatch.setattr(plan.PlanStream, "feed", feed)
-    paths = []
-    real_run = batch._run
-
-    def spy(*args):
-        paths.append(args[8])              # `compiled`
-        return real_run(*args)
-    monkeypatch.setattr(batch, "_run", spy)
-    data, summary = run(SHIPPED, gcode, tmp_path)
+    paths, data, summary = run_noting_paths(gcode, tmp_path, monkeypatch)
     assert len(fed) == 12 and paths == [True, False]
-    out = tmp_path / "python.bin"
-    batch.run_batch(SHIPPED, gcode, out, compiled=False)
-    assert out.read_bytes() == data
+    assert python_path_bytes(gcode, tmp_path) == data
     assert summary["lines"] == len(text)
     assert not list(tmp_path.glob(".*partial"))
 
