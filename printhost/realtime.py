@@ -44,6 +44,13 @@ log = logging.getLogger(__name__)
 #: judges deadlines as of when it last looked at its input (sim/mcu/process.py).
 CONTROL_PRIORITY = 10
 SIM_BOARD_PRIORITY = 5
+#: The serial link's I/O thread runs this many levels above its process (`boost_thread`):
+#: it carries the deadlines the main thread computes. At the same FIFO priority it had
+#: to wait for a core until a computing thread blocked, the main thread of its own
+#: process or, on a machine running two simulated printers, the other one's: a loaded
+#: suite run saw a heater update at 20x (12.5 ms of host time ahead) reach the board
+#: late ("Timer too close") while the board itself read it within 0.6 ms.
+LINK_PRIORITY_BOOST = 1
 
 _MCL_CURRENT = 1
 _MCL_ONFAULT = 4
@@ -102,6 +109,24 @@ def take_fifo(priority: int) -> tuple[bool, str]:
                        f"the systemd unit's LimitRTPRIO grants it)")
     except OSError as exc:
         return False, f"SCHED_FIFO refused: {exc.strerror}"
+
+
+def boost_thread(levels: int) -> int | None:
+    """Raise the calling thread `levels` FIFO priorities above where it is, if it runs
+    SCHED_FIFO at all (it inherits that from its creator); returns the priority it has
+    afterwards, or None when it is not real-time or the raise was refused (it then keeps
+    its priority: the limit the unit grants, LimitRTPRIO=20, leaves room)."""
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_FIFO:
+            return None
+        priority = os.sched_getparam(0).sched_priority
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority + levels))
+        return priority + levels
+    except AttributeError:
+        return None
+    except OSError as exc:
+        log.warning("could not raise a real-time thread's priority: %s", exc.strerror)
+        return None
 
 
 @functools.cache

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import serial
 
 from printhost.mcu.errors import LinkError, ProtocolError
+from printhost.realtime import LINK_PRIORITY_BOOST, boost_thread
 from printhost.mcu.framing import (MESSAGE_MAX, MESSAGE_MIN, MESSAGE_PAYLOAD_MAX,
                                    MESSAGE_SEQ_MASK, MESSAGE_SYNC, BlockParser, encode_block)
 
@@ -94,6 +95,8 @@ class SerialLink:
         self._fd = -1
         self._wake_r = self._wake_w = -1
         self._thread: threading.Thread | None = None
+        # The I/O thread's FIFO priority, None when it does not run real-time.
+        self.thread_priority: int | None = None
         self._stop = False
         self.error: str | None = None
         self.last_progress_s = time_source()
@@ -205,7 +208,8 @@ class SerialLink:
                     "srtt_s": self.srtt_s, "rttvar_s": self.rttvar_s, "rto_s": self.rto_s,
                     "inflight_bytes": self._inflight, "inflight_blocks": len(self._sent),
                     "queued_messages": len(self._queue) + len(self._urgent),
-                    "urgent_wait_max_s": self.urgent_wait_max_s}
+                    "urgent_wait_max_s": self.urgent_wait_max_s,
+                    "thread_priority": self.thread_priority}
 
     def close(self) -> None:
         """Stop the thread and release the port; safe to call more than once."""
@@ -234,6 +238,9 @@ class SerialLink:
             os.write(self._wake_w, b".")
 
     def _run(self) -> None:
+        # Above the computing threads of a real-time process: an urgent message (a heater
+        # update due a quarter second of print time from now) goes out when it is queued.
+        self.thread_priority = boost_thread(LINK_PRIORITY_BOOST)
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         with self._lock:

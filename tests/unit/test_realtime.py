@@ -14,6 +14,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,59 @@ def test_a_limit_of_zero_refuses_fifo_for_anyone_unprivileged():
     else:
         out = probe(rtprio=0, memlock=None, as_nobody=False)
     assert not out["state"]["realtime"]
+
+
+LINK_PROBE = r"""
+import json, os, time, tty
+from printhost import realtime
+from printhost.mcu.link import SerialLink
+state = realtime.settle_realtime(realtime.CONTROL_PRIORITY, lock=False)
+master, slave = os.openpty()
+tty.setraw(slave)
+link = SerialLink(os.ttyname(slave))
+link.open()                       # nothing answers: the thread only has to start
+deadline = time.monotonic() + 5.0
+while link.thread_priority is None and time.monotonic() < deadline:
+    time.sleep(0.01)
+tid = next(t.native_id for t in __import__("threading").enumerate() if t.name.startswith("link "))
+print(json.dumps({"main": os.sched_getparam(0).sched_priority, "realtime": state.realtime,
+                  "link": os.sched_getparam(tid).sched_priority,
+                  "link_fifo": os.sched_getscheduler(tid) == os.SCHED_FIFO,
+                  "reported": link.stats()["thread_priority"]}))
+link.close()
+"""
+
+
+@needs_root
+def test_the_link_thread_runs_above_its_real_time_process():
+    """An urgent message the main thread queues must not wait for a core behind a
+    computing thread of the same priority: the link's thread runs one level above."""
+    from printhost.realtime import CONTROL_PRIORITY, LINK_PRIORITY_BOOST
+    proc = subprocess.run([sys.executable, "-c", LINK_PROBE], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd="/", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["realtime"] and out["main"] == CONTROL_PRIORITY
+    assert out["link_fifo"] and out["link"] == CONTROL_PRIORITY + LINK_PRIORITY_BOOST
+    assert out["reported"] == out["link"]
+
+
+def test_a_link_in_an_ordinary_process_stays_ordinary():
+    import tty
+
+    from printhost.mcu.link import SerialLink
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    link = SerialLink(os.ttyname(slave))
+    link.open()
+    try:
+        # The thread sends its first probe after it has settled its priority.
+        deadline = time.monotonic() + 5.0
+        while not link.stats()["probes"] and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert link.stats()["probes"] and link.stats()["thread_priority"] is None
+        assert os.sched_getscheduler(link._thread.native_id) == os.SCHED_OTHER
+    finally:
+        link.close()
+        os.close(master)
+        os.close(slave)
