@@ -15,8 +15,10 @@ bootstrap messages (`identify`, `identify_response`) have ids fixed in our code.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # The dictionary is downloaded in pieces of this many bytes (what fits a block easily).
 IDENTIFY_CHUNK = 40
+# Commands scheduled on the MCU clock that `Mcu.timing_report` recalls.
+SCHEDULED_KEPT = 6
 # Period of clock queries once running. Slightly off a round second, so the queries do
 # not beat against other once-a-second activity on the MCU.
 CLOCK_QUERY_PERIOD_S = 0.9839
@@ -96,6 +100,9 @@ class Mcu:
         self.dictionary = DataDictionary()
         self.clock_freq = 0.0
         self.clocksync: ClockSync | None = None
+        # The latest commands scheduled on the MCU clock: (what, due print time, host time
+        # sent, print time estimated then), for the diagnosis of a "Timer too close".
+        self._scheduled: deque[tuple[str, float, float, float]] = deque(maxlen=SCHEDULED_KEPT)
         self.move_count = 0
         # Outputs that queue pin updates; each may have `pending_updates_limit` of them
         # waiting on the MCU, in entries of the move pool kept for them.
@@ -415,12 +422,39 @@ class Mcu:
             self._next_clock_query_s = now + (YOUNG_CLOCK_QUERY_PERIOD_S if young
                                               else CLOCK_QUERY_PERIOD_S)
 
+    def note_scheduled(self, what: str, due_print_time: float) -> None:
+        """Remember a command just sent for a clock of the MCU (`timing_report`)."""
+        now = self._time()
+        estimate = self.print_time(now) if self.clocksync is not None else math.nan
+        self._scheduled.append((what, due_print_time, now, estimate))
+
+    def timing_report(self) -> str:
+        """What the host believed when it scheduled its latest commands, and how well it
+        knew the MCU's clock: logged with a "Timer too close" shutdown, so a late command
+        can be told from a wrong clock estimate."""
+        now = self._time()
+        parts = []
+        sync = self.clocksync
+        if sync is not None:
+            min_rtt = sync.min_rtt_s
+            parts.append(f"clock {sync.freq_hz / 1e6:.4f} MHz from {sync.used} of "
+                         f"{sync.samples} samples ({sync.rejected} slow), fastest recent round "
+                         f"trip {'-' if min_rtt is None else f'{min_rtt * 1e3:.2f} ms'}")
+        parts.append(f"longest urgent wait in the link "
+                     f"{self.link.urgent_wait_max_s * 1e3:.1f} ms")
+        for what, due, sent_s, estimate in self._scheduled:
+            parts.append(f"{what} due {due:.4f} sent {now - sent_s:.3f} s ago with "
+                         f"{due - estimate:+.4f} s of print time to go")
+        return "; ".join(parts)
+
     def _on_shutdown(self, reason: str) -> None:
         if self.shutdown_reason is None:
             self.shutdown_reason = reason
             level = (logging.INFO if self._stop_expected and reason == "Command request"
                      else logging.ERROR)
             log.log(level, "%s shut down: %s", self.name, reason)
+            if reason == "Timer too close":
+                log.error("%s: the host's view: %s", self.name, self.timing_report())
             if self.on_fault is not None:
                 self.on_fault(f"MCU shutdown: {reason}")
 

@@ -123,6 +123,7 @@ class McuPwmOutput:
         # Due a schedule margin from now: ahead of any queued burst of step commands.
         mcu.send("queue_digital_out", urgent=True, oid=self.oid, clock=clock & 0xFFFFFFFF,
                  on_ticks=on_ticks)
+        mcu.note_scheduled(f"queue_digital_out oid={self.oid}", when)
         self.value = duty
         self.last_time = when
         sent.append(clock)

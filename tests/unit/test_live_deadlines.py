@@ -254,13 +254,15 @@ def test_a_renewal_sent_in_time_survives_a_late_board():
     _with_premise(_renewal_attempt)
 
 
-def test_a_command_late_when_sent_still_fails(board):
+def test_a_command_late_when_sent_still_fails(board, caplog):
     mcu = Mcu(board.path)
     heater = McuPwmOutput(mcu, parse_pin("PC8"), 0.1, 3.0)
+    fan = McuPwmOutput(mcu, parse_pin("PC6"), 0.01)
     try:
         mcu.connect(5.0)
         mcu.configure(5.0)
         time.sleep(0.05)
+        due = fan.set(mcu.print_time(), 0.5)        # in time: recalled in the report below
         with board.lock:
             # Scheduled 20 ms before the board's own present: late however early the
             # board reads it.
@@ -269,6 +271,18 @@ def test_a_command_late_when_sent_still_fails(board):
                      on_ticks=100)
         snap = _wait(board, lambda s: s["shutdown"], 3)
         assert snap["shutdown"] and snap["reason"] == "Timer too close"
+        # The host says what it believed when it scheduled its commands, so a late
+        # command can be told from a wrong estimate of the MCU's clock.
+        deadline = time.monotonic() + 3.0
+        while mcu.shutdown_reason is None and time.monotonic() < deadline:
+            mcu.poll()
+            time.sleep(0.005)
+        assert mcu.shutdown_reason == "Timer too close"
+        report = [r.getMessage() for r in caplog.records if "the host's view" in r.getMessage()]
+        assert len(report) == 1
+        assert "MHz from" in report[0] and "longest urgent wait in the link" in report[0]
+        assert f"queue_digital_out oid={fan.oid} due {due:.4f}" in report[0]
+        assert "s of print time to go" in report[0]
     finally:
         mcu.close()
 
