@@ -243,8 +243,10 @@ class StepStream:
         if not len(tool):
             return
         ext = self._ext_chunks[-1] if self._ext_chunks else self._ext
-        gap_start = max(self._t_end, trapq.end_time(tool))
-        if start <= gap_start:
+        # From the last row's end: a dwell adds time but no rows, and steps may have been
+        # made into it before the motion after it was known.
+        gap_start = trapq.end_time(tool)
+        if start - gap_start <= SNAP_S:
             return
         rest = np.zeros((1, trapq.N_COLUMNS), dtype=np.float64)
         rest[0, trapq.PRINT_TIME] = gap_start

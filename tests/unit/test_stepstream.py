@@ -301,6 +301,23 @@ def test_motion_stopping_on_a_half_step_point_loses_no_step(pause):
     assert start + _net_steps(chunks) == round(100.0 / STEP_100)
 
 
+def test_a_dwell_on_a_half_step_point_loses_no_step():
+    """A G4 after a move that stops on a half-step point: steps are made into the dwell
+    before the next move is known, and that move then starts right where the dwell ends."""
+    tie = 122.375
+    there = _straddling_move(tie)
+    stream = _x_stream()
+    start = stream.channels[0].position
+    chunks = []
+    end = stream.add_moves([_stop_at(100.0, there.start[0]), there], 1.0)
+    after_dwell = stream.add_moves([PlannedMove.dwell(there.end, 2.0)], end)
+    chunks.append(stream.generate(end + 1.0))
+    t = stream.add_moves([_stop_at(tie, 100.0)], after_dwell)
+    chunks.append(stream.generate(t, final=True))
+    assert stream.channels[0].position == round(100.0 / STEP_100)
+    assert start + _net_steps(chunks) == round(100.0 / STEP_100)
+
+
 def test_row_end_is_the_kernels_held_value_to_the_bit():
     from printhost.control.kernels.position import held_value
     from printhost.control.stepstream import row_end
