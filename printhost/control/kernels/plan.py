@@ -48,7 +48,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -136,26 +136,12 @@ def _replay_error(parsed: BulkGCode, row: int, settings: Settings,
     from printhost.control.clock import ManualClock
     from printhost.sim.heaters import build_simulated_heaters
 
-    s = state.tolist()
-    position: Vec4 = (s[S_POSITION], s[S_POSITION + 1], s[S_POSITION + 2], s[S_POSITION + 3])
-    executor = QueueClockExecutor(0.0, position)
+    executor = QueueClockExecutor(0.0, (0.0, 0.0, 0.0, 0.0))
     toolhead = Toolhead(settings.printer, executor, settings.extruder)
-    homed = "".join(a for i, a in enumerate("xyz") if s[S_HOMED + i])
-    if homed:
-        toolhead.home(homed)
-    toolhead.commanded_position = position
-    toolhead.set_accel(s[S_ACCEL])
     heaters, _ = build_simulated_heaters(settings, ManualClock())
     interp = GCodeInterpreter(toolhead, heaters, PartFan(), executor.now, settings.gcode,
                               settings.firmware_retraction)
-    g = S_GCODE_POS
-    o = S_OFFSET
-    interp.restore_state(GCodeState(
-        absolute_coords=bool(s[S_ABSOLUTE]), absolute_extrude=bool(s[S_E_ABSOLUTE]),
-        speed_mm_s=s[S_SPEED], speed_factor=s[S_SPEED_FACTOR],
-        extrude_factor=s[S_EXTRUDE_FACTOR], gcode_pos=(s[g], s[g + 1], s[g + 2], s[g + 3]),
-        offset=(s[o], s[o + 1], s[o + 2], 0.0), inch_units=inch_units))
-    interp.retracted = retracted
+    _put_in_state(state, interp, toolhead, inch_units, retracted)
     cmd = parsed.command(row)
     if cmd is None:
         return None
@@ -164,6 +150,23 @@ def _replay_error(parsed: BulkGCode, row: int, settings: Settings,
     except CommandError as exc:
         return str(exc)
     return None
+
+
+def _put_in_state(state: np.ndarray, interp: GCodeInterpreter, toolhead: Toolhead,
+                  inch_units: bool, retracted: bool) -> None:
+    """An interpreter and its toolhead put into the kernel's state (commanded position,
+    homed axes, acceleration, G-code modes, offsets, factors), with what only the
+    interpreter keeps (inches, a pending retraction) given."""
+    s = state.tolist()
+    toolhead.restore(tuple(s[S_POSITION:S_POSITION + 4]),  # type: ignore[arg-type]
+                     "".join(a for i, a in enumerate("xyz") if s[S_HOMED + i]), s[S_ACCEL])
+    g, o = S_GCODE_POS, S_OFFSET
+    interp.restore_state(GCodeState(
+        absolute_coords=bool(s[S_ABSOLUTE]), absolute_extrude=bool(s[S_E_ABSOLUTE]),
+        speed_mm_s=s[S_SPEED], speed_factor=s[S_SPEED_FACTOR],
+        extrude_factor=s[S_EXTRUDE_FACTOR], gcode_pos=(s[g], s[g + 1], s[g + 2], s[g + 3]),
+        offset=(s[o], s[o + 1], s[o + 2], 0.0), inch_units=inch_units))
+    interp.retracted = retracted
 
 
 class _MoveRecorder:
@@ -324,18 +327,8 @@ class PlanStream:
         interp, toolhead, recorder = self._lent
         before = self._state.copy()
         inches, retracted = self._inches(), self._retracted()
-        s = before.tolist()
-        toolhead.restore(tuple(s[S_POSITION:S_POSITION + 4]),  # type: ignore[arg-type]
-                         "".join(a for i, a in enumerate("xyz") if s[S_HOMED + i]),
-                         s[S_ACCEL])
-        g, o = S_GCODE_POS, S_OFFSET
-        interp.restore_state(replace(
-            interp.state, absolute_coords=bool(s[S_ABSOLUTE]),
-            absolute_extrude=bool(s[S_E_ABSOLUTE]), speed_mm_s=s[S_SPEED],
-            speed_factor=s[S_SPEED_FACTOR], extrude_factor=s[S_EXTRUDE_FACTOR],
-            gcode_pos=(s[g], s[g + 1], s[g + 2], s[g + 3]),
-            offset=(s[o], s[o + 1], s[o + 2], 0.0)))
-        recorder.reset(s[S_ACCEL])
+        _put_in_state(before, interp, toolhead, inches, retracted)
+        recorder.reset(float(before[S_ACCEL]))
         refused: PlanError | None = None
         try:
             interp.execute(cmd)     # a wait (M191) has nothing to wait for in a plan
