@@ -85,6 +85,10 @@ class StepCommands:
                    np.zeros(0, np.uint32), np.zeros(0, np.uint16), np.zeros(0, np.int16),
                    np.zeros(0, np.int8))
 
+    def rows(self, first: int, end: int) -> StepCommands:
+        """Rows [first, end), as views of these arrays."""
+        return StepCommands(*(getattr(self, f)[first:end] for f in _FIELDS))
+
     def messages(self) -> list[tuple[str, dict[str, int]]]:
         """Each row as (message name, parameters), for logs and the Python codec."""
         out: list[tuple[str, dict[str, int]]] = []

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -30,8 +30,6 @@ from printhost.control.stepstream import QUEUE_STEP, StepCommands
 from printhost.mcu.mcu import Mcu
 from printhost.mcu.pins import PinSpec
 from printhost.mcu.stepencode import encode_step_commands, step_commands_crc
-
-_COLUMNS = tuple(f.name for f in fields(StepCommands))
 
 # Width of the step pulse the drivers need (2 us suits the common TMC and A4988 drivers).
 STEP_PULSE_S = 0.000002
@@ -156,7 +154,7 @@ class StepSender:
 
     def _send(self, cmds: StepCommands, first: int, end: int, est_clock: int) -> None:
         """Encode rows [first, end) together and hand them to the link."""
-        rows = StepCommands(*(getattr(cmds, f)[first:end] for f in _COLUMNS))
+        rows = cmds.rows(first, end)
         rows = replace(rows, dir=rows.dir ^ self._invert[rows.oid])
         step = rows.kind == QUEUE_STEP
         moves = int(np.count_nonzero(step))
