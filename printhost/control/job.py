@@ -1,8 +1,10 @@
-"""A print job: streams a G-code file through the interpreter, with pause, resume and cancel.
+"""A print job: streams a G-code file to the printer, with pause, resume and cancel.
 
-The file is read one line at a time, and only while less than `buffer_time_s` of motion
-is queued ahead of the toolhead. That bound is what makes pause and cancel prompt (at
-most that much motion runs after the request) and keeps memory flat for any file size.
+The file is read a piece at a time (`jobfeed.JobFeed`: the compiled planner runs the
+motion, the interpreter everything else, in file order), and only while less than
+`buffer_time_s` of motion is queued ahead of the toolhead. That bound is what makes
+pause and cancel prompt (at most that much motion runs after the request) and keeps
+memory flat for any file size.
 
 Pause keeps everything already read: the lookahead queue is flushed so every line that
 was read is executed, the position and the G-code state at that point are saved, and
@@ -18,20 +20,17 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import IO, Iterator
+from typing import IO
 
 from printhost.config import PauseSettings, PrinterSettings
-from printhost.control.gcode import GCodeCommand, GCodeError, iter_lines, parse_line
+from printhost.control.gcode import GCodeCommand, GCodeError
 from printhost.control.heaters import HeaterBank
 from printhost.control.interpreter import CommandError, GCodeInterpreter, GCodeState, PartFan, Wait
+from printhost.control.jobfeed import JobFeed, LineError
 from printhost.control.motion import Vec4
 from printhost.control.toolhead import MoveError, Toolhead
 
 log = logging.getLogger(__name__)
-
-# Upper bound on lines handled in one control-loop tick, so a file of comments cannot
-# starve the heater loop.
-MAX_LINES_PER_TICK = 400
 
 
 class JobState(str, enum.Enum):
@@ -51,10 +50,6 @@ ACTIVE_STATES = frozenset({JobState.PRINTING, JobState.PAUSING, JobState.PAUSED,
 
 class JobConflict(Exception):
     """The request does not fit the job's state (HTTP 409)."""
-
-
-class EmergencyStop(Exception):
-    """M112 in a file: the printer must shut down at once."""
 
 
 @dataclass
@@ -104,9 +99,8 @@ class JobRunner:
         self.min_extrude_temp_c = min_extrude_temp_c
         self.job: PrintJob | None = None
         self._file: IO[bytes] | None = None
-        self._lines: Iterator[tuple[int, int, str]] | None = None
+        self._source: JobFeed | None = None
         self._wait: Wait | None = None
-        self._eof = False
         self._resume: ResumePoint | None = None
         # The G28 whose homing `_wait` is polling, and one that a pause interrupted and
         # that runs again, from its start, on resume.
@@ -127,9 +121,8 @@ class JobRunner:
         size = os.fstat(fh.fileno()).st_size
         self._close()
         self._file = fh
-        self._lines = iter_lines(fh)
+        self._source = JobFeed(fh, self.interp, self.toolhead, self.buffer_time_s)
         self._wait = None
-        self._eof = False
         self._resume = None
         self._homing_cmd = self._rehome = None
         self._filament_at_start = self.interp.filament_used_mm
@@ -261,37 +254,32 @@ class JobRunner:
             if job.waiting_since is not None:
                 job.wait_total_s += now - job.waiting_since
                 job.waiting_since = None
-        lines = 0
-        while not self._eof and lines < MAX_LINES_PER_TICK \
-                and self.toolhead.buffered_time() < self.buffer_time_s:
-            assert self._lines is not None
-            try:
-                item = next(self._lines, None)
-            except GCodeError as exc:  # a line too long to read (gcode.MAX_LINE_BYTES)
-                job.line = exc.lineno
-                self._fail(job, f"{job.file}: {exc}", now)
-                return
-            if item is None:
-                self._eof = True
-                self.toolhead.flush()
-                break
-            lines += 1
-            lineno, offset, text = item
-            job.line = lineno
-            job.bytes_read = offset
-            try:
-                cmd = parse_line(text, lineno)
-            except GCodeError as exc:
-                self._fail(job, f"{job.file}: {exc}", now)
-                return
-            if cmd is None:
-                continue
-            if cmd.name == "M112":
-                raise EmergencyStop(f"emergency stop (M112) at line {lineno}")
-            if not self._execute(job, cmd, now):
-                return
-        if self._eof and self.toolhead.is_idle():
+        source = self._source
+        assert source is not None
+        try:
+            waiting = None if source.eof else source.feed()
+        except GCodeError as exc:   # a line that cannot be parsed, or is too long to read
+            self._progress(job, source)
+            job.line = exc.lineno
+            self._fail(job, f"{job.file}: {exc}", now)
+            return
+        except LineError as exc:
+            self._progress(job, source)
+            self._fail(job, f"{job.file}: line {exc.lineno}: {exc.message}", now)
+            return
+        self._progress(job, source)
+        if waiting is not None:
+            self._wait, cmd = waiting
+            self._homing_cmd = cmd if cmd.name == "G28" else None
+            job.waiting_since = now
+            return
+        if source.eof and self.toolhead.is_idle():
             self._finish(JobState.COMPLETED, now, None)
+
+    @staticmethod
+    def _progress(job: PrintJob, source: JobFeed) -> None:
+        job.line = source.line
+        job.bytes_read = source.bytes_read
 
     def _execute(self, job: PrintJob, cmd: GCodeCommand, now: float) -> bool:
         """Run one command; False when the job must stop reading (it waits, or failed)."""
@@ -374,7 +362,7 @@ class JobRunner:
             except OSError:
                 pass
         self._file = None
-        self._lines = None
+        self._source = None
 
     # ------------------------------------------------------------------ status
     def get_status(self, now: float) -> dict | None:

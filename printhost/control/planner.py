@@ -48,10 +48,23 @@ _MIN_LENGTH_MM = 1e-9
 # Acceleration an extrude-only move starts from before the extruder limits lower it:
 # effectively "unlimited", the same placeholder Klipper uses.
 _UNLIMITED_ACCEL = 99999999.9
+# Moves held for look-ahead at most; beyond it the oldest half is planned as if the
+# queue ended there (a stop the later moves can still cancel, see `_plan`).
+MAX_QUEUE_MOVES = 256
 
 
 class MoveLimitError(ValueError):
     """A move breaks an extruder limit (too much filament for its length, or too long)."""
+
+
+def extrude_only_too_long(de: float, limit_mm: float) -> MoveLimitError:
+    return MoveLimitError(f"Extrude only move too long ({de:.3f}mm vs {limit_mm:.3f}mm); "
+                          f"see extruder.max_extrude_only_distance")
+
+
+def over_extrusion(cross_section_mm2: float, limit_mm2: float) -> MoveLimitError:
+    return MoveLimitError(f"Move exceeds maximum extrusion ({cross_section_mm2:.3f}mm^2 vs "
+                          f"{limit_mm2:.3f}mm^2); see extruder.max_extrude_cross_section")
 
 
 @dataclass(slots=True)
@@ -125,7 +138,8 @@ class LookaheadPlanner:
     """
 
     def __init__(self, printer: PrinterSettings, emit: Callable[[PlannedMove], None],
-                 max_queue_moves: int = 256, extruder: ExtruderSettings | None = None) -> None:
+                 max_queue_moves: int = MAX_QUEUE_MOVES,
+                 extruder: ExtruderSettings | None = None) -> None:
         if max_queue_moves < 2:
             raise ValueError("max_queue_moves must be at least 2")
         self._printer = printer
@@ -246,18 +260,14 @@ class LookaheadPlanner:
         p = self._printer
         if extrude_only or e_ratio < 0.0:
             if abs(de) > ex.max_extrude_only_distance:
-                raise MoveLimitError(
-                    f"Extrude only move too long ({de:.3f}mm vs "
-                    f"{ex.max_extrude_only_distance:.3f}mm); see extruder.max_extrude_only_distance")
+                raise extrude_only_too_long(de, ex.max_extrude_only_distance)
             inverse = 1.0 / abs(e_ratio)
             return p.max_extrude_only_velocity * inverse, p.max_extrude_only_accel * inverse
         if e_ratio > self._max_extrude_ratio:
             if de <= ex.nozzle_diameter * self._max_extrude_ratio:
                 return None
-            raise MoveLimitError(
-                f"Move exceeds maximum extrusion ({e_ratio * self._filament_area:.3f}mm^2 vs "
-                f"{self._max_extrude_ratio * self._filament_area:.3f}mm^2); "
-                f"see extruder.max_extrude_cross_section")
+            raise over_extrusion(e_ratio * self._filament_area,
+                                 self._max_extrude_ratio * self._filament_area)
         return None
 
     def _set_start_limits(self, move: _QueuedMove) -> None:

@@ -24,7 +24,8 @@ from printhost.control.autotune import AutotuneSession
 from printhost.control.gcode import GCodeError
 from printhost.control.heaters import Heater, HeaterBank, HeaterFault
 from printhost.control.interpreter import GCodeInterpreter, PartFan
-from printhost.control.job import EmergencyStop, JobConflict, JobRunner, JobState
+from printhost.control.job import JobConflict, JobRunner, JobState
+from printhost.control.jobfeed import EmergencyStop
 from printhost.control.motion import MotionExecutor
 from printhost.control.toolhead import Toolhead
 from printhost.hw.devices import DeviceEvent, PrinterView

@@ -1,5 +1,9 @@
 """The toolhead: range and homing checks in front of the planner and a motion executor.
 
+The planner is the printer's one lookahead queue (`kernels.lookahead.CompiledPlanner`),
+which print jobs also feed whole pieces of a file; `Toolhead.reference` builds one on
+the pure-Python planner the compiled one is checked against.
+
 Everything here is in machine coordinates. G92 and relative/absolute modes only change
 how G-code numbers map onto machine positions, so they belong to the G-code layer;
 keeping them out of the toolhead means the range checks below always compare like
@@ -12,7 +16,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from printhost.config import AxisSettings, ExtruderSettings, PrinterSettings
+from printhost.config import AxisSettings, ExtruderSettings, PrinterSettings, Settings
 from printhost.control.motion import MotionExecutor, Vec4
 from printhost.control.planner import LookaheadPlanner, MoveLimitError
 
@@ -39,16 +43,29 @@ class Toolhead:
                  extruder: ExtruderSettings | None = None, *, planner: Any = None) -> None:
         self._printer = printer
         self._executor = executor
-        # `planner` stands in for the lookahead planner where the moves go elsewhere: the
-        # compiled planner lends a command to the interpreter and queues the moves the
-        # toolhead makes for it in its own lookahead queue (kernels/plan.py).
-        self._planner = (planner if planner is not None
-                         else LookaheadPlanner(printer, executor.schedule, extruder=extruder))
+        # `planner` stands in for the compiled planner where the moves go elsewhere: the
+        # reference planner (`reference`), or the batch planner's recorder when it lends a
+        # command to the interpreter (kernels/plan.py).
+        self._planner = planner if planner is not None else _compiled_planner(
+            Settings(printer=printer, extruder=extruder or ExtruderSettings()), executor)
         self.commanded_position: Vec4 = tuple(executor.position())  # type: ignore[assignment]
         self._homed: set[str] = set()
         # Set when an MCU does the homing (McuHoming); None homes by plain moves.
         self.homing_driver: Any = None
         self._accel = printer.max_accel
+
+    @classmethod
+    def reference(cls, printer: PrinterSettings, executor: MotionExecutor,
+                  extruder: ExtruderSettings | None = None) -> Toolhead:
+        """A toolhead on the pure-Python planner (`planner.LookaheadPlanner`): the oracle
+        the compiled planner is compared with (start-up self-test, tests)."""
+        return cls(printer, executor, extruder,
+                   planner=LookaheadPlanner(printer, executor.schedule, extruder=extruder))
+
+    @property
+    def planner(self) -> Any:
+        """The lookahead planner; a print job feeds it pieces of its file directly."""
+        return self._planner
 
     @property
     def homed_axes(self) -> str:
@@ -272,3 +289,17 @@ class Toolhead:
             "live_position": list(self.live_position()),
             "homed_axes": self.homed_axes,
         }
+
+
+def _compiled_planner(settings: Settings, executor: MotionExecutor) -> Any:
+    """The printer's planner, handing each emitted move to the executor."""
+    # Imported here: the kernels' encoding (plan_ops) reads this module's tolerance.
+    from printhost.control.kernels.lookahead import CompiledPlanner, planned_moves
+
+    schedule = executor.schedule
+
+    def emit(rows: Any) -> None:
+        for move in planned_moves(rows):
+            schedule(move)
+
+    return CompiledPlanner(settings, emit)

@@ -120,7 +120,7 @@ def plan(settings: Settings, path: Path) -> Plan:
     sx, sy, sz = (float(v) for v in settings.printer.power_on_position)
     start = (sx, sy, sz, 0.0)
     executor = QueueClockExecutor(batch.START_TIME_S, start, record=True)
-    toolhead = Toolhead(settings.printer, executor, settings.extruder)
+    toolhead = Toolhead.reference(settings.printer, executor, settings.extruder)
     heaters, _ = build_simulated_heaters(settings, ManualClock())
     interp = GCodeInterpreter(toolhead, heaters, PartFan(), executor.now, settings.gcode,
                               settings.firmware_retraction)

@@ -10,6 +10,7 @@ from printhost.config import parse_settings
 from printhost.control.clock import ManualClock
 from printhost.control.gcode import parse_line
 from printhost.control.interpreter import CommandError
+from printhost.control.kernels.lookahead import planned_moves
 from printhost.control.printer import Printer
 
 
@@ -398,8 +399,8 @@ def test_bare_g92_zeroes_every_axis(printer):
 
 def test_homing_starts_from_a_standstill(printer):
     moves = []
-    printer.toolhead._planner._emit = lambda m, _orig=printer.toolhead._planner._emit: (
-        moves.append(m), _orig(m))
+    printer.toolhead.planner._emit = lambda rows, _orig=printer.toolhead.planner._emit: (
+        moves.extend(planned_moves(rows)), _orig(rows))
     run(printer, "G28", "G1 X150 Y100 F6000", "G1 X100 Y100", "G28 X")
     homing = moves[-1]
     assert homing.end[0] == 0.0 and homing.start_v == 0.0

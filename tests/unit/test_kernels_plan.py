@@ -45,7 +45,7 @@ def as_array(moves: list[PlannedMove]) -> np.ndarray:
 def python_path(parsed: BulkGCode, settings: Settings, start: Vec4):
     """(moves, (lineno, message) or None, final commanded position) as batch runs it."""
     executor = QueueClockExecutor(0.0, start, record=True)
-    toolhead = Toolhead(settings.printer, executor, settings.extruder)
+    toolhead = Toolhead.reference(settings.printer, executor, settings.extruder)
     heaters, _ = build_simulated_heaters(settings, ManualClock())
     interp = GCodeInterpreter(toolhead, heaters, PartFan(), executor.now, settings.gcode,
                               settings.firmware_retraction)
@@ -630,7 +630,7 @@ def test_dwell_rows_and_line_numbers():
 def test_planned_moves_equal_the_reference_objects():
     parsed = parse_file(DATA / "cube.gcode")
     executor = QueueClockExecutor(0.0, START, record=True)
-    toolhead = Toolhead(Settings().printer, executor, Settings().extruder)
+    toolhead = Toolhead.reference(Settings().printer, executor, Settings().extruder)
     heaters, _ = build_simulated_heaters(Settings(), ManualClock())
     interp = GCodeInterpreter(toolhead, heaters, PartFan(), executor.now)
     for cmd in parsed.commands():

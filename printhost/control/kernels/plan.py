@@ -45,7 +45,6 @@ disagree; `plan_file` then returns None so the reference decides.)
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,22 +54,18 @@ import numpy as np
 from printhost.config import Settings
 from printhost.control.gcode import GCodeError
 from printhost.control.gcode_bulk import PARAM_LETTERS, BulkGCode
-from printhost.control.interpreter import CommandError, GCodeInterpreter, GCodeState, PartFan
-from printhost.control.kernels.plan_kernel import initial_state, new_queue, run_chunk
-from printhost.control.kernels.plan_lookahead import I_QUEUED
-from printhost.control.kernels.plan_ops import (ERR_NONE, N_MOVE_COLUMNS, N_S, OP_DWELL, OP_FLUSH,
-                                                OP_HOME, OP_MACHINE_MOVE, OP_MOVE, OP_NOTHING,
+from printhost.control.interpreter import CommandError, GCodeInterpreter, PartFan
+from printhost.control.kernels.lookahead import CompiledPlanner, planned_moves, read_state
+from printhost.control.kernels.plan_ops import (N_MOVE_COLUMNS, OP_DWELL, OP_FLUSH,
+                                                OP_MACHINE_MOVE, OP_MOVE, OP_NOTHING,
                                                 OP_SET_POSITION, OP_UNSUPPORTED, PE, PF, PS, PX,
-                                                S_ABSOLUTE, S_ACCEL, S_E_ABSOLUTE,
-                                                S_EXTRUDE_FACTOR, S_GCODE_POS, S_HOMED, S_OFFSET,
-                                                S_POSITION, S_SPEED, S_SPEED_FACTOR, operations,
-                                                pack_constants)
+                                                S_ACCEL, S_HOMED, S_POSITION, operations)
 # The columns of `PlanResult.moves`, re-exported: importers of the result read them here.
 from printhost.control.kernels.plan_ops import (ACCEL, ACCEL_T, CRUISE_T, CRUISE_V, DECEL_T,
                                                 DISTANCE, END_E, END_V, END_X, END_Y, END_Z,
                                                 START_E, START_V, START_X, START_Y, START_Z)
 from printhost.control.motion import PlannedMove, QueueClockExecutor, Vec4
-from printhost.control.planner import LookaheadPlanner
+from printhost.control.planner import MAX_QUEUE_MOVES
 from printhost.control.toolhead import Toolhead
 
 __all__ = ["ACCEL", "ACCEL_T", "CRUISE_T", "CRUISE_V", "DECEL_T", "DISTANCE", "END_E", "END_V",
@@ -78,8 +73,6 @@ __all__ = ["ACCEL", "ACCEL_T", "CRUISE_T", "CRUISE_V", "DECEL_T", "DISTANCE", "E
            "START_Y", "START_Z", "PlanError", "PlanResult", "PlanStream", "plan_file", "warm_up"]
 
 log = logging.getLogger(__name__)
-
-_MAX_QUEUE_MOVES = inspect.signature(LookaheadPlanner).parameters["max_queue_moves"].default
 
 
 @dataclass(frozen=True)
@@ -116,11 +109,7 @@ class PlanResult:
 
     def planned_moves(self) -> list[PlannedMove]:
         """The moves as PlannedMove objects (for consumers of the Python interface)."""
-        result = []
-        for r in self.moves.tolist():
-            result.append(PlannedMove((r[0], r[1], r[2], r[3]), (r[4], r[5], r[6], r[7]),
-                                      r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]))
-        return result
+        return planned_moves(self.moves)
 
 
 def _replay_error(parsed: BulkGCode, row: int, settings: Settings,
@@ -157,15 +146,7 @@ def _put_in_state(state: np.ndarray, interp: GCodeInterpreter, toolhead: Toolhea
     """An interpreter and its toolhead put into the kernel's state (commanded position,
     homed axes, acceleration, G-code modes, offsets, factors), with what only the
     interpreter keeps (inches, a pending retraction) given."""
-    s = state.tolist()
-    toolhead.restore(tuple(s[S_POSITION:S_POSITION + 4]),  # type: ignore[arg-type]
-                     "".join(a for i, a in enumerate("xyz") if s[S_HOMED + i]), s[S_ACCEL])
-    g, o = S_GCODE_POS, S_OFFSET
-    interp.restore_state(GCodeState(
-        absolute_coords=bool(s[S_ABSOLUTE]), absolute_extrude=bool(s[S_E_ABSOLUTE]),
-        speed_mm_s=s[S_SPEED], speed_factor=s[S_SPEED_FACTOR],
-        extrude_factor=s[S_EXTRUDE_FACTOR], gcode_pos=(s[g], s[g + 1], s[g + 2], s[g + 3]),
-        offset=(s[o], s[o + 1], s[o + 2], 0.0), inch_units=inch_units))
+    interp.restore_state(read_state(state, toolhead, inch_units))
     interp.retracted = retracted
 
 
@@ -226,10 +207,9 @@ class PlanStream:
         if len(start) != 4:
             raise ValueError(f"start_position needs 3 or 4 values, got {len(start)}")
         self.settings = settings
-        self._cfg = pack_constants(settings)
-        self._state = np.zeros(N_S, dtype=np.float64)
-        initial_state(np.array(start, dtype=np.float64), self._cfg, self._state)
-        self._q, self._ist, self._pst = new_queue(_MAX_QUEUE_MOVES)
+        self._planner = CompiledPlanner(settings, None, MAX_QUEUE_MOVES,
+                                        (start[0], start[1], start[2], start[3]))
+        self._state = self._planner.state
         self.failed = False
         # The interpreter, toolhead and recorder lent commands run on (built when needed).
         self._lent: tuple[GCodeInterpreter, Toolhead, _MoveRecorder] | None = None
@@ -259,9 +239,10 @@ class PlanStream:
             k = int(np.searchsorted(rows, row))
             end = int(rows[k]) if k < len(rows) else stop_row
             last = end == stop_row
-            planned = self._run(ops[row:end], params[row:end],
-                                np.arange(parsed.first_line + row, parsed.first_line + end),
-                                last and final and parse_error is None)
+            planned = self._planner.run(ops[row:end], params[row:end],
+                                        np.arange(parsed.first_line + row,
+                                                  parsed.first_line + end),
+                                        last and final and parse_error is None)
             moves.append(planned[0])
             lines.append(planned[1])
             if planned[2] >= 0:
@@ -289,20 +270,6 @@ class PlanStream:
         self.failed = error is not None
         return self._result(np.concatenate(moves) if len(moves) > 1 else moves[0],
                             np.concatenate(lines) if len(lines) > 1 else lines[0], error)
-
-    def _run(self, ops: np.ndarray, params: np.ndarray, lines: np.ndarray,
-             final: bool) -> tuple[np.ndarray, np.ndarray, int]:
-        """Rows through the kernel, row k from line `lines[k]`: (moves, their lines,
-        failing row or -1)."""
-        capacity = (int(np.count_nonzero((ops == OP_MOVE) | (ops == OP_MACHINE_MOVE)))
-                    + 3 * int(np.count_nonzero(ops == OP_HOME))
-                    + int(np.count_nonzero(ops == OP_DWELL)) + int(self._ist[I_QUEUED]))
-        out = np.empty((capacity, N_MOVE_COLUMNS), dtype=np.float64)
-        out_line = np.empty(capacity, dtype=np.int64)
-        count, err, err_row = run_chunk(ops, params, len(ops), final, self._cfg, lines,
-                                        _MAX_QUEUE_MOVES, out, out_line, self._state,
-                                        self._q, self._ist, self._pst)
-        return out[:count], out_line[:count], (err_row if err != ERR_NONE else -1)
 
     # -------------------------------------------------- commands the interpreter runs
     def _inches(self) -> bool:
@@ -352,7 +319,7 @@ class PlanStream:
             ops[k] = op
             for column, value in values.items():
                 params[k, column] = value
-        moves, lines, failed = self._run(ops, params, np.full(n, cmd.lineno), False)
+        moves, lines, failed = self._planner.run(ops, params, np.full(n, cmd.lineno))
         if failed >= 0:
             message = _replay_error(parsed, row, self.settings, before, inches, retracted)
             if message is None:
@@ -366,19 +333,7 @@ class PlanStream:
 
     def _take_state(self, interp: GCodeInterpreter, toolhead: Toolhead) -> None:
         """The interpreter's and the toolhead's state after a lent command, into the kernel's."""
-        st = interp.state
-        state = self._state
-        state[S_POSITION:S_POSITION + 4] = toolhead.commanded_position
-        for i, axis in enumerate("xyz"):
-            state[S_HOMED + i] = 1.0 if axis in toolhead.homed_axes else 0.0
-        state[S_ACCEL] = toolhead.accel
-        state[S_ABSOLUTE] = 1.0 if st.absolute_coords else 0.0
-        state[S_E_ABSOLUTE] = 1.0 if st.absolute_extrude else 0.0
-        state[S_SPEED] = st.speed_mm_s
-        state[S_SPEED_FACTOR] = st.speed_factor
-        state[S_EXTRUDE_FACTOR] = st.extrude_factor
-        state[S_GCODE_POS:S_GCODE_POS + 4] = st.gcode_pos
-        state[S_OFFSET:S_OFFSET + 3] = st.offset[:3]
+        self._planner.take_from(toolhead, interp.state)
 
     def _new_interpreter(self) -> tuple[GCodeInterpreter, Toolhead, _MoveRecorder]:
         from printhost.control.clock import ManualClock
@@ -397,15 +352,10 @@ class PlanStream:
         """The moves still in the lookahead queue, after the last piece."""
         if self.failed:
             raise RuntimeError("the plan stream stopped at an error")
-        capacity = int(self._ist[I_QUEUED])
-        out = np.empty((capacity, N_MOVE_COLUMNS), dtype=np.float64)
-        out_line = np.empty(capacity, dtype=np.int64)
-        no_rows = np.zeros((0, len(PARAM_LETTERS)), dtype=np.float64)
-        count, _, _ = run_chunk(np.zeros(0, dtype=np.int8), no_rows, 0, True,
-                                self._cfg, np.zeros(0, dtype=np.int64), _MAX_QUEUE_MOVES,
-                                out, out_line, self._state,
-                                self._q, self._ist, self._pst)
-        return self._result(out[:count], out_line[:count], None)
+        moves, lines, _ = self._planner.run(np.zeros(0, dtype=np.int8),
+                                            np.zeros((0, len(PARAM_LETTERS))),
+                                            np.zeros(0, dtype=np.int64), final=True)
+        return self._result(moves, lines, None)
 
     def _result(self, moves: np.ndarray, lineno: np.ndarray,
                 error: PlanError | None) -> PlanResult:

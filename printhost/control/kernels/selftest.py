@@ -190,7 +190,7 @@ def check_plan() -> None:
     if got is None:
         raise SelfTestFailure("plan", "the planner kernel refused the test program")
     executor = QueueClockExecutor(0.0, start, record=True)
-    toolhead = Toolhead(settings.printer, executor, settings.extruder)
+    toolhead = Toolhead.reference(settings.printer, executor, settings.extruder)
     heaters = HeaterBank()          # the program heats nothing
     interp = GCodeInterpreter(toolhead, heaters, PartFan(), executor.now, settings.gcode,
                               settings.firmware_retraction)
