@@ -1,11 +1,11 @@
-"""Whole-file G-code parsing into arrays, for batch work (analysis, time estimates).
+"""G-code parsing into arrays: how print jobs and `printhost batch` read their files.
 
-`parse_line` in `gcode` is the reference and stays the only parser the printer runs
-jobs with. This module reads a whole file's bytes in one compiled pass and produces,
-per line, the command (as an index into `COMMAND_NAMES`) and the values of the
-common parameters in fixed columns, NaN where a parameter is absent. That is orders
-of magnitude faster than calling `parse_line` per line, and arrays are what batch
-consumers want.
+`parse_line` in `gcode` is the reference (and parses the console's single lines).
+This module reads a file's bytes, or a piece of whole lines, in one compiled pass and
+produces, per line, the command (as an index into `COMMAND_NAMES`) and the values of
+the common parameters in fixed columns, NaN where a parameter is absent. That is
+orders of magnitude faster than calling `parse_line` per line, and arrays are what
+the compiled planner reads (`control.jobfeed`, `kernels.plan`).
 
 The compiled kernel accepts only a strict subset of what `parse_line` accepts, and
 every line outside that subset is *flagged*; the wrapper then runs `parse_line` on
