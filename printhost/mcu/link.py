@@ -188,12 +188,20 @@ class SerialLink:
                 self._urgent.extend(batch)
             else:
                 self._queue.extend(batch)
-            if self._fd >= 0:
-                # Out now if the window allows; the thread learns of the new deadline
-                # (and of anything left) from the wake-up.
-                self._fill(time.monotonic())
-                self._write()
-            self._wake()
+            if self._fd < 0:
+                self._wake()
+                return
+            # Out now if the window allows. The thread is woken only when it has
+            # something to do: bytes the line did not take, messages the window holds
+            # back, or a retransmission deadline sooner than the one it sleeps on (a
+            # wake-up per send cost the control process a context switch per loop pass).
+            deadline = self._deadline
+            self._fill(time.monotonic())
+            self._write()
+            if (self._tx or self._urgent or self._queue
+                    or (self._deadline is not None
+                        and (deadline is None or self._deadline < deadline))):
+                self._wake()
 
     def poll(self) -> list[tuple[float, bytes]]:
         """Payloads of the blocks received since the last call, with arrival times."""

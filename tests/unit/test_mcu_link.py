@@ -481,3 +481,33 @@ def test_an_urgent_command_overtakes_queued_ordinary_ones(mcu_end, link_for):
     # Only blocks already packed before it (at most the receive window's worth) come
     # first: 192 bytes hold a few dozen of these small commands, not hundreds.
     assert at < 10 + 60, at
+
+
+def test_a_command_goes_out_from_the_sending_thread_without_the_link_thread(mcu_end, link_for):
+    """The sender writes what the window allows itself: with the link thread asleep and
+    never woken, an urgent command is on the line when `send` returns (a busy machine
+    delayed the thread 17 ms, past a heater update's whole margin at 20x). The thread
+    is woken only for what it must do: here, time the block now in flight."""
+    end = mcu_end()
+    link = link_for(end.path)
+    stream(link, commands(10))                # synced, nothing in flight
+    end.call(lambda: setattr(end.faults, "hung", True))
+    woken = []
+    link._wake = lambda: woken.append(1)      # the thread sleeps on, unwoken
+    try:
+        before = link.stats()
+        urgent = HOST.encode("queue_digital_out", oid=3, clock=123456, on_ticks=42)
+        link.send(urgent, urgent=True)
+        after = link.stats()
+        assert after["inflight_blocks"] == before["inflight_blocks"] + 1
+        assert after["bytes_sent"] > before["bytes_sent"] and after["queued_messages"] == 0
+        assert len(woken) == 1                # for the retransmission deadline
+        link.send(commands(3, start=10))      # in flight too; no sooner deadline
+        assert link.stats()["inflight_blocks"] == after["inflight_blocks"] + 1
+        assert len(woken) == 1
+    finally:
+        del link._wake                        # close() wakes the thread to end it
+    end.call(lambda: setattr(end.faults, "hung", False))
+    assert wait_for(link.idle, 30.0), link.stats()
+    got = decode_all(end.payloads)
+    assert got[-4:] == decode_all([urgent] + commands(3, start=10))
