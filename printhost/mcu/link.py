@@ -6,8 +6,9 @@ Everything else (retransmitting what was lost or damaged, not overrunning the
 firmware's receive buffer, learning how long a round trip takes) is the host's job,
 and this module does it on one background thread so that neither a slow line nor a
 dead one ever blocks the caller. What the window allows at once is packed and written
-by the sending thread itself (a non-blocking write): a heater update due a quarter
-second of print time from now must not wait for another thread to be scheduled first
+by the sending thread itself (a non-blocking write) when the message is urgent: a heater
+update due a quarter second of print time from now must not wait for another thread to
+be scheduled first
 (a loaded suite run logged one that waited 17.3 ms in the link, 12.5 ms of host time
 being its whole margin at 20x); the thread handles the rest, replies and timers.
 
@@ -188,13 +189,14 @@ class SerialLink:
                 self._urgent.extend(batch)
             else:
                 self._queue.extend(batch)
-            if self._fd < 0:
+            if self._fd < 0 or not urgent:
+                # Ordinary messages (steps, a second or more ahead) wait for the thread,
+                # which packs everything queued meanwhile into full blocks.
                 self._wake()
                 return
-            # Out now if the window allows. The thread is woken only when it has
+            # Urgent: out now if the window allows. The thread is woken only when it has
             # something to do: bytes the line did not take, messages the window holds
-            # back, or a retransmission deadline sooner than the one it sleeps on (a
-            # wake-up per send cost the control process a context switch per loop pass).
+            # back, or a retransmission deadline sooner than the one it sleeps on.
             deadline = self._deadline
             self._fill(time.monotonic())
             self._write()

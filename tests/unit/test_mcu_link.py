@@ -502,12 +502,16 @@ def test_a_command_goes_out_from_the_sending_thread_without_the_link_thread(mcu_
         assert after["inflight_blocks"] == before["inflight_blocks"] + 1
         assert after["bytes_sent"] > before["bytes_sent"] and after["queued_messages"] == 0
         assert len(woken) == 1                # for the retransmission deadline
-        link.send(commands(3, start=10))      # in flight too; no sooner deadline
+        fan = HOST.encode("queue_digital_out", oid=4, clock=123999, on_ticks=7)
+        link.send(fan, urgent=True)           # in flight too; no sooner deadline
         assert link.stats()["inflight_blocks"] == after["inflight_blocks"] + 1
         assert len(woken) == 1
+        # Ordinary messages wait for the thread, which packs them into full blocks.
+        link.send(commands(3, start=10))
+        assert len(woken) == 2 and link.stats()["queued_messages"] == 3
     finally:
         del link._wake                        # close() wakes the thread to end it
     end.call(lambda: setattr(end.faults, "hung", False))
     assert wait_for(link.idle, 30.0), link.stats()
     got = decode_all(end.payloads)
-    assert got[-4:] == decode_all([urgent] + commands(3, start=10))
+    assert got[-5:] == decode_all([urgent, fan] + commands(3, start=10))
