@@ -107,6 +107,7 @@ class CompiledPlanner:
         initial_state(np.array(start_position, dtype=np.float64), self.cfg, self.state)
         self._q, self._ist, self._pst = new_queue(max_queue_moves)
         self._emit = emit
+        self._estimate: float | None = 0.0
         ex = settings.extruder
         self._filament_area = math.pi * (ex.filament_diameter * 0.5) ** 2
         # One-row programs for the toolhead's calls, reused.
@@ -125,8 +126,11 @@ class CompiledPlanner:
     def queued_time_estimate(self) -> float:
         """Print time of the queued moves, each counted as if from rest to rest (the
         reference's estimate, by its expression): what a job reads ahead by."""
+        if self._estimate is not None:
+            return self._estimate       # asked every control-loop pass; the queue rarely moved
         n = int(self._ist[I_QUEUED])
         if not n:
+            self._estimate = 0.0
             return 0.0
         q = self._q[:n]
         accel = q[:, Q_ACCEL]
@@ -135,7 +139,8 @@ class CompiledPlanner:
         cruise_v = np.sqrt(cruise_v2)
         ramp_d = cruise_v2 / accel
         times = 2.0 * cruise_v / accel + np.maximum(0.0, q[:, Q_DISTANCE] - ramp_d) / cruise_v
-        return float(times.sum())
+        self._estimate = float(times.sum())
+        return self._estimate
 
     # ------------------------------------------------------------------ pieces of a file
     def run(self, ops: np.ndarray, params: np.ndarray, lines: np.ndarray,
@@ -148,6 +153,7 @@ class CompiledPlanner:
                     + int(np.count_nonzero(ops == OP_DWELL)) + int(self._ist[I_QUEUED]))
         out = np.empty((capacity, N_MOVE_COLUMNS), dtype=np.float64)
         out_line = np.empty(capacity, dtype=np.int64)
+        self._estimate = None
         count, err, err_row = run_chunk(ops, params, len(ops), final, self.cfg, lines,
                                         self.max_queue_moves, out, out_line, self.state,
                                         self._q, self._ist, self._pst)
@@ -193,6 +199,7 @@ class CompiledPlanner:
         capacity = 1 + int(self._ist[I_QUEUED])
         out = np.empty((capacity, N_MOVE_COLUMNS), dtype=np.float64)
         out_line = np.empty(capacity, dtype=np.int64)
+        self._estimate = None
         count, err, err_row = run_chunk(self._row_op, self._row_params, 1, False, self.cfg,
                                         self._row_line, self.max_queue_moves, out, out_line,
                                         self.state, self._q, self._ist, self._pst)
@@ -237,3 +244,4 @@ class CompiledPlanner:
         """Forget queued moves without emitting them (abort); planning restarts from rest."""
         self._ist[:] = 0
         self._pst[:] = 0.0
+        self._estimate = 0.0
