@@ -57,6 +57,18 @@ class MoveLimitError(ValueError):
     """A move breaks an extruder limit (too much filament for its length, or too long)."""
 
 
+def check_move(start: Vec4, end: Vec4, speed_mm_s: float, accel: float | None) -> None:
+    """A planner's argument checks (the toolhead checks the same first; homing passes
+    configured values): ValueError for a speed, acceleration or coordinate that is not
+    a finite positive or finite number."""
+    if not (math.isfinite(speed_mm_s) and speed_mm_s > 0.0):
+        raise ValueError(f"speed must be a positive number, got {speed_mm_s!r}")
+    if accel is not None and not (math.isfinite(accel) and accel > 0.0):
+        raise ValueError(f"acceleration must be a positive number, got {accel!r}")
+    if not all(math.isfinite(c) for c in (*start, *end)):
+        raise ValueError(f"non-finite coordinate in move {start} -> {end}")
+
+
 def extrude_only_too_long(de: float, limit_mm: float) -> MoveLimitError:
     return MoveLimitError(f"Extrude only move too long ({de:.3f}mm vs {limit_mm:.3f}mm); "
                           f"see extruder.max_extrude_only_distance")
@@ -184,12 +196,7 @@ class LookaheadPlanner:
         the acceleration in force, as in Klipper. Raises `MoveLimitError` (nothing
         queued) if the move breaks an extruder limit.
         """
-        if not (math.isfinite(speed_mm_s) and speed_mm_s > 0.0):
-            raise ValueError(f"speed must be a positive number, got {speed_mm_s!r}")
-        if accel is not None and not (math.isfinite(accel) and accel > 0.0):
-            raise ValueError(f"acceleration must be a positive number, got {accel!r}")
-        if not all(math.isfinite(c) for c in (*start, *end)):
-            raise ValueError(f"non-finite coordinate in move {start} -> {end}")
+        check_move(start, end, speed_mm_s, accel)
         p = self._printer
         dx, dy, dz, de = (end[0] - start[0], end[1] - start[1],
                           end[2] - start[2], end[3] - start[3])

@@ -22,6 +22,7 @@ from printhost.control.motion import QueueClockExecutor
 from printhost.control.planner import LookaheadPlanner, MoveLimitError
 from printhost.control.toolhead import Toolhead
 from printhost.sim.heaters import build_simulated_heaters
+from tests.unit.test_batch import DIALECT as BATCH_DIALECT
 from tests.unit.test_job import TICK_S, geometry, make_printer, run_until
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -123,39 +124,12 @@ def test_a_live_print_follows_exactly_the_path_batch_plans(printed_cube):
     assert printer.interp.filament_used_mm == pytest.approx(moved, abs=1e-6)
 
 
-DIALECT = """\
-; every command family: heaters, fan, arcs, firmware retraction, inches, unknown ones
-M140 S60
-M104 S200
-G28 W
-M190 S60
-M109 S200
-M204 S2000
-G90
-M83
-M73 P0 R10
-G1 Z0.3 F600
-G1 X20 Y20 F9000
-M106 S128
-G1 X60 Y20 E2.0 F3000
-G2 X80 Y40 I0 J20 E1.5
-G3 X60 Y60 R20 E1.5
-G10
-G4 P500
-G11
-G20
-G1 X3 Y3 F100
-G92 X1
-G21
-M220 S150
-G1 X10 Y10 E1 F6000
-M221 S90
-G1 X30 Y10 E1
-M400
-M107
-G1 X40 Y40 E1
-M84
-"""
+# Batch's dialect test program (arcs, firmware retraction, inches, a long dwell), with
+# heaters, fans, factors, waits and an unknown command around it.
+DIALECT = ("; every command family\nM140 S60\nM104 S200\nG28 W\nM190 S60\nM109 S200\n"
+           "M73 P0 R10\nM106 S128\n" + BATCH_DIALECT.replace("M84\n", "")
+           + "G92 X1\nM220 S150\nG1 X10 Y10 E1 F6000\nM221 S90\nG1 X30 Y10 E1\nM400\n"
+           "M107\nG1 X40 Y40 E1\nM84\n")
 
 
 @pytest.mark.parametrize("name", ["cube.gcode", "dialect"])

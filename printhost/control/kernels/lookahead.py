@@ -42,8 +42,8 @@ from printhost.control.kernels.plan_ops import (ERR_EXTRUDE_ONLY_LENGTH, ERR_EXT
                                                 S_OFFSET, S_POSITION, S_SPEED, S_SPEED_FACTOR,
                                                 pack_constants)
 from printhost.control.motion import PlannedMove, Vec4
-from printhost.control.planner import (MAX_QUEUE_MOVES, _MIN_LENGTH_MM, extrude_only_too_long,
-                                       over_extrusion)
+from printhost.control.planner import (MAX_QUEUE_MOVES, _MIN_LENGTH_MM, check_move,
+                                       extrude_only_too_long, over_extrusion)
 
 if TYPE_CHECKING:
     from printhost.control.toolhead import Toolhead
@@ -177,12 +177,7 @@ class CompiledPlanner:
         """Queue a straight move (machine coordinates, checked by the toolhead);
         zero-length moves are dropped. `accel` is capped at `printer.max_accel`.
         Raises MoveLimitError (nothing queued) if it breaks an extruder limit."""
-        if not (math.isfinite(speed_mm_s) and speed_mm_s > 0.0):
-            raise ValueError(f"speed must be a positive number, got {speed_mm_s!r}")
-        if accel is not None and not (math.isfinite(accel) and accel > 0.0):
-            raise ValueError(f"acceleration must be a positive number, got {accel!r}")
-        if not all(math.isfinite(c) for c in (*start, *end)):
-            raise ValueError(f"non-finite coordinate in move {start} -> {end}")
+        check_move(start, end, speed_mm_s, accel)
         s = self.state
         s[S_POSITION:S_POSITION + 4] = start
         s[S_ACCEL] = self.settings.printer.max_accel if accel is None else accel
