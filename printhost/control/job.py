@@ -256,30 +256,25 @@ class JobRunner:
                 job.waiting_since = None
         source = self._source
         assert source is not None
+        failure = None
+        waiting = None
         try:
-            waiting = None if source.eof else source.feed()
+            if not source.eof:
+                waiting = source.feed()
         except GCodeError as exc:   # a line that cannot be parsed, or is too long to read
-            self._progress(job, source)
-            job.line = exc.lineno
-            self._fail(job, f"{job.file}: {exc}", now)
-            return
+            failure = f"{job.file}: {exc}"
         except LineError as exc:
-            self._progress(job, source)
-            self._fail(job, f"{job.file}: line {exc.lineno}: {exc.message}", now)
-            return
-        self._progress(job, source)
-        if waiting is not None:
+            failure = f"{job.file}: line {exc.lineno}: {exc.message}"
+        job.line = source.line
+        job.bytes_read = source.bytes_read
+        if failure is not None:
+            self._fail(job, failure, now)
+        elif waiting is not None:
             self._wait, cmd = waiting
             self._homing_cmd = cmd if cmd.name == "G28" else None
             job.waiting_since = now
-            return
-        if source.eof and self.toolhead.is_idle():
+        elif source.eof and self.toolhead.is_idle():
             self._finish(JobState.COMPLETED, now, None)
-
-    @staticmethod
-    def _progress(job: PrintJob, source: JobFeed) -> None:
-        job.line = source.line
-        job.bytes_read = source.bytes_read
 
     def _execute(self, job: PrintJob, cmd: GCodeCommand, now: float) -> bool:
         """Run one command; False when the job must stop reading (it waits, or failed)."""

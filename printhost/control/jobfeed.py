@@ -28,7 +28,7 @@ from typing import IO
 import numpy as np
 
 from printhost.control import gcode
-from printhost.control.gcode import GCodeCommand, GCodeError
+from printhost.control.gcode import GCodeCommand
 from printhost.control.gcode_bulk import BulkGCode, parse_bytes
 from printhost.control.interpreter import CommandError, GCodeInterpreter, Wait
 from printhost.control.kernels.plan_ops import (OP_ABSOLUTE, OP_ACCEL, OP_DWELL,
@@ -229,4 +229,4 @@ class JobFeed:
         self.bytes_read = int(piece.offsets[r])
 
 
-__all__ = ["EmergencyStop", "GCodeError", "JobFeed", "LineError", "MAX_ROWS_PER_TICK"]
+__all__ = ["EmergencyStop", "JobFeed", "LineError"]
