@@ -107,7 +107,8 @@ class CompiledPlanner:
         initial_state(np.array(start_position, dtype=np.float64), self.cfg, self.state)
         self._q, self._ist, self._pst = new_queue(max_queue_moves)
         self._emit = emit
-        self._estimate: float | None = 0.0
+        self._estimate: float | None = 0.0     # the queue's time estimate, until it changes
+        self._last_error = ERR_NONE            # the kernel's code for the last one-row call
         ex = settings.extruder
         self._filament_area = math.pi * (ex.filament_diameter * 0.5) ** 2
         # One-row programs for the toolhead's calls, reused.
