@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from typing import BinaryIO
 from dataclasses import dataclass, field
 
 import numba
@@ -447,7 +448,16 @@ CHUNK_BYTES = 1 << 18
 def iter_chunks(path: str | os.PathLike[str], chunk_bytes: int | None = None
                 ) -> Iterator[BulkGCode]:
     """The file as consecutive pieces of whole lines, each parsed on its own, so memory
-    follows the piece and not the file. Every piece but the last ends at a newline;
+    follows the piece and not the file (`iter_pieces` on the opened file)."""
+    with open(path, "rb") as fh:
+        for piece, _ in iter_pieces(fh, chunk_bytes):
+            yield piece
+
+
+def iter_pieces(fh: BinaryIO, chunk_bytes: int | None = None
+                ) -> Iterator[tuple[BulkGCode, int]]:
+    """An open file as consecutive pieces of whole lines, each parsed on its own, with
+    the file offset of its first byte. Every piece but the last ends at a newline;
     `first_line` numbers its rows as the whole file's, and the lines and what they
     parse to are exactly those of `parse_file`.
 
@@ -456,22 +466,23 @@ def iter_chunks(path: str | os.PathLike[str], chunk_bytes: int | None = None
     is read by a caller that stops there)."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES
     first_line = 1
+    base = 0
     pending = b""
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk_bytes)
-            data = pending + block
-            if not block:
-                if data:
-                    yield parse_bytes(data, first_line)
-                return
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                if len(data) <= gcode.MAX_LINE_BYTES + 1:
-                    pending = data          # a line still being read
-                    continue
-                cut = len(data)
-            piece = parse_bytes(data[:cut], first_line)
-            pending = data[cut:]
-            first_line += len(piece)
-            yield piece
+    while True:
+        block = fh.read(chunk_bytes)
+        data = pending + block
+        if not block:
+            if data:
+                yield parse_bytes(data, first_line), base
+            return
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if len(data) <= gcode.MAX_LINE_BYTES + 1:
+                pending = data          # a line still being read
+                continue
+            cut = len(data)
+        piece = parse_bytes(data[:cut], first_line)
+        pending = data[cut:]
+        yield piece, base
+        first_line += len(piece)
+        base += cut

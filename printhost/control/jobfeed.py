@@ -27,9 +27,8 @@ from typing import IO
 
 import numpy as np
 
-from printhost.control import gcode
 from printhost.control.gcode import GCodeCommand
-from printhost.control.gcode_bulk import BulkGCode, parse_bytes
+from printhost.control.gcode_bulk import BulkGCode, iter_pieces
 from printhost.control.interpreter import CommandError, GCodeInterpreter, Wait
 from printhost.control.kernels.plan_ops import (OP_ABSOLUTE, OP_ACCEL, OP_DWELL,
                                                 OP_E_ABSOLUTE, OP_E_RELATIVE,
@@ -109,35 +108,17 @@ class JobFeed:
         # The last line handled and the byte offset just after it.
         self.line = 0
         self.bytes_read = 0
-        self._pending = b""
-        self._base = 0              # file offset of the next piece's first byte
-        self._first_line = 1
+        self._pieces = iter_pieces(fh, PIECE_BYTES)
         self._piece: _Piece | None = None
         self._run_rows = FIRST_RUN_ROWS
 
     # ------------------------------------------------------------------ reading
     def _next_piece(self) -> bool:
         """Read and parse the next piece of whole lines; False at the end of the file."""
-        while True:
-            block = self._fh.read(PIECE_BYTES)
-            data = self._pending + block
-            if not block:
-                if not data:
-                    return False
-                cut = len(data)
-                break
-            cut = data.rfind(b"\n") + 1
-            if cut:
-                break
-            if len(data) > gcode.MAX_LINE_BYTES + 1:
-                cut = len(data)     # refused as too long by the parser
-                break
-            self._pending = data    # a line still being read
-        parsed = parse_bytes(data[:cut], self._first_line)
-        self._pending = data[cut:]
-        self._piece = _Piece(parsed, self._base)
-        self._base += cut
-        self._first_line += len(parsed)
+        got = next(self._pieces, None)
+        if got is None:
+            return False
+        self._piece = _Piece(*got)
         return True
 
     # ------------------------------------------------------------------ feeding
