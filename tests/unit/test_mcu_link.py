@@ -515,3 +515,31 @@ def test_a_command_goes_out_from_the_sending_thread_without_the_link_thread(mcu_
     assert wait_for(link.idle, 30.0), link.stats()
     got = decode_all(end.payloads)
     assert got[-5:] == decode_all([urgent, fan] + commands(3, start=10))
+
+
+def test_an_urgent_command_held_back_reads_the_acks_the_link_thread_has_not(mcu_end, link_for):
+    """With the link thread reading nothing (not scheduled), blocks stay unacknowledged
+    for it: after 12 in flight, or at the empty block 15 that waits for every ack, an
+    urgent command would wait for the thread. The sender reads the acknowledgements
+    waiting on the port itself, and the command goes out when `send` returns."""
+    end = mcu_end()
+    link = link_for(end.path)
+    stream(link, commands(10))
+    link._read = lambda: time.sleep(0.001)     # the thread sees input but never reads it
+    fd = link._fd
+    sent = []
+    try:
+        for i in range(40):
+            message = HOST.encode("queue_digital_out", oid=3, clock=1000 + i, on_ticks=i)
+            link.send(message, urgent=True)
+            sent.append(message)
+            assert link.stats()["queued_messages"] == 0, i
+            # The MCU took it and its acknowledgement waits on the port, unread.
+            assert wait_for(lambda: decode_all([message])[0]
+                            in decode_all(end.payloads[-3:]), 5.0), i
+            assert wait_for(lambda: bool(select.select([fd], [], [], 0)[0]), 5.0), i
+    finally:
+        del link._read
+    assert wait_for(link.idle, 10.0), link.stats()
+    got = [m for m in decode_all(end.payloads) if m[0] == "queue_digital_out"]
+    assert got == decode_all(sent)
