@@ -328,7 +328,13 @@ class SerialLink:
         src_now = self._time()
         now = time.monotonic()
         if not data:
-            self._fail("device closed by the other end")
+            # A tty with nothing to read answers an empty read (pyserial's non-blocking
+            # mode sets VMIN = VTIME = 0), as a hung-up one does. Two readers told the
+            # port was readable (the thread, and a sender whose urgent message was held
+            # back) race for the bytes, and the loser reads nothing: only a hang-up is
+            # the end of the line.
+            if self._hung_up():
+                self._fail("device closed by the other end")
             return
         self._counts["bytes_received"] += len(data)
         self._rx_at = now
@@ -337,6 +343,12 @@ class SerialLink:
         self._parse(data, now, src_now)
         self._fill(now)
         self._write()
+
+    def _hung_up(self) -> bool:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        return any(event & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
+                   for _, event in poller.poll(0))
 
     def _parse(self, data: bytes, now: float, src_now: float) -> None:
         for seq, payload in self._parser.feed(data):

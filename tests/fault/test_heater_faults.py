@@ -275,10 +275,12 @@ def test_dead_heater_shuts_down_within_check_time(service_factory, api_for, user
     api = api_for(svc)
     board = SimMcuClient(svc.state_dir)
     board.request(cmd="board", fault="heater_dead", heater=heater, on=True)
-    job_id = api.print_text(tmp_path, "heat.gcode", RETARGET)
     # The pin came on between the last poll that saw it off and the first that saw it
-    # on; counting from the earlier one can only lengthen the measured reaction.
+    # on; counting from the earlier one can only lengthen the measured reaction. The
+    # first poll is taken before the job starts, when the pin is surely off: taken
+    # after, on a busy machine the job may already have switched it on.
     last_off = [board.state()]
+    job_id = api.print_text(tmp_path, "heat.gcode", RETARGET)
 
     def note(state: dict) -> None:
         if not _duties(state)[heater]:

@@ -543,3 +543,24 @@ def test_an_urgent_command_held_back_reads_the_acks_the_link_thread_has_not(mcu_
     assert wait_for(link.idle, 10.0), link.stats()
     got = [m for m in decode_all(end.payloads) if m[0] == "queue_digital_out"]
     assert got == decode_all(sent)
+
+
+def test_a_read_that_finds_nothing_is_not_a_closed_device(mcu_end, link_for):
+    """The link thread and a sender whose urgent message was held back both read the
+    port: both can be told it is readable and one takes the bytes. The other's read
+    then finds nothing, which a tty in non-blocking mode reports as an empty read, the
+    same answer a hung-up device gives. Only a hang-up ends the link (a loaded suite
+    run lost the board mid-print this way, "device closed by the other end")."""
+    end = mcu_end()
+    link = link_for(end.path)
+    stream(link, commands(10))
+    assert wait_for(link.idle, 10.0)
+    for _ in range(20):
+        link._read()                        # nothing waiting: must change nothing
+    assert link.error is None and link.running
+    stream(link, commands(20, start=10))
+    assert wait_for(link.idle, 10.0), link.stats()
+    assert decode_all(end.payloads) == decode_all(commands(30))
+    end.call(end.wire.unplug)               # a real hang-up still ends it
+    assert wait_for(lambda: link.error is not None, 5.0)
+    assert "closed by the other end" in link.error
