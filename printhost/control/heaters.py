@@ -143,6 +143,8 @@ class Heater:
         self._read_s: float | None = None
         self._duty = 0.0
         self.fault: str | None = None
+        self._counts_readings = hasattr(hardware, "reading_seq")
+        self._inputs: tuple | None = None
 
     @property
     def temperature_c(self) -> float:
@@ -230,6 +232,16 @@ class Heater:
         if not math.isfinite(now_s):
             # A broken clock leaves the control law and the heating check blind.
             self._trip(f"control clock returned {now_s}")
+        if self._counts_readings and self.fault is None:
+            # Hardware that numbers its readings (an MCU reports every 0.3 s) is
+            # controlled once per reading, as Klipper's heaters are, not on every pass
+            # of the loop: the same reading gives nothing new to check, and the duty
+            # goes to the MCU once per reading anyway. A new target or override acts at
+            # once.
+            inputs = (self.hardware.reading_seq, self._target_c, self._override)
+            if inputs == self._inputs:
+                return
+            self._inputs = inputs
         if not getattr(self.hardware, "has_reading", True):
             # An MCU sensor reports for the first time shortly after configuration;
             # until then the heater stays off (and an M109 cannot finish).

@@ -104,6 +104,11 @@ class McuHeaterHardware:
     def has_reading(self) -> bool:
         return self.adc.reports > 0
 
+    @property
+    def reading_seq(self) -> int:
+        """How many readings have arrived: the heater runs its control law on each new one."""
+        return self.adc.reports
+
     def read_temp_c(self) -> float:
         return self._temp_c
 

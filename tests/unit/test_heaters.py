@@ -583,3 +583,56 @@ def test_a_broken_clock_trips_the_heater_before_any_kernel_runs():
     with pytest.raises(HeaterFault, match="control clock returned nan"):
         heater.update(math.nan)
     assert hw.duty == 0.0
+
+
+class NumberedReadings(FakeHardware):
+    """Hardware that numbers its readings, as an MCU's ADC reports do."""
+
+    def __init__(self, temp_c: float = 22.0) -> None:
+        super().__init__(temp_c)
+        self.reading_seq = 0
+        self.reads = 0
+
+    def read_temp_c(self) -> float:
+        self.reads += 1
+        return self.temp_c
+
+    def report(self, temp_c: float) -> None:
+        self.temp_c = temp_c
+        self.reading_seq += 1
+
+
+def test_numbered_readings_are_controlled_once_each_and_a_new_target_at_once():
+    """An MCU reports every 0.3 s while the loop runs every 20 ms: the control law and the
+    checks run once per reading (as Klipper's do), and a target or override change is
+    acted on at the next pass, without waiting for a reading."""
+    hw = NumberedReadings()
+    heater = Heater("extruder", pid_only(kp=20.0, ki=1.0, kd=10.0), hw)
+    hw.report(22.0)
+    t = 0.0
+    for _ in range(10):                      # one reading, ten passes
+        t += 0.02
+        heater.update(t)
+    assert hw.reads == 1 and hw.duties == [0.0]
+    heater.set_target(200.0)
+    heater.update(t + 0.02)                  # the new target acts now
+    assert hw.reads == 2 and hw.duties[-1] > 0.0
+    for _ in range(5):
+        t += 0.02
+        heater.update(t)
+    assert hw.reads == 2
+    hw.report(30.0)
+    heater.update(t + 0.3)
+    assert hw.reads == 3
+    heater.set_override(0.25)
+    heater.update(t + 0.32)
+    assert hw.reads == 4 and hw.duties[-1] == 0.25
+    # A reading out of range still trips on the reading that shows it, and a faulted
+    # heater keeps writing 0 on every pass.
+    hw.report(heater.settings.max_temp + 5.0)
+    with pytest.raises(HeaterFault):
+        heater.update(t + 0.6)
+    writes = len(hw.duties)
+    heater.update(t + 0.62)
+    heater.update(t + 0.64)
+    assert hw.duties[writes:] == [0.0, 0.0]
