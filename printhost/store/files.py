@@ -12,7 +12,6 @@ one file.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import unicodedata
 from datetime import datetime, timezone
