@@ -15,8 +15,10 @@ class ControlSettings:
                            doc="simulated: printhost starts its simulated Klipper MCU on a "
                                "pseudo-terminal and drives it like a board; mcu: a real board "
                                "running Klipper firmware at [mcu] serial")
-    status_hz: float = setting(25.0, min=20.0, max=200.0,
-                               doc="rate at which the control process publishes status")
+    status_hz: float = setting(10.0, min=4.0, max=200.0,
+                               doc="rate at which the control process publishes status (and "
+                                   "after every command); heartbeat_timeout_s must span at "
+                                   "least 4 snapshots")
     command_timeout_s: float = setting(5.0, min=0.1, max=60.0,
                                        doc="how long the API waits for the control process to answer")
     buffer_time_s: float = setting(0.5, min=0.05, max=5.0,

@@ -100,6 +100,10 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+# How many status snapshots `control.heartbeat_timeout_s` must span at least.
+HEARTBEAT_MIN_SNAPSHOTS = 4
+
+
 def _cross_check(s: Settings) -> None:
     """Constraints that involve more than one key."""
     for axis in ("x", "y", "z"):
@@ -126,6 +130,16 @@ def _cross_check(s: Settings) -> None:
         if len(start) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                       and math.isfinite(float(v)) for v in start):
             raise ConfigError(f"{key}: expected a list of three finite numbers [x, y, z]")
+    beats = s.control.heartbeat_timeout_s * s.control.status_hz
+    if beats < HEARTBEAT_MIN_SNAPSHOTS:
+        # The supervisor calls the control process frozen when status stops advancing
+        # for heartbeat_timeout_s: that must span several snapshots, or one late pass
+        # on a busy machine would look like a hang.
+        raise ConfigError(f"control.heartbeat_timeout_s: {s.control.heartbeat_timeout_s!r} s "
+                          f"spans {beats:.1f} status snapshots at status_hz "
+                          f"{s.control.status_hz!r}; it must span at least "
+                          f"{HEARTBEAT_MIN_SNAPSHOTS} (raise it to "
+                          f"{HEARTBEAT_MIN_SNAPSHOTS / s.control.status_hz:g} or more)")
     if s.server.max_body_bytes > s.server.max_upload_bytes:
         raise ConfigError("server.max_body_bytes: must not exceed server.max_upload_bytes")
 

@@ -223,7 +223,7 @@ def test_scalar_where_a_table_is_expected(text, key):
 @pytest.mark.parametrize("text, key, word, bound", [
     ("[server]\nport = 0\n", "server.port", "below the minimum", "1"),
     ("[server]\nport = 70000\n", "server.port", "above the maximum", "65535"),
-    ("[control]\nstatus_hz = 19.9\n", "control.status_hz", "below the minimum", "20.0"),
+    ("[control]\nstatus_hz = 3.9\n", "control.status_hz", "below the minimum", "4.0"),
     ("[heaters.extruder]\nmax_power = 1.5\n", "heaters.extruder.max_power", "above the maximum",
      "1.0"),
     ("[heaters.extruder]\nmin_temp = -300.0\n", "heaters.extruder.min_temp", "below the minimum",
@@ -241,7 +241,7 @@ def test_out_of_range_values(text, key, word, bound):
 @pytest.mark.parametrize("text", [
     "[server]\nport = 1\n",
     "[server]\nport = 65535\n",
-    "[control]\nstatus_hz = 20.0\n",
+    "[control]\nstatus_hz = 4.0\n",
     "[control]\nstatus_hz = 200\n",
     "[heaters.extruder]\nmax_power = 1.0\n",
     "[simulation.bed]\nsensor_lag_s = 0.0\n",
@@ -291,9 +291,19 @@ def test_nan_for_an_integer_key_is_a_type_error():
     ('[simulation]\nstart_position = [1.0, 2.0, "3"]\n', "simulation.start_position"),
     ("[simulation]\nstart_position = [1.0, 2.0, true]\n", "simulation.start_position"),
     ("[server]\nmax_body_bytes = 4096\nmax_upload_bytes = 2048\n", "server.max_body_bytes"),
+    ("[control]\nstatus_hz = 5.0\nheartbeat_timeout_s = 0.5\n", "control.heartbeat_timeout_s"),
+    ("[control]\nheartbeat_timeout_s = 0.2\n", "control.heartbeat_timeout_s"),
 ])
 def test_cross_checks(text, key):
     assert error_of(text).startswith(f"test.toml: {key}: ")
+
+
+def test_heartbeat_must_span_four_status_snapshots_and_the_error_says_how_long():
+    assert error_of("[control]\nstatus_hz = 5.0\nheartbeat_timeout_s = 0.5\n") == (
+        "test.toml: control.heartbeat_timeout_s: 0.5 s spans 2.5 status snapshots at "
+        "status_hz 5.0; it must span at least 4 (raise it to 0.8 or more)")
+    parse("[control]\nstatus_hz = 5.0\nheartbeat_timeout_s = 0.8\n")
+    parse("[control]\nstatus_hz = 20.0\nheartbeat_timeout_s = 0.2\n")
 
 
 def test_cross_checks_accept_consistent_values():
