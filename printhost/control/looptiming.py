@@ -78,7 +78,7 @@ class Histogram:
 
     def percentiles(self, qs: tuple[float, ...]) -> list[float | None]:
         """`percentile` of each of `qs` (ascending), in one scan of the buckets: status
-        asks for several at 25 Hz, and each scan walks over a hundred buckets."""
+        asks for several with each snapshot, and each scan walks over a hundred buckets."""
         if not self.total:
             return [None] * len(qs)
         out: list[float | None] = []
@@ -212,7 +212,7 @@ class LoopTiming:
 
         Counters and maxima are current; the percentiles and the histogram are worked
         out again only when a second has passed or a pass overran since the last time:
-        status is published 20 to 25 times a second, and walking the buckets each time
+        status was published 20 to 25 times a second, and walking the buckets each time
         was a tenth of what publishing cost."""
         now = self._clock()
         key = (self.overruns, self.tick.total > 0)

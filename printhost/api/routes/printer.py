@@ -48,7 +48,8 @@ async def send_command(request: Request, command: Command, args: dict | None = N
 @endpoints.route("GET", "/api/v1/status", summary="Printer and job status", role="viewer",
                  response=STATUS)
 async def status(request: Request, _: Principal | None) -> dict:
-    """The latest snapshot published by the control process (at least 20 times a second).
+    """The latest snapshot published by the control process (`control.status_hz`, 10 times
+    a second by default, and with the reply to every command).
 
     When the control process is dead or frozen, `state` is `error` and `error` says why.
     """
