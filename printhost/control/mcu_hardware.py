@@ -129,8 +129,15 @@ class McuHeaterHardware:
 
     def set_duty(self, duty: float) -> None:
         """Send a new value with each new reading, at once when switching off, and at
-        least every HEATER_REFRESH_S while on; never on every control tick."""
+        least every HEATER_REFRESH_S while on; never on every control tick. A heater that
+        is off and stays off sends nothing: off is the pin's default, which max_duration
+        does not limit (Klipper's heaters do the same). An idle printer then keeps the
+        line quiet; at 20x its two heaters' refreshes were 130 urgent messages a second,
+        and one held back behind a slow acknowledgement ended an idle loaded test run
+        with "Timer too close"."""
         if not self.mcu.connected:
+            return
+        if duty == 0.0 and self._sent_duty == 0.0:
             return
         now = self.mcu.print_time()
         off_now = duty == 0.0 and self._sent_duty != 0.0
