@@ -16,7 +16,8 @@ that is 50 passes a second; the deadlines it serves are far longer (motion is qu
 1 s ahead, heater updates 0.25 s, the job keeps 0.5 s buffered), and every pass
 costs the same bookkeeping whether or not anything is due: printing cube.gcode on the
 simulated board (`tools/bench live`), 250 passes a second cost the control process
-about 60 CPU-ms per print-second, 50 passes about 31. A simulation at 5x or faster
+about 60 CPU-ms per print-second, 50 passes about 31, and 26 once status was cheaper
+to publish (orjson, 10 Hz) and MCU heaters ran once per reading. A simulation at 5x or faster
 runs at the 4 ms floor, where its print-time margins are shortest in host time.
 
 Once start-up is done (kernels loaded, MCU connected) the process freezes its start-up
