@@ -123,6 +123,10 @@ class SerialLink:
         # of a deadline the link itself spends.
         self._urgent_since: float | None = None
         self.urgent_wait_max_s = 0.0
+        # Why the urgent message that waited longest was held, for the report of a
+        # "Timer too close": the window, block 15, or nobody packing it.
+        self._urgent_hold: str | None = None
+        self.urgent_wait_cause: str | None = None
         self._sent: deque[_Block] = deque()
         self._inflight = 0
         self._tx = bytearray()             # bytes the OS has not taken yet
@@ -185,7 +189,8 @@ class SerialLink:
                 return
             if urgent:
                 if not self._urgent:
-                    self._urgent_since = self._time()
+                    self._urgent_since = time.monotonic()
+                    self._urgent_hold = None
                 self._urgent.extend(batch)
             else:
                 self._queue.extend(batch)
@@ -244,6 +249,7 @@ class SerialLink:
                     "inflight_bytes": self._inflight, "inflight_blocks": len(self._sent),
                     "queued_messages": len(self._queue) + len(self._urgent),
                     "urgent_wait_max_s": self.urgent_wait_max_s,
+                    "urgent_wait_cause": self.urgent_wait_cause,
                     "thread_priority": self.thread_priority}
 
     def close(self) -> None:
@@ -405,10 +411,14 @@ class SerialLink:
             urgent = queue is self._urgent
             reserve = 0 if urgent else min(URGENT_WINDOW_BYTES, self._window // 4)
             if len(self._sent) >= MAX_PENDING_BLOCKS - (0 if urgent else URGENT_BLOCKS):
+                self._note_hold(f"{len(self._sent)} blocks unacknowledged")
                 return
             marker = (self._next_seq & MESSAGE_SEQ_MASK) == MESSAGE_SEQ_MASK
             if marker and self._sent:
-                return      # block 15 waits until everything before it is acknowledged
+                # Block 15 waits until everything before it is acknowledged.
+                self._note_hold(f"the empty block 15 waiting for {len(self._sent)} "
+                                f"acknowledgement(s)")
+                return
             count = size = 0
             if not marker:
                 for message in queue:
@@ -418,13 +428,22 @@ class SerialLink:
                     size += len(message)
             if self._sent and (self._inflight + self._unconfirmed + size + MESSAGE_MIN + reserve
                                > self._window):
+                self._note_hold(f"the receive window ({self._inflight} bytes in flight)")
                 return
             payload = b"".join(queue.popleft() for _ in range(count))
             if queue is self._urgent and self._urgent_since is not None:
-                self.urgent_wait_max_s = max(self.urgent_wait_max_s, now - self._urgent_since)
+                waited = now - self._urgent_since
+                if waited > self.urgent_wait_max_s:
+                    self.urgent_wait_max_s = waited
+                    self.urgent_wait_cause = self._urgent_hold or "not packed until then"
                 self._urgent_since = now if queue else None
+                self._urgent_hold = None
             self._counts["messages_sent"] += count
             self._push_block(payload, count, now)
+
+    def _note_hold(self, reason: str) -> None:
+        if self._urgent:
+            self._urgent_hold = reason
 
     def _push_block(self, payload: bytes, messages: int, now: float) -> None:
         block = _Block(self._next_seq, encode_block(self._next_seq, payload), messages)

@@ -440,8 +440,10 @@ class Mcu:
             parts.append(f"clock {sync.freq_hz / 1e6:.4f} MHz from {sync.used} of "
                          f"{sync.samples} samples ({sync.rejected} slow), fastest recent round "
                          f"trip {'-' if min_rtt is None else f'{min_rtt * 1e3:.2f} ms'}")
+        cause = self.link.urgent_wait_cause
         parts.append(f"longest urgent wait in the link "
-                     f"{self.link.urgent_wait_max_s * 1e3:.1f} ms")
+                     f"{self.link.urgent_wait_max_s * 1e3:.1f} ms"
+                     + (f" (held by {cause})" if cause else ""))
         for what, due, sent_s, estimate in self._scheduled:
             parts.append(f"{what} due {due:.4f} sent {now - sent_s:.3f} s ago with "
                          f"{due - estimate:+.4f} s of print time to go")

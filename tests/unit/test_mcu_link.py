@@ -564,3 +564,26 @@ def test_a_read_that_finds_nothing_is_not_a_closed_device(mcu_end, link_for):
     end.call(end.wire.unplug)               # a real hang-up still ends it
     assert wait_for(lambda: link.error is not None, 5.0)
     assert "closed by the other end" in link.error
+
+
+def test_the_longest_urgent_wait_says_what_held_it(mcu_end, link_for):
+    """A board that acknowledges nothing for a while (its process not scheduled) holds
+    urgent messages at the window or at block 15; the link says which, so the report of
+    a "Timer too close" tells a late acknowledgement from a late host."""
+    end = mcu_end()
+    link = link_for(end.path)
+    stream(link, commands(10))
+    assert wait_for(link.idle, 10.0)
+    assert link.stats()["urgent_wait_cause"] is None
+    end.call(lambda: setattr(end.faults, "hung", True))
+    for i in range(16):           # one block each: the window or block 15 holds one back
+        link.send(HOST.encode("queue_digital_out", oid=3, clock=1000 + i, on_ticks=i),
+                  urgent=True)
+    assert wait_for(lambda: link.stats()["queued_messages"] > 0, 5.0)
+    time.sleep(0.05)
+    end.call(lambda: setattr(end.faults, "hung", False))
+    assert wait_for(link.idle, 10.0), link.stats()
+    stats = link.stats()
+    assert stats["urgent_wait_max_s"] >= 0.05
+    assert ("unacknowledged" in stats["urgent_wait_cause"]
+            or "block 15" in stats["urgent_wait_cause"]), stats["urgent_wait_cause"]
