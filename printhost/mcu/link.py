@@ -411,13 +411,13 @@ class SerialLink:
             urgent = queue is self._urgent
             reserve = 0 if urgent else min(URGENT_WINDOW_BYTES, self._window // 4)
             if len(self._sent) >= MAX_PENDING_BLOCKS - (0 if urgent else URGENT_BLOCKS):
-                self._note_hold(f"{len(self._sent)} blocks unacknowledged")
+                self._note_hold("{} blocks unacknowledged", len(self._sent))
                 return
             marker = (self._next_seq & MESSAGE_SEQ_MASK) == MESSAGE_SEQ_MASK
             if marker and self._sent:
                 # Block 15 waits until everything before it is acknowledged.
-                self._note_hold(f"the empty block 15 waiting for {len(self._sent)} "
-                                f"acknowledgement(s)")
+                self._note_hold("the empty block 15 waiting for {} acknowledgement(s)",
+                                len(self._sent))
                 return
             count = size = 0
             if not marker:
@@ -428,7 +428,7 @@ class SerialLink:
                     size += len(message)
             if self._sent and (self._inflight + self._unconfirmed + size + MESSAGE_MIN + reserve
                                > self._window):
-                self._note_hold(f"the receive window ({self._inflight} bytes in flight)")
+                self._note_hold("the receive window ({} bytes in flight)", self._inflight)
                 return
             payload = b"".join(queue.popleft() for _ in range(count))
             if queue is self._urgent and self._urgent_since is not None:
@@ -441,9 +441,11 @@ class SerialLink:
             self._counts["messages_sent"] += count
             self._push_block(payload, count, now)
 
-    def _note_hold(self, reason: str) -> None:
+    def _note_hold(self, reason: str, count: int) -> None:
+        # Formatted only while an urgent message waits: ordinary step traffic meets the
+        # window on every fill.
         if self._urgent:
-            self._urgent_hold = reason
+            self._urgent_hold = reason.format(count)
 
     def _push_block(self, payload: bytes, messages: int, now: float) -> None:
         block = _Block(self._next_seq, encode_block(self._next_seq, payload), messages)
