@@ -69,6 +69,9 @@ class _Server(uvicorn.Server):
 FD_RESERVE = 256
 
 
+# The largest WebSocket message a client may send (they send nothing that matters).
+WS_MAX_MESSAGE_BYTES = 4096
+
 # The listen queue, and also how many connections asyncio accepts in one go before any
 # of them reaches the connection limit's check: kept small, so that a burst of
 # connections cannot take more descriptors than max_connections plus a little.
@@ -118,6 +121,7 @@ class Service:
         self.gate: Any = None
         self.exit_code = 0
         self._recorded: dict[str, tuple[Any, float]] = {}
+        self.queue: Any = None  # the job queue (api/jobqueue.py), once the app is made
 
     async def run(self) -> int:
         s = self.settings
@@ -133,6 +137,7 @@ class Service:
         app = create_app(s, link=self.link, store=store, tokens=tokens, files=files, jobs=jobs,
                          starting="starting")
         self.gate = app.state.startup
+        self.queue = app.state.queue
         # No users yet: log the first-boot setup code (docs/security.md).
         await app.state.auth.ensure_setup_code()
         # Connection limits and timeouts (printhost/api/connections.py); the descriptor
@@ -146,13 +151,20 @@ class Service:
                                 timeout_graceful_shutdown=1, access_log=False,
                                 server_header=False, http=guarded_protocol(self.connections),
                                 timeout_keep_alive=s.server.keep_alive_timeout_s,  # type: ignore[arg-type]
-                                backlog=ACCEPT_BACKLOG)
+                                backlog=ACCEPT_BACKLOG,
+                                # WebSocket clients send nothing that matters (/api/v1/ws):
+                                # small frames only; pings find dead peers; no compression
+                                # (CPU on a Pi, and a patch is a few hundred bytes).
+                                ws="websockets-sansio", ws_max_size=WS_MAX_MESSAGE_BYTES,
+                                ws_ping_interval=20.0, ws_ping_timeout=20.0,
+                                ws_per_message_deflate=False)
         server = _Server(config, self.link.request_heaters_off)
         # Signals that uvicorn captures are re-raised after it stops; these harmless
         # handlers keep that re-raise from killing the process before cleanup.
         signal.signal(signal.SIGTERM, lambda *_: None)
         signal.signal(signal.SIGINT, lambda *_: None)
         monitor = asyncio.create_task(self._monitor(jobs))
+        live = asyncio.create_task(app.state.live.run())
         # The API answers from the start (503 "starting: <phase>" until ready), while
         # the simulated MCU and the control process come up.
         serving = asyncio.create_task(server.serve(sockets=[self.sock]))
@@ -167,6 +179,7 @@ class Service:
             if self.sim_mcu is not None:
                 await asyncio.to_thread(self.sim_mcu.stop)
             monitor.cancel()
+            live.cancel()
             await self._record_jobs(jobs)
             if self.advertiser is not None:
                 try:
@@ -298,8 +311,11 @@ class Service:
         last = self._recorded.get(job["id"])
         if last is not None and last[0] == state and abs(progress - last[1]) < 0.05:
             return
-        await asyncio.to_thread(jobs.update, job)
+        previous = await asyncio.to_thread(jobs.update, job)
         self._recorded[job["id"]] = (state, progress)
+        if previous is not None and self.queue is not None:
+            # After a completed job, with jobs.auto_start, the next queued one starts.
+            await self.queue.job_changed(job, previous)
 
 
 def serve(settings: Settings) -> int:

@@ -23,13 +23,18 @@ from printhost.api.middleware import (BodyLimitMiddleware, CorsMiddleware,
                                       StartupGate)
 from printhost.api.openapi import build_openapi
 from printhost.api.ratelimit import RateLimiter
-from printhost.api.routes import api_keys, auth, files, heaters, home, meta, printer, users
+from printhost.api.onetime import OneTimeTokens
+from printhost.api.jobqueue import JobQueue
+from printhost.api.live import LiveStatus
+from printhost.api.routes import (api_keys, auth, files, heaters, home, live, meta, printer,
+                                  users)
+from printhost.api.routes import jobs as job_routes
 from printhost.config import Settings
 from printhost.store.db import Store
 from printhost.store.files import GCodeFiles
 from printhost.store.jobs import JobHistory
 
-ROUTE_MODULES = (home, meta, auth, users, api_keys, printer, files, heaters)
+ROUTE_MODULES = (home, meta, auth, users, api_keys, printer, job_routes, files, heaters, live)
 
 
 def all_endpoints() -> list[Endpoint]:
@@ -41,6 +46,7 @@ def create_app(settings: Settings, *, link: Any, store: Store, tokens: TokenServ
     """The app; with `starting`, it answers 503 "starting: <phase>" until
     `app.state.startup.phase` is set to None (the supervisor does at `ready`)."""
     routes = [r for module in ROUTE_MODULES for r in module.endpoints.starlette_routes()]
+    routes += [r for module in ROUTE_MODULES for r in getattr(module, "websocket_routes", [])]
     app = Starlette(routes=routes, exception_handlers=dict(EXCEPTION_HANDLERS))
     # A path with a trailing slash is another path: 404, not a 307 to the path without.
     app.router.redirect_slashes = False
@@ -49,7 +55,12 @@ def create_app(settings: Settings, *, link: Any, store: Store, tokens: TokenServ
     app.state.store = store
     app.state.tokens = tokens
     app.state.files = files
+    app.state.download_tokens = OneTimeTokens(settings.server.download_token_ttl_s)
+    app.state.ws_tickets = OneTimeTokens(live.TICKET_TTL_S)
+    # Sampled by a task the supervisor starts (LiveStatus.run).
+    app.state.live = LiveStatus(link.status, settings.server.ws_status_hz)
     app.state.jobs = jobs
+    app.state.queue = JobQueue(link, files, jobs, settings)
     app.state.health_probe = HealthProbe(store, store.state_dir,
                                          settings.server.health_min_free_mb)
     app.state.auth = AuthService(settings, store, tokens)

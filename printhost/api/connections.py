@@ -20,6 +20,9 @@ uvicorn's h11 protocol with them applied (pass it as `uvicorn.Config(http=...)`)
   application is not reading);
 - between requests, uvicorn's keep-alive timeout applies.
 
+A connection upgraded to a WebSocket leaves the guard: the app counts and limits those
+(`server.max_websockets`), and uvicorn's pings find dead ones.
+
 One sweep timer per server checks every connection a few times a second (at most
 `max_connections` of them); nothing is scheduled per request.
 """
@@ -155,6 +158,15 @@ class GuardedH11Protocol(H11Protocol):
         super().data_received(data)
         if not self.waiting_for_request():
             self.head_since = None
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        """The connection becomes a WebSocket: uvicorn hands the transport to its
+        WebSocket protocol, and this one never hears of the connection again. It leaves
+        the guard now (or it would hold a slot forever, and the sweep would apply HTTP's
+        deadlines to a WebSocket); the app limits WebSocket clients itself
+        (`server.max_websockets`)."""
+        self.guard.open.discard(self)
+        super().handle_websocket_upgrade(event)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -37,7 +37,7 @@ class RequestContext:
     request_id: str
     method: str
     started: float = field(default_factory=time.perf_counter)
-    route: str | None = None        # the path template, e.g. /api/v1/files/{name}
+    route: str | None = None        # the path template, e.g. /api/v1/files/{path}
     user: str | None = None
     status: int | None = None
 

@@ -5,6 +5,11 @@ expensive endpoints) the per-client rate limit, and records everything the OpenA
 generator needs, so each route is described exactly once and the published document
 lists what the code really does.
 
+A path parameter named `path` spans segments (`{path}` is Starlette's `{path:path}`, but
+never empty):
+files live in folders, and `/api/v1/files/parts/left.gcode` names one file. Routes
+that add a suffix after such a parameter must be declared before the bare one.
+
 The dispatcher checks, in this order: token and role (401, 403), the rate limit
 (429), then runs the handler, which reads and validates its body (415, 413, 400).
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -24,6 +30,21 @@ from printhost.api.errors import ApiError
 from printhost.api.schemas import Field, Schema
 
 Handler = Callable[[Request, "Principal | None"], Awaitable[Any]]
+
+
+class FilePathConvertor(Convertor[str]):
+    """Starlette's `path` convertor, but never empty: `/api/v1/files/` is not a file
+    (404 as an unknown route, not a 400 for an empty path)."""
+    regex = ".+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("filepath", FilePathConvertor())
 
 MULTIPART = "multipart"
 
@@ -98,7 +119,8 @@ class EndpointSet:
         by_path: dict[str, dict[str, Endpoint]] = {}
         for ep in self.endpoints:
             by_path.setdefault(ep.path, {})[ep.method] = ep
-        return [Route(path, _dispatcher(methods), methods=list(methods))
+        return [Route(path.replace("{path}", "{path:filepath}"), _dispatcher(methods),
+                      methods=list(methods))
                 for path, methods in by_path.items()]
 
 

@@ -68,19 +68,25 @@ class ApiError(Exception):
     """Raise anywhere in a request to answer with an error object."""
 
     def __init__(self, status: int, message: str | None = None, *,
-                 fields: dict[str, str] | None = None, retry_after: int | None = None) -> None:
+                 fields: dict[str, str] | None = None, retry_after: int | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
         super().__init__(message or _DEFAULT_MESSAGES.get(status, "Error"))
         self.status = status
         self.message = message or _DEFAULT_MESSAGES.get(status, "Error")
         self.fields = fields
         self.retry_after = retry_after
+        # Documented members besides `error` (the existing job's `job_id` on a 409).
+        self.extra = extra
 
 
 def error_response(status: int, message: str | None = None, *,
                    fields: dict[str, str] | None = None,
                    retry_after: int | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+                   headers: dict[str, str] | None = None,
+                   extra: dict[str, Any] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"error": message or _DEFAULT_MESSAGES.get(status, "Error")}
+    if extra:
+        body.update({k: v for k, v in extra.items() if k not in ("error", "fields")})
     hdrs = dict(headers or {})
     if fields:
         body["fields"] = fields
@@ -93,7 +99,8 @@ def error_response(status: int, message: str | None = None, *,
 
 
 def from_api_error(exc: ApiError) -> JSONResponse:
-    return error_response(exc.status, exc.message, fields=exc.fields, retry_after=exc.retry_after)
+    return error_response(exc.status, exc.message, fields=exc.fields, retry_after=exc.retry_after,
+                          extra=exc.extra)
 
 
 async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from starlette.requests import Request
 
 from printhost.api.errors import ApiError
-from printhost.store.files import FileNameError, check_name
+from printhost.store.files import MAX_DEPTH, MAX_PATH_BYTES, FileNameError, check_name, check_path
 
 _JSON_TYPES = {
     "string": (str,),
@@ -243,6 +243,47 @@ FILE_NAME_PATTERN = (rf"^{_NAME_FIRST}(?:{_NAME_INSIDE}|\.{_NAME_INSIDE})*"
                      r"\.(?:[gG][cC][oO][dD][eE]|[gG][cC][oO]|[gG])$")
 
 
+_SEGMENT = rf"{_NAME_FIRST}(?:{_NAME_INSIDE}|\.{_NAME_INSIDE})*"
+# A relative path: up to MAX_DEPTH folders (the same characters, no suffix needed), then
+# a G-code file name; a folder's path is one to MAX_DEPTH + 1 segments.
+FILE_PATH_PATTERN = (rf"^(?:{_SEGMENT}/){{0,{MAX_DEPTH}}}{_SEGMENT}"
+                     r"\.(?:[gG][cC][oO][dD][eE]|[gG][cC][oO]|[gG])$")
+FOLDER_PATH_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT}){{0,{MAX_DEPTH - 1}}}$"
+
+
+def _file_path_check(value: str) -> str | None:
+    try:
+        check_path(value)
+    except FileNameError as exc:
+        return str(exc)
+    return None
+
+
+def _folder_path_check(value: str) -> str | None:
+    try:
+        check_path(value, folder=True)
+    except FileNameError as exc:
+        return str(exc)
+    return None
+
+
+def file_path_field(description: str) -> Field:
+    return Field("string", description + ": a file name, optionally after folders "
+                 "(`parts/left.gcode`). Letters and digits of any script are allowed; "
+                 "paths are compared after Unicode NFC normalisation", min_length=3,
+                 max_length=MAX_PATH_BYTES, pattern=FILE_PATH_PATTERN,
+                 explain=lambda v: _file_path_check(v) or "must be a G-code file's path",
+                 verify=_file_path_check, examples=("cube.gcode", "parts/würfel.gcode"))
+
+
+def folder_path_field(description: str) -> Field:
+    return Field("string", description + " (`parts/brackets`): names of letters, digits, "
+                 "spaces and . _ - ( ) + , separated by /", min_length=1,
+                 max_length=MAX_PATH_BYTES, pattern=FOLDER_PATH_PATTERN,
+                 explain=lambda v: _folder_path_check(v) or "must be a folder's path",
+                 verify=_folder_path_check, examples=("parts", "parts/brackets"))
+
+
 def _file_name_problem(value: str) -> str:
     return _file_name_check(value) or "must be a G-code file name"
 
@@ -271,6 +312,8 @@ ERROR = Schema("Error", {
                     values=Field("string")),
     "retry_after": Field("integer", "On 429: seconds to wait (also in Retry-After)",
                          required=False, minimum=1),
+    "job_id": Field("string", "On 409 for a second job of the same file: the job that has "
+                    "it already", required=False),
 }, "The error object returned by every failing request")
 
 EMPTY = Schema("Empty", {}, "An empty JSON object; the body may also be omitted")
@@ -305,7 +348,9 @@ JOB = Schema("Job", {
     "ended_at": Field("string", "UTC ISO 8601 end time, null while running", nullable=True),
     "print_duration": Field("number", "Seconds spent printing, pauses excluded"),
     "total_duration": Field("number", "Seconds since the start, pauses included"),
-    "estimated_remaining": Field("number", "Estimated seconds left, null when unknown", nullable=True),
+    "estimated_remaining": Field("number", "Estimated seconds left, null when unknown: the "
+                                 "file's own estimate (M73 R) counted down while printing, "
+                                 "else from the rate of progress so far", nullable=True),
     "filament_used_mm": Field("number", "Filament fed so far, mm"),
     "line": Field("integer", "Last G-code line read"),
     "error": Field("string", "Why the job stopped, for state error", nullable=True),
@@ -460,7 +505,7 @@ FIRMWARE_RESTARTED = Schema("FirmwareRestarted", {
 })
 
 PRINT_REQUEST = Schema("PrintRequest", {
-    "file": file_name_field("Name of an uploaded G-code file"),
+    "file": file_path_field("Path of an uploaded G-code file"),
 })
 
 FILE_UPLOAD = Schema("FileUpload", {
@@ -482,17 +527,115 @@ PRINT_RESPONSE = Schema("PrintStarted", {
 
 FILE_INFO = Schema("FileInfo", {
     "name": Field("string", "File name"),
+    "path": Field("string", "Path below the files' root: folders, then the name"),
     "size": Field("integer", "Size in bytes"),
     "modified": Field("string", "UTC ISO 8601 modification time"),
 })
 
-FILE_LIST = Schema("FileList", {"files": Field("array", "Uploaded files", items=FILE_INFO)})
+FOLDER_INFO = Schema("FolderInfo", {
+    "path": Field("string", "Path of the folder below the files' root"),
+    "modified": Field("string", "UTC ISO 8601 modification time"),
+})
+
+STORAGE = Schema("Storage", {
+    "used_bytes": Field("integer", "Bytes held by stored files"),
+    "quota_bytes": Field("integer", "The storage quota (`server.storage_quota_mb`); null "
+                         "without one", nullable=True),
+    "free_bytes": Field("integer", "Free space on the state directory's file system"),
+    "reserve_bytes": Field("integer", "Free space an upload must leave "
+                           "(`server.health_min_free_mb`)"),
+})
+
+FILE_LIST = Schema("FileList", {
+    "files": Field("array", "Uploaded files in the folder asked for, all folders deep, "
+                   "sorted by path", items=FILE_INFO),
+    "folders": Field("array", "Folders in it, all deep", items=FOLDER_INFO),
+    "storage": Field("object", "Storage used and available", ref=STORAGE),
+})
+
+THUMBNAIL_INFO = Schema("ThumbnailInfo", {
+    "width": Field("integer", "Pixels"),
+    "height": Field("integer", "Pixels"),
+    "size": Field("integer", "Bytes of PNG"),
+    "url": Field("string", "Where the PNG is served (same authentication as this document)"),
+})
+
+_NUM = "number"
+GCODE_METADATA = Schema("GCodeMetadata", {
+    "slicer": Field("string", "PrusaSlicer, SuperSlicer, OrcaSlicer, Cura or Simplify3D",
+                    nullable=True),
+    "slicer_version": Field("string", "As the slicer wrote it", nullable=True),
+    "estimated_time_s": Field(_NUM, "The slicer's print time estimate, seconds",
+                              nullable=True),
+    "filament_length_mm": Field(_NUM, "Filament the print needs, all extruders",
+                                nullable=True),
+    "filament_weight_g": Field(_NUM, "Its weight, when the profile knew the density",
+                               nullable=True),
+    "filament_type": Field("string", "PLA, PETG, ...", nullable=True),
+    "layer_height_mm": Field(_NUM, "Layer height", nullable=True),
+    "first_layer_height_mm": Field(_NUM, "First layer's height", nullable=True),
+    "object_height_mm": Field(_NUM, "Height of the highest layer", nullable=True),
+    "layer_count": Field("integer", "Layers, when the slicer says", nullable=True),
+    "first_layer_extruder_temp_c": Field(_NUM, "Nozzle temperature of the first layer",
+                                         nullable=True),
+    "first_layer_bed_temp_c": Field(_NUM, "Bed temperature of the first layer",
+                                    nullable=True),
+    "nozzle_diameter_mm": Field(_NUM, "Nozzle the file was sliced for", nullable=True),
+    "has_m73": Field("boolean", "The file reports its progress with M73 lines, which the "
+                     "job's remaining-time estimate then follows"),
+    "thumbnails": Field("array", "Embedded PNG previews", items=THUMBNAIL_INFO),
+}, "What the slicer wrote in the file's comments; null where it wrote nothing")
+
+FILE_DETAILS = Schema("FileDetails", {
+    **FILE_INFO.fields,
+    "sha256": Field("string", "SHA-256 of the file's content, hex"),
+    "metadata": Field("object", "What the slicer wrote", ref=GCODE_METADATA),
+})
+
+MOVE_REQUEST = Schema("MoveRequest", {
+    "source": Field("string", "Path of the file or folder to move or rename",
+                    min_length=1, max_length=MAX_PATH_BYTES),
+    "dest": Field("string", "Its new path; must not exist (a file keeps a G-code suffix)",
+                  min_length=1, max_length=MAX_PATH_BYTES),
+})
+
+FOLDER_REQUEST = Schema("FolderRequest", {
+    "path": folder_path_field("The folder to create, with any missing parents"),
+})
+
+WS_TICKET = Schema("WebSocketTicket", {
+    "ticket": Field("string", "Connect to /api/v1/ws?ticket=<ticket> once, within 30 s"),
+    "expires_at": Field("string", "UTC ISO 8601 time the ticket expires"),
+})
+
+HEATER_HISTORY = Schema("HeaterHistory", {
+    "temperature": Field("array", "°C, oldest first; null where unknown",
+                         items=Field("number", nullable=True)),
+    "target": Field("array", "°C", items=Field("number", nullable=True)),
+    "power": Field("array", "0..1", items=Field("number", nullable=True)),
+})
+
+TEMPERATURE_HISTORY = Schema("TemperatureHistory", {
+    "period_s": Field("number", "Seconds between samples (1)"),
+    "times": Field("array", "Unix time of each sample, oldest first (at most 1200: 20 min)",
+                   items=Field("number")),
+    "heaters": Field("object", "Per heater, one value per sample in `times`",
+                     values=Field("object", ref=HEATER_HISTORY)),
+})
+
+DOWNLOAD_TOKEN = Schema("DownloadToken", {
+    "token": Field("string", "One-time token"),
+    "url": Field("string", "GET it once, without authentication, before it expires"),
+    "expires_at": Field("string", "UTC ISO 8601 time the token expires"),
+})
 
 JOB_RECORD = Schema("JobRecord", {
     "id": Field("string", "Job id"),
     "file": Field("string", "G-code file name"),
-    "state": Field("string", "Last recorded state", enum=JOB.fields["state"].enum),
-    "user": Field("string", "Who started the job", required=False, nullable=True),
+    "state": Field("string", "Last recorded state", enum=("queued",) + JOB.fields["state"].enum),
+    "user": Field("string", "Who submitted or started the job", required=False, nullable=True),
+    "sha256": Field("string", "The file's SHA-256 when the job was created; a job starts "
+                    "only if the file still has it", required=False, nullable=True),
     "created_at": Field("string", "UTC ISO 8601 time the job was created", required=False),
     "started_at": Field("string", "UTC ISO 8601 start time", required=False, nullable=True),
     "ended_at": Field("string", "UTC ISO 8601 end time", required=False, nullable=True),
@@ -504,7 +647,35 @@ JOB_RECORD = Schema("JobRecord", {
     "error": Field("string", "Why the job stopped", required=False, nullable=True),
 }, "A job in the history; progress is recorded in steps of 5 %", additional=True)
 
-JOB_LIST = Schema("JobList", {"jobs": Field("array", "Jobs, newest first", items=JOB_RECORD)})
+JOB_EVENT = Schema("JobEvent", {
+    "at": Field("string", "UTC ISO 8601 time"),
+    "event": Field("string", "created, started, requeued, start refused, pause/resume/cancel "
+                   "requested, or a state the printer reported (printing, paused, completed, "
+                   "cancelled, error, interrupted, ...)"),
+    "user": Field("string", "Who: a user, `api-key:<name>`, `auto-start`, or `printer` for "
+                  "what the printer reported", nullable=True),
+    "detail": Field("string", "More, when there is more to say (an error's reason)",
+                    nullable=True),
+})
+
+JOB_DETAILS = Schema("JobDetails", {
+    **JOB_RECORD.fields,
+    "events": Field("array", "What happened to the job, oldest first (at most 200)",
+                    items=JOB_EVENT),
+}, "A job with its events", additional=True)
+
+JOB_LIST = Schema("JobList", {
+    "jobs": Field("array", "One page of jobs, newest first, without their events",
+                  items=JOB_RECORD),
+    "total": Field("integer", "Jobs that match the filters"),
+    "page": Field("integer", "This page, from 1"),
+    "pages": Field("integer", "Pages in all (at least 1)"),
+    "limit": Field("integer", "Jobs per page"),
+})
+
+JOB_SUBMIT = Schema("JobSubmit", {
+    "file": file_path_field("Path of a stored G-code file"),
+})
 
 HEALTH_LEVELS = ("ok", "degraded", "down")
 
@@ -534,6 +705,9 @@ HEALTHZ = Schema("Liveness", {
 
 ALL_SCHEMAS = [ERROR, EMPTY, RESULT_OK, LOGIN_REQUEST, LOGIN_RESPONSE, AUTH_CHECK, JOB, PRINTER,
                STATUS, PRINT_REQUEST, PRINT_RESPONSE, FILE_INFO, FILE_LIST, FILE_UPLOAD,
-               JOB_RECORD, JOB_LIST, HEALTH, COMPONENT, HEALTHZ, FIRMWARE_RESTARTED,
+               FOLDER_INFO, STORAGE, THUMBNAIL_INFO, GCODE_METADATA, FILE_DETAILS,
+               MOVE_REQUEST, FOLDER_REQUEST, DOWNLOAD_TOKEN, WS_TICKET, HEATER_HISTORY,
+               TEMPERATURE_HISTORY,
+               JOB_RECORD, JOB_LIST, JOB_EVENT, JOB_DETAILS, JOB_SUBMIT, HEALTH, COMPONENT, HEALTHZ, FIRMWARE_RESTARTED,
                PID_TUNE_RESULT, PID_TUNE, PID_TUNE_REQUEST, PID_TUNE_SAVED, TARGET_REQUEST,
                TARGET_SET, DEVICES, CONTROL_LOOP]

@@ -13,7 +13,14 @@ written, as it arrives, to the partial file next to its final place
   `server.health_min_free_mb` free is refused with 507 and removed;
 - the name is checked (400) and, without overwrite, an existing file refused (409) as
   soon as the part's headers arrive, before its data is stored;
-- the G-code check reads the start of the data as it passes (400 for anything else).
+- the G-code check reads the start of the data as it passes (400 for anything else);
+- with a storage quota (`server.storage_quota_mb`), the stored files plus this one
+  may not exceed it (507);
+- the data's sha256 is computed as it passes; a client that sent one (a `checksum`
+  field, 64 hex digits) gets 400 if they differ, and nothing is stored.
+
+Besides the file, a `folder` field (or the `folder` query parameter) names the folder
+to store it in; fields may come before or after the file part.
 
 Parsing and writing run in a worker thread, a few hundred KiB at a time.
 """
@@ -21,13 +28,15 @@ Parsing and writing run in a worker thread, a few hundred KiB at a time.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import os
+import re
 from typing import IO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from printhost.api.errors import ApiError
-from printhost.store.files import FileNameError, GCodeFiles
+from printhost.store.files import FileNameError, GCodeFiles, check_name
 from printhost.store.gcode_check import GCodeCheck, NotGCode
 
 MAX_FIELDS = 8
@@ -36,6 +45,9 @@ MAX_HEADER_BYTES = 8192
 # Free space is checked each time this much more has been written.
 SPACE_CHECK_BYTES = 8 * 1024 * 1024
 MALFORMED = "Malformed multipart body"
+# Form fields kept (others are read and ignored).
+KEPT_FIELDS = ("folder", "checksum")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def _decode(value: bytes, charset: str) -> str:
@@ -56,13 +68,19 @@ def insufficient_storage(need: int | None, reserve: int) -> ApiError:
                          f"{reserve // (1024 * 1024)} MiB free")
 
 
+def over_quota(used: int, quota: int) -> ApiError:
+    return ApiError(507, f"Storage quota reached: stored files use {used // (1024 * 1024)} "
+                         f"of {quota // (1024 * 1024)} MiB; delete files to make room")
+
+
 class UploadReceiver:
     """Feed the body with `feed` (in a worker thread), then call `finish`; `abort`
     removes the partial file on any failure. After `finish`, `name` is the checked
     (NFC) file name and `tmp` the complete partial file, fsynced."""
 
     def __init__(self, files: GCodeFiles, content_type: str, *, overwrite: bool,
-                 reserve_bytes: int) -> None:
+                 reserve_bytes: int, folder: str = "", quota_bytes: int = 0,
+                 used_bytes: int = 0) -> None:
         _, params = parse_options_header(content_type)
         boundary = params.get(b"boundary")
         if not boundary:
@@ -75,6 +93,15 @@ class UploadReceiver:
         self.files = files
         self.overwrite = overwrite
         self.reserve_bytes = reserve_bytes
+        self.quota_bytes = quota_bytes
+        self.used_bytes = used_bytes
+        self.folder = folder
+        self.fields: dict[str, str] = {}
+        self.sha256: str | None = None
+        self._hash = hashlib.sha256()
+        self._field_name = ""
+        self._field_value = bytearray()
+        self._filename = ""
         self.name: str | None = None
         self.tmp: str | None = None
         self._fh: IO[bytes] | None = None
@@ -126,6 +153,27 @@ class UploadReceiver:
         if not self._upload_done:
             raise ApiError(400, "Invalid upload",
                            fields={"file": "required (a file part named 'file')"})
+        if "folder" in self.fields:
+            self.folder = self.fields["folder"]
+        try:
+            path = self.files.path_for(f"{self.folder}/{self._filename}" if self.folder
+                                       else self._filename)
+        except FileNameError as exc:
+            key = "folder" if self.folder else "file"
+            raise ApiError(400, "Invalid upload", fields={key: str(exc)}) from None
+        self.name = self.files.relative(path)
+        self.sha256 = self._hash.hexdigest()
+        given = self.fields.get("checksum")
+        if given is not None:
+            if not _SHA256.fullmatch(given.strip()):
+                raise ApiError(400, "Invalid upload",
+                               fields={"checksum": "must be the file's sha256 in hex "
+                                                   "(64 digits)"})
+            if given.strip().lower() != self.sha256:
+                raise ApiError(400, "Invalid upload",
+                               fields={"checksum": f"does not match the data received "
+                                                   f"(sha256 {self.sha256}); the upload "
+                                                   "was damaged or the wrong file was sent"})
 
     def abort(self) -> None:
         if self._fh is not None:
@@ -174,6 +222,8 @@ class UploadReceiver:
             if self._fields > MAX_FIELDS:
                 raise ApiError(400, MALFORMED)
             self._part = "field"
+            self._field_name = _decode(options[b"name"], self.charset)
+            self._field_value.clear()
             return
         self._file_parts += 1
         if self._file_parts > 1:
@@ -181,14 +231,21 @@ class UploadReceiver:
         if _decode(options[b"name"], self.charset) != "file":
             self._part = "skip"
             return
+        filename = _decode(options[b"filename"], self.charset)
         try:
-            path = self.files.path_for(_decode(options[b"filename"], self.charset))
+            # The name alone: a client's file name is never a path into our folders.
+            self._filename = check_name(filename)  # NFC
         except FileNameError as exc:
             raise ApiError(400, "Invalid upload", fields={"file": str(exc)}) from None
-        self.name = path.name  # NFC
+        folder = self.fields.get("folder", self.folder)
+        try:
+            path = self.files.path_for(f"{folder}/{self._filename}" if folder
+                                       else self._filename)
+        except FileNameError as exc:
+            raise ApiError(400, "Invalid upload", fields={"folder": str(exc)}) from None
         if not self.overwrite and path.exists():
-            raise ApiError(409, f"A file named {self.name!r} exists already; upload with "
-                                "?overwrite=true to replace it")
+            raise ApiError(409, f"A file named {self.files.relative(path)!r} exists already; "
+                                "upload with ?overwrite=true to replace it")
         self._fh, self.tmp = self.files.open_temp()
         self._part = "upload"
 
@@ -196,9 +253,12 @@ class UploadReceiver:
         if self._part == "upload":
             chunk = data[start:end]
             self._check.feed(chunk)
+            self._hash.update(chunk)
             assert self._fh is not None
             self._fh.write(chunk)
             self._written += len(chunk)
+            if self.quota_bytes and self.used_bytes + self._written > self.quota_bytes:
+                raise over_quota(self.used_bytes, self.quota_bytes)
             if self._written >= self._next_space_check:
                 self._next_space_check = self._written + SPACE_CHECK_BYTES
                 self._fh.flush()
@@ -208,6 +268,8 @@ class UploadReceiver:
             self._part_bytes += end - start
             if self._part_bytes > MAX_FIELD_BYTES:
                 raise ApiError(400, MALFORMED)
+            if self._field_name in KEPT_FIELDS:
+                self._field_value += data[start:end]
 
     def _on_part_end(self) -> None:
         if self._part == "upload":
@@ -221,6 +283,11 @@ class UploadReceiver:
             self._fh.close()
             self._fh = None
             self._upload_done = True
+        elif self._part == "field" and self._field_name in KEPT_FIELDS:
+            if self._field_name in self.fields:
+                raise ApiError(400, "Invalid upload",
+                               fields={self._field_name: "given more than once"})
+            self.fields[self._field_name] = _decode(bytes(self._field_value), self.charset)
         self._part = ""
 
     def _on_end(self) -> None:

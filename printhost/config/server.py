@@ -1,5 +1,5 @@
-"""The API side: listener, limits and state directory (`[server]`), authentication (`[auth]`)
-and mDNS discovery (`[discovery]`)."""
+"""The API side: listener, limits and state directory (`[server]`), authentication (`[auth]`),
+mDNS discovery (`[discovery]`) and the job queue (`[jobs]`)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,20 @@ class ServerSettings:
     health_min_free_mb: int = setting(100, min=0, max=1024 * 1024,
                                       doc="free space in the state directory below which "
                                           "GET /api/v1/health reports the disk degraded")
+    storage_quota_mb: int = setting(0, min=0, max=16 * 1024 * 1024,
+                                    doc="most the stored G-code files may hold together "
+                                        "(uploads beyond it get 507); 0 for no quota but "
+                                        "the disk's free space")
+    ws_status_hz: float = setting(4.0, min=0.5, max=20.0,
+                                  doc="how often WebSocket clients (/api/v1/ws) are sent "
+                                      "what changed in the status")
+    max_websockets: int = setting(64, min=1, max=1024,
+                                  doc="WebSocket clients connected at once; one more is "
+                                      "closed with 1013 (try again later)")
+    download_token_ttl_s: float = setting(300.0, min=5.0, max=86400.0,
+                                          doc="how long a one-time download link "
+                                              "(POST /api/v1/files/{path}/download-token) "
+                                              "stays valid")
     max_connections: int = setting(
          256, min=4, max=16384,
          doc="open client connections held at once; at the limit a new connection replaces "
@@ -145,3 +159,16 @@ class DiscoverySettings:
     def display_name(self) -> str:
         """The name announced over mDNS and shown on the home page."""
         return self.instance_name or f"printhost on {os.uname().nodename}"
+
+
+@dataclass(frozen=True)
+class JobsSettings:
+    """The job queue (docs/api.md, Jobs)."""
+    auto_start: bool = setting(
+        False, doc="start the oldest queued job by itself when the printer is idle: on "
+                   "submission, and after a job completes. Only for printers that clear "
+                   "their bed themselves (a belt printer, an ejection routine): otherwise "
+                   "the next part is printed onto the last")
+    max_queued_per_user: int = setting(20, min=1, max=10000,
+                                       doc="jobs one user may have queued at once (429 "
+                                           "beyond)")

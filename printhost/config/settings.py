@@ -15,7 +15,8 @@ from printhost.config.heaters import HeaterSettings, HeatersSettings
 from printhost.config.printer import (ExtruderSettings, FanSettings, FirmwareRetractionSettings,
                                       GCodeSettings, InputShaperSettings, McuSettings,
                                       PauseSettings, PrinterSettings, SteppersSettings)
-from printhost.config.server import AuthSettings, DiscoverySettings, ServerSettings
+from printhost.config.server import (AuthSettings, DiscoverySettings, JobsSettings,
+                                     ServerSettings)
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Settings:
     server: ServerSettings = section(ServerSettings)
     auth: AuthSettings = section(AuthSettings)
     discovery: DiscoverySettings = section(DiscoverySettings)
+    jobs: JobsSettings = section(JobsSettings)
     control: ControlSettings = section(ControlSettings)
     simulation: SimulationSettings = section(SimulationSettings)
     printer: PrinterSettings = section(PrinterSettings)

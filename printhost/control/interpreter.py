@@ -120,6 +120,9 @@ class GCodeInterpreter:
         # Switches the printer's power supply (a PSU relay on the Pi); returns False
         # when there is none. Set by the printer when Pi devices are attached.
         self.power: Callable[[bool], bool] | None = None
+        # Told of each progress report a slicer put in the file (M73): percent done and
+        # minutes remaining (either may be None), and the time it was read.
+        self.on_progress: Callable[[float | None, float | None, float], None] | None = None
 
     # ----------------------------------------------------------------- state
     def sync_from_toolhead(self) -> None:
@@ -139,6 +142,9 @@ class GCodeInterpreter:
     def execute(self, cmd: GCodeCommand) -> Wait | None:
         """Run one command; returns a condition to wait for, or None when done."""
         handler = self._handlers.get(cmd.name) if cmd.known else None
+        if handler is None and cmd.name == "M73":
+            self._progress(cmd)
+            return None
         if handler is None:
             self.unknown_commands += 1
             # Slicers repeat the same unsupported command (M73 progress) hundreds of
@@ -156,6 +162,22 @@ class GCodeInterpreter:
             raise CommandError(str(exc)) from None
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+
+    def _progress(self, cmd: GCodeCommand) -> None:
+        """M73 P<percent> R<minutes remaining>, as PrusaSlicer, OrcaSlicer and others
+        write it (Q and S, the same for a printer's quiet mode, are not used). Read
+        leniently: a report the printer cannot use is never a reason to stop a print."""
+        values: dict[str, float] = {}
+        for token in cmd.arg_text.split():
+            letter, number = token[:1].upper(), token[1:]
+            try:
+                value = float(number)
+            except ValueError:
+                continue
+            if letter in "PR" and value == value and 0.0 <= value < 1e7:
+                values[letter] = value
+        if values and self.on_progress is not None:
+            self.on_progress(values.get("P"), values.get("R"), self.now())
 
     # ----------------------------------------------------------------- motion
     def _params_mm(self, cmd: GCodeCommand) -> dict[str, float]:

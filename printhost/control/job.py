@@ -71,6 +71,9 @@ class PrintJob:
     # Time spent waiting (heating, M400): excluded from the speed used for estimates.
     wait_total_s: float = 0.0
     waiting_since: float | None = None
+    # The file's own latest estimate (M73 R), and the moving time when it was read.
+    slicer_remaining_s: float | None = None
+    slicer_remaining_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,14 @@ class ResumePoint:
     position: Vec4
     gcode_state: GCodeState
     retracted_mm: float
+
+
+def _moving_time(job: PrintJob, now: float) -> float:
+    """Seconds the job has spent printing: pauses and waits (heating, M400) excluded."""
+    end = job.ended_print_time if job.ended_print_time is not None else now
+    paused = job.paused_total_s + ((now - job.paused_since) if job.paused_since else 0.0)
+    waited = job.wait_total_s + ((now - job.waiting_since) if job.waiting_since else 0.0)
+    return max(0.0, end - job.started_print_time) - paused - waited
 
 
 def _utc_now() -> str:
@@ -107,6 +118,14 @@ class JobRunner:
         self._homing_cmd: GCodeCommand | None = None
         self._rehome: GCodeCommand | None = None
         self._filament_at_start = 0.0
+        interpreter.on_progress = self._slicer_progress
+
+    def _slicer_progress(self, percent: float | None, remaining_min: float | None,
+                         now: float) -> None:
+        job = self.job
+        if job is not None and job.state in ACTIVE_STATES and remaining_min is not None:
+            job.slicer_remaining_s = remaining_min * 60.0
+            job.slicer_remaining_at = _moving_time(job, now)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -373,8 +392,13 @@ class JobRunner:
         remaining = None
         waited = job.wait_total_s + ((now - job.waiting_since) if job.waiting_since else 0.0)
         moving = printing - waited
-        # The rate of progress while actually printing; heating waits would inflate it.
-        if job.state in ACTIVE_STATES and progress > 0.001 and moving > 1.0:
+        if job.state in ACTIVE_STATES and job.slicer_remaining_s is not None:
+            # The file's own estimate (M73 R) counted down while printing: the slicer
+            # knows the moves ahead, which the rate of progress so far does not.
+            remaining = round(max(0.0, job.slicer_remaining_s
+                                  - (moving - job.slicer_remaining_at)), 1)
+        elif job.state in ACTIVE_STATES and progress > 0.001 and moving > 1.0:
+            # The rate of progress while actually printing; heating waits would inflate it.
             remaining = round(moving * (1.0 - progress) / progress, 1)
         elif job.state == JobState.COMPLETED:
             remaining = 0.0

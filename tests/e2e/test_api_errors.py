@@ -54,10 +54,14 @@ def test_400_bad_login_bodies(api, body, content, fields):
 def test_400_print_wrong_type_and_path_tricks(api):
     r = api.post("/api/v1/print", json={"file": 5})
     assert r.status_code == 400 and _no_leak(r)["fields"] == {"file": "expected string"}
-    for name in ("../printhost.json", "/etc/passwd", "..\\x.gcode", ".hidden.gcode", "a/b.gcode"):
+    for name in ("../printhost.json", "/etc/passwd", "..\\x.gcode", ".hidden.gcode",
+                 "a/../b.gcode", "a//b.gcode", "a/.meta/b.gcode"):
         r = api.post("/api/v1/print", json={"file": name})
         assert r.status_code == 400, name
         assert "file" in _no_leak(r)["fields"]
+    # A path into a folder is allowed: a file that is not there.
+    r = api.post("/api/v1/print", json={"file": "a/b.gcode"})
+    assert r.status_code == 404 and _no_leak(r) == {"error": "File not found"}
     r = api.post("/api/v1/pause", json={"force": True})
     assert r.status_code == 400 and _no_leak(r)["fields"] == {"force": "unknown field"}
 

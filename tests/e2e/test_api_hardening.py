@@ -81,8 +81,9 @@ def test_404_unknown_routes_in_error_form(api):
     assert _error(api.get("/api/v1/nope"), 404) == {"error": "Not found"}
     assert _error(api.http.get("/nope"), 404) == {"error": "Not found"}
     assert _error(api.http.get("/api/v2/status"), 404) == {"error": "Not found"}
+    # A path into a folder is a file's path: an unknown file, in the same error form.
     assert _error(api.http.delete("/api/v1/files/a/b.gcode", headers=api.auth("operator")),
-                  404) == {"error": "Not found"}
+                  404) == {"error": "File not found"}
 
 
 def test_trailing_slash_is_another_path_404_not_a_redirect(api):
@@ -247,7 +248,7 @@ def test_access_log_record_per_request_without_secrets(service, api):
                         headers={"Authorization": f"Bearer {token}", "X-Request-Id": "log-1"})
     assert r.status_code == 404
     record = _wait_for_record(service, "log-1")
-    assert record["method"] == "DELETE" and record["route"] == "/api/v1/files/{name}"
+    assert record["method"] == "DELETE" and record["route"] == "/api/v1/files/{path}"
     assert record["status"] == 404 and record["user"] == "operator"
     assert record["client"] == "127.0.0.1"
     assert isinstance(record["duration_ms"], (int, float)) and record["duration_ms"] >= 0
@@ -317,7 +318,7 @@ def test_openapi_document_is_served_and_matches_the_routes(api):
     assert doc["openapi"] == "3.1.0"
     assert set(doc["components"]["securitySchemes"]) == {"bearer", "apiKey"}
     ops = {(method.upper(), path) for path, item in doc["paths"].items() for method in item}
-    assert {("POST", "/api/v1/files"), ("DELETE", "/api/v1/files/{name}"),
+    assert {("POST", "/api/v1/files"), ("DELETE", "/api/v1/files/{path}"),
             ("POST", "/api/v1/print"), ("GET", "/api/v1/status")} <= ops
     # Each declared operation without path parameters is routed on the live service.
     for method, path in ops:

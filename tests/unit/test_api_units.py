@@ -44,6 +44,8 @@ from printhost.api.schemas import (
     EMPTY,
     ERROR,
     FILE_NAME_PATTERN,
+    FILE_PATH_PATTERN,
+    FOLDER_PATH_PATTERN,
     JOB,
     PRINT_REQUEST,
     STATUS,
@@ -52,7 +54,8 @@ from printhost.api.schemas import (
     json_depth,
     read_json,
 )
-from printhost.store.files import FileExists, FileNameError, GCodeFiles, check_name
+from printhost.store.files import (MAX_DEPTH, FileExists, FileNameError, GCodeFiles,
+                                   check_name, check_path)
 
 # --------------------------------------------------------------------------- Field / Schema
 
@@ -649,7 +652,7 @@ def test_gcode_files_commit_list_delete(tmp_path):
     assert [f["name"] for f in files.list()] == ["a.gcode", "b part (1).gcode"]
     files.discard(tmp)
     files.discard(tmp)  # twice is harmless
-    assert sorted(os.listdir(files.root)) == ["a.gcode", "b part (1).gcode"]
+    assert sorted(os.listdir(files.root)) == [".meta", "a.gcode", "b part (1).gcode"]
     assert files.exists("a.gcode") and not files.exists("zzz.gcode")
 
     # committing under an existing name replaces the file
@@ -674,7 +677,7 @@ def test_gcode_files_commit_without_replace_keeps_the_stored_file(tmp_path):
     # A new name is linked into place and the temp file is gone.
     info = files.commit(tmp, "b.gcode", replace=False)
     assert info["size"] == 10
-    assert sorted(os.listdir(files.root)) == ["a.gcode", "b.gcode"]
+    assert sorted(os.listdir(files.root)) == [".meta", "a.gcode", "b.gcode"]
     # Either normal form of a name is the same file.
     fh, tmp = files.open_temp()
     fh.close()
@@ -803,11 +806,11 @@ def test_openapi_documents_the_error_statuses(openapi):
 
 
 def test_openapi_path_parameters(openapi):
-    op = openapi["paths"]["/api/v1/files/{name}"]["delete"]
+    op = openapi["paths"]["/api/v1/files/{path}"]["delete"]
     [param] = op["parameters"]
-    assert (param["name"], param["in"], param["required"]) == ("name", "path", True)
-    assert param["schema"]["pattern"] == FILE_NAME_PATTERN
-    assert param["schema"]["maxLength"] == 255
+    assert (param["name"], param["in"], param["required"]) == ("path", "path", True)
+    assert param["schema"]["pattern"] == FILE_PATH_PATTERN
+    assert param["schema"]["maxLength"] == 1024
     for path, ops in openapi["paths"].items():
         declared = {seg[1:-1] for seg in path.split("/") if seg.startswith("{")}
         for op in ops.values():
@@ -817,7 +820,8 @@ def test_openapi_path_parameters(openapi):
 
 def test_openapi_upload_declares_the_overwrite_query_parameter(openapi):
     op = openapi["paths"]["/api/v1/files"]["post"]
-    [param] = op["parameters"]
+    param, folder = op["parameters"]
+    assert (folder["name"], folder["in"], folder["required"]) == ("folder", "query", False)
     assert (param["name"], param["in"], param["required"]) == ("overwrite", "query", False)
     assert param["schema"] == {"type": "boolean"}
     assert "409" in param["description"]
@@ -947,6 +951,38 @@ def test_pattern_and_check_name_agree_on_arbitrary_strings(name):
     assert _pattern_accepts(name) == _check_name_accepts(name), repr(name)
 
 
+def _path_pattern_accepts(path: str, folder: bool = False) -> bool:
+    pattern = FOLDER_PATH_PATTERN if folder else FILE_PATH_PATTERN
+    return re.fullmatch(pattern, path) is not None and len(path) <= 1024
+
+
+def _check_path_accepts(path: str, folder: bool = False) -> bool:
+    try:
+        check_path(path, folder=folder)
+    except FileNameError:
+        return False
+    return path != "" or not folder
+
+
+@hsettings(max_examples=500, deadline=None, database=None)
+@given(st.text(alphabet="aZ9_ .()+,-/\\gGcoOdeE\n\x00", max_size=40))
+def test_path_patterns_and_check_path_agree_on_arbitrary_strings(path):
+    assert _path_pattern_accepts(path) == _check_path_accepts(path), repr(path)
+    assert (_path_pattern_accepts(path, folder=True)
+            == _check_path_accepts(path, folder=True)), repr(path)
+
+
+def test_path_patterns_limit_the_depth_like_the_file_store():
+    for depth in (MAX_DEPTH, MAX_DEPTH + 1):
+        file_path = "/".join(["f"] * depth) + "/x.gcode"
+        assert _path_pattern_accepts(file_path) == _check_path_accepts(file_path)
+        folder = "/".join(["f"] * depth)
+        assert (_path_pattern_accepts(folder, folder=True)
+                == _check_path_accepts(folder, folder=True))
+    assert _check_path_accepts("/".join(["f"] * MAX_DEPTH) + "/x.gcode")
+    assert not _check_path_accepts("/".join(["f"] * (MAX_DEPTH + 1)), folder=True)
+
+
 def test_file_fields_explain_refusals_like_the_file_store():
     field = PRINT_REQUEST.fields["file"]
     assert field.check("cube.gcode") is None
@@ -956,7 +992,9 @@ def test_file_fields_explain_refusals_like_the_file_store():
     assert "letters, digits" in field.check("a\u00a0b.gcode")
     assert field.check("notes.txt") == "must end in .gcode, .gco or .g"
     assert field.check("../x.gcode") == "file name must not contain a path"
-    assert field.json_schema()["pattern"] == FILE_NAME_PATTERN
+    assert field.check("parts/würfel.gcode") is None
+    assert field.check("parts//x.gcode").startswith("path must be relative")
+    assert field.json_schema()["pattern"] == FILE_PATH_PATTERN
     with pytest.raises(ApiError) as info:
         PRINT_REQUEST.validate({"file": ".hidden.gcode"})
     assert "must not start with a dot" in info.value.fields["file"]

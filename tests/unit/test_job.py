@@ -179,8 +179,37 @@ def test_unknown_commands_are_skipped(tmp_path):
     f.write_text("G28\nM73 P10\nSET_PRESSURE_ADVANCE ADVANCE=0.05\nT0\nG1 X20 Y20 F6000\n")
     printer.jobs.start("j", f.name, str(f), clock.now())
     run_until(printer, clock, lambda: printer.jobs.job.state == JobState.COMPLETED, 60)
-    assert printer.interp.unknown_commands == 3
+    # M73 is understood (the file's progress report), the other two are skipped.
+    assert printer.interp.unknown_commands == 2
     assert printer.toolhead.live_position()[:2] == (20.0, 20.0)
+
+
+def test_the_files_own_remaining_time_is_counted_down_while_printing(tmp_path):
+    """M73 R (minutes remaining, as PrusaSlicer and OrcaSlicer write it) is the estimate
+    once read, counted down by the time spent moving since; odd M73 lines change nothing
+    and never stop the print."""
+    printer, clock, _ = make_printer()
+    f = tmp_path / "m73.gcode"
+    f.write_text("G28\nG1 X0 Y0 F6000\nM73 P0 R10\nG1 X200 F600\nM73 Pabc R\nM73\n"
+                 "M73 Q5 S99\nM73 P90 R1 ; nearly done\nG1 X0 F600\n")
+    printer.jobs.start("j", f.name, str(f), clock.now())
+    status = lambda: printer.get_status()["job"]  # noqa: E731
+    run_until(printer, clock, lambda: printer.jobs.job.slicer_remaining_s is not None, 60)
+    read_at = status()["print_duration"]
+    run_until(printer, clock, lambda: status()["print_duration"] > read_at + 5.0, 60)
+    # 10 minutes less the time spent moving since the line was read.
+    assert status()["estimated_remaining"] == pytest.approx(
+        600.0 - (status()["print_duration"] - read_at), abs=0.3)
+    run_until(printer, clock, lambda: printer.jobs.job.slicer_remaining_s == 60.0, 60)
+    first = status()["estimated_remaining"]
+    assert 30.0 < first <= 60.0
+    for _ in range(30):
+        clock.advance(TICK_S)
+        printer.tick()
+    assert status()["estimated_remaining"] == pytest.approx(first - 3.0, abs=0.3)
+    run_until(printer, clock, lambda: printer.jobs.job.state == JobState.COMPLETED, 120)
+    assert status()["estimated_remaining"] == 0.0
+    assert printer.interp.unknown_commands == 0
 
 
 def test_m112_and_heater_fault_latch_an_error(tmp_path):

@@ -204,3 +204,70 @@ def test_list_is_newest_first_within_one_second(tmp_path):
     jobs.record_start("old", "a.gcode", "u")
     jobs.record_start("new", "b.gcode", "u")
     assert [r["id"] for r in jobs.list()] == ["new", "old"]
+
+
+def test_queued_jobs_carry_events_and_survive_a_restart(tmp_path, ticking_clock):
+    from printhost.store.db import Store
+    from printhost.store.jobs import JobHistory
+    jobs = JobHistory(Store(tmp_path))
+    jobs.create("q1", "a.gcode", "aa" * 32, "alice")
+    jobs.record_start("p1", "b.gcode", "bob", "bb" * 32)
+    jobs.update(snapshot("p1", file="b.gcode", state="paused", progress=0.3))
+    jobs.add_event("p1", "pause requested", "bob")
+    # A restart: the printing job is interrupted, the queued one still waits.
+    assert JobHistory(Store(tmp_path)).mark_unfinished_interrupted("restarted") == 1
+    q1, p1 = jobs.get("q1"), jobs.get("p1")
+    assert q1["state"] == "queued" and [e["event"] for e in q1["events"]] == ["created"]
+    assert p1["state"] == "interrupted"
+    assert [(e["event"], e["user"]) for e in p1["events"]] == [
+        ("created", "bob"), ("started", "bob"), ("paused", "printer"),
+        ("pause requested", "bob"), ("interrupted", "printer")]
+    assert p1["events"][-1]["detail"] == "restarted"
+    times = [e["at"] for e in p1["events"]]
+    assert times == sorted(times)
+
+
+def test_the_queue_knows_duplicates_limits_and_order(tmp_path):
+    from printhost.store.db import Store
+    from printhost.store.jobs import JobHistory, JobNotFound, JobStateConflict
+    jobs = JobHistory(Store(tmp_path))
+    jobs.create("q1", "a.gcode", "aa" * 32, "alice")
+    jobs.create("q2", "b.gcode", "bb" * 32, "alice")
+    jobs.create("q3", "c.gcode", "cc" * 32, "bob")
+    assert [r["id"] for r in jobs.active_with_hash("bb" * 32)] == ["q2"]
+    assert jobs.active_with_hash("dd" * 32) == []
+    assert jobs.queued_by("alice") == 2 and jobs.queued_by("bob") == 1
+    assert jobs.next_queued()["id"] == "q1"
+    jobs.mark_started("q1", "alice")
+    assert jobs.next_queued()["id"] == "q2"
+    with pytest.raises(JobStateConflict):
+        jobs.delete("q1")                  # printing
+    jobs.update(snapshot("q1", file="a.gcode", state="completed", progress=1.0))
+    assert jobs.active_with_hash("aa" * 32) == []   # finished: not a duplicate
+    jobs.delete("q1")
+    jobs.delete("q2")                      # queued
+    with pytest.raises(JobNotFound):
+        jobs.delete("q2")
+    assert [r["id"] for r in jobs.list()] == ["q3"]
+
+
+def test_query_filters_and_pages(tmp_path, ticking_clock):
+    from printhost.store.db import Store
+    from printhost.store.jobs import JobHistory
+    jobs = JobHistory(Store(tmp_path))
+    for i in range(25):
+        jobs.create(f"j{i:02d}", f"f{i % 3}.gcode", f"{i:064x}", "alice" if i % 2 else "bob")
+    page = jobs.query(limit=10)
+    assert (page["total"], page["page"], page["pages"], page["limit"]) == (25, 1, 3, 10)
+    assert [r["id"] for r in page["jobs"]][:2] == ["j24", "j23"]
+    assert "events" not in page["jobs"][0]
+    last = jobs.query(limit=10, page=3)
+    assert [r["id"] for r in last["jobs"]] == ["j04", "j03", "j02", "j01", "j00"]
+    assert jobs.query(limit=10, page=4)["jobs"] == []
+    only = jobs.query(file="f1.gcode", user="alice")
+    assert {r["id"] for r in only["jobs"]} == {"j01", "j07", "j13", "j19"}
+    # Each job created at a later second (the ticking clock).
+    window = jobs.query(since=jobs.get("j10")["created_at"], until=jobs.get("j14")["created_at"])
+    assert [r["id"] for r in window["jobs"]] == ["j14", "j13", "j12", "j11", "j10"]
+    assert jobs.query(state="printing")["total"] == 0
+    assert jobs.query(state="queued")["total"] == 25

@@ -27,7 +27,7 @@ def _body(*parts: bytes) -> bytes:
 
 
 def _partials(files: GCodeFiles) -> list[str]:
-    return [p.name for p in files.root.iterdir() if p.name.startswith(".")]
+    return [p.name for p in files.root.iterdir() if p.name.startswith(".upload-")]
 
 
 def _receive(files: GCodeFiles, body: bytes, *, overwrite: bool = False,

@@ -1,8 +1,7 @@
-"""Health, liveness, the OpenAPI document and job history."""
+"""Health, liveness and the OpenAPI document."""
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -10,7 +9,7 @@ from printhost import __version__
 from printhost.api.auth.guard import Principal
 from printhost.api.endpoint import EndpointSet
 from printhost.api.health import assess
-from printhost.api.schemas import HEALTH, HEALTHZ, JOB_LIST
+from printhost.api.schemas import HEALTH, HEALTHZ
 
 endpoints = EndpointSet()
 
@@ -34,12 +33,6 @@ async def healthz(request: Request, _: Principal | None) -> dict:
     printer's state: for a supervisor (systemd, a container runtime) deciding whether to
     restart the service. Readiness and the printer's health: `GET /api/v1/health`."""
     return {"status": "ok"}
-
-
-@endpoints.route("GET", "/api/v1/jobs", summary="Job history", role="viewer", response=JOB_LIST)
-async def jobs(request: Request, _: Principal | None) -> dict:
-    """The last 100 jobs, newest first, with their final or current state."""
-    return {"jobs": await run_in_threadpool(request.app.state.jobs.list)}
 
 
 @endpoints.route("GET", "/api/v1/openapi.json", summary="This API's OpenAPI 3.1 document",

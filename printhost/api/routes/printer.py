@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
-
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from printhost.api import jobqueue
 from printhost.api.auth.guard import Principal
 from printhost.api.endpoint import EndpointSet
-from printhost.api.errors import ApiError
 from printhost.api.schemas import (EMPTY, FIRMWARE_RESTARTED, PRINT_REQUEST, PRINT_RESPONSE,
                                    RESULT_OK, STATUS, read_json)
-from printhost.ipc.channel import Command, ErrorKind, Reply
-from printhost.ipc.link import PrinterUnavailable
-from printhost.store.files import FileNameError
+from printhost.ipc.channel import Command, Reply
 
 endpoints = EndpointSet()
-
-STATUS_FOR_KIND = {
-    ErrorKind.CONFLICT: 409,
-    ErrorKind.INVALID: 400,
-    ErrorKind.NOT_FOUND: 404,
-    ErrorKind.NOT_READY: 503,
-    ErrorKind.INTERNAL: 500,
-}
 
 
 # A firmware restart reboots and reconnects the MCU before it is answered.
@@ -34,15 +21,7 @@ FIRMWARE_RESTART_TIMEOUT_S = 30.0
 async def send_command(request: Request, command: Command, args: dict | None = None,
                        timeout_s: float | None = None) -> Reply:
     """Forward a command to the control process and map its refusal to an API error."""
-    try:
-        reply = await request.app.state.link.request(command, args, timeout_s)
-    except PrinterUnavailable as exc:
-        raise ApiError(503, f"Printer not ready: {exc}") from None
-    if not reply.ok:
-        kind = reply.error or ErrorKind.INTERNAL
-        message = reply.message if kind != ErrorKind.INTERNAL else None
-        raise ApiError(STATUS_FOR_KIND[kind], message)
-    return reply
+    return await jobqueue.command(request.app.state.link, command, args, timeout_s)
 
 
 @endpoints.route("GET", "/api/v1/status", summary="Printer and job status", role="viewer",
@@ -60,31 +39,24 @@ async def status(request: Request, _: Principal | None) -> dict:
                  role="operator", request=PRINT_REQUEST, response=PRINT_RESPONSE,
                  errors=(404, 409, 503), rate_limited=True)
 async def start_print(request: Request, principal: Principal | None) -> dict:
-    """Start a job for a file uploaded with `POST /api/v1/files`."""
+    """Start a job for a file uploaded with `POST /api/v1/files`, named by its path
+    (`cube.gcode`, `parts/left.gcode`). 409 when a job is in progress, and (with the other
+    job's `job_id`) when the same file content already has a queued job: start that one
+    (`POST /api/v1/jobs/{job_id}/start`)."""
     body = await read_json(request, PRINT_REQUEST)
-    files = request.app.state.files
-    try:
-        path = await run_in_threadpool(files.path_for, body["file"])
-    except FileNameError as exc:
-        raise ApiError(400, "Invalid request body", fields={"file": str(exc)}) from None
-    if not await run_in_threadpool(path.is_file):
-        raise ApiError(404, "File not found")
-    job_id = uuid.uuid4().hex[:16]
-    name = path.name  # the stored name, in NFC whatever form the request used
-    await send_command(request, Command.PRINT,
-                       {"job_id": job_id, "file": name, "path": str(path)})
     assert principal is not None
-    await run_in_threadpool(request.app.state.jobs.record_start, job_id, name,
-                            principal.username)
+    job_id = await request.app.state.queue.print_now(body["file"], principal.username)
     return {"result": "ok", "job_id": job_id}
 
 
 def _control_route(command: Command, path: str, summary: str, doc: str):
     @endpoints.route("POST", path, summary=summary, role="operator", request=EMPTY,
                      response=RESULT_OK, errors=(409, 503), description=doc)
-    async def handler(request: Request, _: Principal | None) -> dict:
+    async def handler(request: Request, principal: Principal | None) -> dict:
         await read_json(request, EMPTY, allow_empty=True)
         await send_command(request, command)
+        if principal is not None:
+            await request.app.state.queue.requested(command.value.lower(), principal.username)
         return {"result": "ok"}
     return handler
 
