@@ -19,8 +19,9 @@ written, as it arrives, to the partial file next to its final place
 - the data's sha256 is computed as it passes; a client that sent one (a `checksum`
   field, 64 hex digits) gets 400 if they differ, and nothing is stored.
 
-Besides the file, a `folder` field (or the `folder` query parameter) names the folder
-to store it in; fields may come before or after the file part.
+Besides the file, a `folder` field before the file part (or the `folder` query
+parameter) names the folder to store it in: where the file goes must be known when
+its part begins, for the checks above. The `checksum` field may come before or after.
 
 Parsing and writing run in a worker thread, a few hundred KiB at a time.
 """
@@ -79,7 +80,7 @@ class UploadReceiver:
     (NFC) file name and `tmp` the complete partial file, fsynced."""
 
     def __init__(self, files: GCodeFiles, content_type: str, *, overwrite: bool,
-                 reserve_bytes: int, folder: str = "", quota_bytes: int = 0,
+                 reserve_bytes: int, folder: str | None = None, quota_bytes: int = 0,
                  used_bytes: int = 0) -> None:
         _, params = parse_options_header(content_type)
         boundary = params.get(b"boundary")
@@ -95,6 +96,7 @@ class UploadReceiver:
         self.reserve_bytes = reserve_bytes
         self.quota_bytes = quota_bytes
         self.used_bytes = used_bytes
+        # None: not given in the query; a `folder` field may still come.
         self.folder = folder
         self.fields: dict[str, str] = {}
         self.sha256: str | None = None
@@ -153,14 +155,8 @@ class UploadReceiver:
         if not self._upload_done:
             raise ApiError(400, "Invalid upload",
                            fields={"file": "required (a file part named 'file')"})
-        if "folder" in self.fields:
-            self.folder = self.fields["folder"]
-        try:
-            path = self.files.path_for(f"{self.folder}/{self._filename}" if self.folder
-                                       else self._filename)
-        except FileNameError as exc:
-            key = "folder" if self.folder else "file"
-            raise ApiError(400, "Invalid upload", fields={key: str(exc)}) from None
+        folder = self.fields.get("folder", self.folder) or ""
+        path = self.files.path_for(f"{folder}/{self._filename}" if folder else self._filename)
         self.name = self.files.relative(path)
         self.sha256 = self._hash.hexdigest()
         given = self.fields.get("checksum")
@@ -237,7 +233,7 @@ class UploadReceiver:
             self._filename = check_name(filename)  # NFC
         except FileNameError as exc:
             raise ApiError(400, "Invalid upload", fields={"file": str(exc)}) from None
-        folder = self.fields.get("folder", self.folder)
+        folder = self.fields.get("folder", self.folder) or ""
         try:
             path = self.files.path_for(f"{folder}/{self._filename}" if folder
                                        else self._filename)
@@ -287,6 +283,11 @@ class UploadReceiver:
             if self._field_name in self.fields:
                 raise ApiError(400, "Invalid upload",
                                fields={self._field_name: "given more than once"})
+            if self._field_name == "folder" and self._filename:
+                # Where the file goes decides what is checked when its part begins.
+                raise ApiError(400, "Invalid upload",
+                               fields={"folder": "must come before the file part (or use "
+                                                 "the folder query parameter)"})
             self.fields[self._field_name] = _decode(bytes(self._field_value), self.charset)
         self._part = ""
 

@@ -87,9 +87,13 @@ def test_uploads_go_to_the_folder_named_by_query_or_field(api):
     r = send(api, "cube.gcode", CUBE_BYTES, folder="by-query")
     assert r.status_code == 201, r.text
     assert r.json()["path"] == "by-query/cube.gcode" and r.json()["name"] == "cube.gcode"
-    # The field wins over the query, before or after the file part.
-    r = send(api, "cube.gcode", QUICK, fields={"folder": "by-field/deeper"}, fields_after=True)
-    assert r.status_code == 201, r.text and r.json()["path"] == "by-field/deeper/cube.gcode"
+    r = send(api, "cube.gcode", QUICK, fields={"folder": "by-field/deeper"})
+    assert r.status_code == 201, r.text
+    assert r.json()["path"] == "by-field/deeper/cube.gcode"
+    # After the file part it is too late: where the file goes is checked when it begins.
+    r = send(api, "cube.gcode", QUICK, fields={"folder": "late"}, fields_after=True)
+    assert r.status_code == 400 and "before the file" in r.json()["fields"]["folder"]
+    # The field wins over the query.
     r = send(api, "first.gcode", QUICK, fields={"folder": "by-field"}, folder="ignored")
     assert r.json()["path"] == "by-field/first.gcode"
     doc = listing(api)

@@ -47,6 +47,10 @@ class _Heater:
     model: ThermalModel
     sensor: AdcTemperatureSensor
     duty: float = 0.0
+    # The board clock at which the output last went from off to on (None while off):
+    # what a logic analyser on the heater pin would show, for tests that time a
+    # reaction from the pin switching on without their own polling in the figure.
+    on_since_clock: int | None = None
 
 
 @dataclass
@@ -164,6 +168,10 @@ class SimBoard:
         self.outputs[pin] = duty
         heater = self._heaters_by_output.get(pin)
         if heater is not None:
+            if duty > 0.0 and heater.duty <= 0.0:
+                heater.on_since_clock = clock
+            elif duty <= 0.0:
+                heater.on_since_clock = None
             heater.duty = duty
         if pin == self.fan_pin:
             self.fan = duty
@@ -196,7 +204,8 @@ class SimBoard:
     def snapshot(self) -> dict:
         return {
             "heaters": {name: {"temperature": h.model.block_c, "sensor": h.model.sensor_c,
-                               "duty": h.duty} for name, h in self.heaters.items()},
+                               "duty": h.duty, "on_since_clock": h.on_since_clock}
+                        for name, h in self.heaters.items()},
             "fan": self.fan,
             "outputs": dict(self.outputs),
             "faults": {k: sorted(v) for k, v in vars(self.faults).items()},
