@@ -26,15 +26,16 @@ from printhost.api.ratelimit import RateLimiter
 from printhost.api.onetime import OneTimeTokens
 from printhost.api.jobqueue import JobQueue
 from printhost.api.live import LiveStatus
-from printhost.api.routes import (api_keys, auth, files, heaters, home, live, meta, printer,
-                                  users)
+from printhost.api.routes import (admin, api_keys, auth, files, heaters, home, live, meta,
+                                  printer, stats, users)
 from printhost.api.routes import jobs as job_routes
 from printhost.config import Settings
 from printhost.store.db import Store
 from printhost.store.files import GCodeFiles
 from printhost.store.jobs import JobHistory
 
-ROUTE_MODULES = (home, meta, auth, users, api_keys, printer, job_routes, files, heaters, live)
+ROUTE_MODULES = (home, meta, auth, users, api_keys, printer, job_routes, files, heaters, live,
+                 stats, admin)
 
 
 def all_endpoints() -> list[Endpoint]:

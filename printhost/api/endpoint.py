@@ -10,12 +10,16 @@ never empty):
 files live in folders, and `/api/v1/files/parts/left.gcode` names one file. Routes
 that add a suffix after such a parameter must be declared before the bare one.
 
+Every successful GET answer carries an `ETag` (a hash of the JSON body; Starlette's
+own for files), and a request whose `If-None-Match` names it gets 304 without a body.
+
 The dispatcher checks, in this order: token and role (401, 403), the rate limit
 (429), then runs the handler, which reads and validates its body (415, 413, 400).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -150,6 +154,31 @@ def _dispatcher(methods: dict[str, Endpoint]) -> Callable[[Request], Awaitable[R
             _check_rate_limit(request, ep)
         result = await ep.handler(request, principal)
         if isinstance(result, Response):
-            return result
-        return JSONResponse(result, status_code=ep.status)
+            return _conditional(request, result) if ep.method == "GET" else result
+        response = JSONResponse(result, status_code=ep.status)
+        if ep.method == "GET" and ep.status == 200:
+            response.headers["etag"] = etag_of(response.body)
+            return _conditional(request, response)
+        return response
     return dispatch
+
+
+def etag_of(body: bytes) -> str:
+    """A strong validator for a JSON body: its hash (the same content, the same tag, in
+    any process and after a restart)."""
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def _conditional(request: Request, response: Response) -> Response:
+    """304 Not Modified, without a body, when the request's If-None-Match names the
+    response's ETag (or is `*`): a client polling a list or a status that has not changed
+    gets a few bytes instead of the document."""
+    tag = response.headers.get("etag")
+    wanted = request.headers.get("if-none-match")
+    if not tag or not wanted or response.status_code != 200:
+        return response
+    # Weak comparison (RFC 9110 13.1.2): W/"x" matches "x".
+    tags = {t.strip().removeprefix("W/") for t in wanted.split(",")}
+    if "*" in tags or tag.removeprefix("W/") in tags:
+        return Response(status_code=304, headers={"etag": tag})
+    return response

@@ -110,7 +110,7 @@ class CorsMiddleware:
     """
 
     ALLOWED_HEADERS = ("authorization", "content-type", "x-api-key", "x-request-id")
-    EXPOSED_HEADERS = ("X-Request-Id", "Retry-After", "WWW-Authenticate", "Allow")
+    EXPOSED_HEADERS = ("X-Request-Id", "Retry-After", "WWW-Authenticate", "Allow", "ETag")
 
     def __init__(self, app: ASGIApp, origins: Iterable[str], methods: Iterable[str],
                  max_age_s: int) -> None:

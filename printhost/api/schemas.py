@@ -673,6 +673,45 @@ JOB_LIST = Schema("JobList", {
     "limit": Field("integer", "Jobs per page"),
 })
 
+STATS = Schema("Stats", {
+    "jobs": Field("object", "Jobs in the store", ref=Schema("JobStats", {
+        "total": Field("integer", "Every job, queued and finished included"),
+        "by_state": Field("object", "Jobs in each state", values=Field("integer")),
+        "print_time_s": Field("number", "Seconds printed, pauses excluded, over all jobs"),
+        "filament_used_mm": Field("number", "Filament fed over all jobs"),
+        "success_rate": Field("number", "Completed jobs as a share of finished ones (0..1); "
+                              "null before any job finished", nullable=True),
+    })),
+    "storage": Field("object", "Storage used and available", ref=STORAGE),
+})
+
+AUDIT = Schema("Audit", {
+    "orphan_files": Field("array", "Stored files no job in the store names (uploaded and "
+                          "never queued or printed, or whose jobs were deleted)",
+                          items=Field("string")),
+    "missing_files": Field("array", "Jobs whose file is no longer stored",
+                           items=Field("object", ref=Schema("MissingFile", {
+                               "job_id": Field("string", "The job"),
+                               "file": Field("string", "The path it names"),
+                               "state": Field("string", "The job's state"),
+                           }))),
+    "files": Field("integer", "Stored files looked at"),
+    "jobs": Field("integer", "Jobs looked at"),
+})
+
+PRUNE_REQUEST = Schema("PruneRequest", {
+    "older_than_days": Field("integer", "Finished jobs created more than this many days ago "
+                             "are removed", minimum=1, maximum=36500),
+    "archive": Field("boolean", "Write them to <state_dir>/archive/ first (default true)",
+                     required=False),
+})
+
+PRUNE_RESULT = Schema("PruneResult", {
+    "pruned": Field("integer", "Jobs removed from the store"),
+    "archive": Field("string", "The archive file, relative to the state directory; null "
+                     "when nothing was archived", nullable=True),
+})
+
 JOB_SUBMIT = Schema("JobSubmit", {
     "file": file_path_field("Path of a stored G-code file"),
 })
@@ -708,6 +747,8 @@ ALL_SCHEMAS = [ERROR, EMPTY, RESULT_OK, LOGIN_REQUEST, LOGIN_RESPONSE, AUTH_CHEC
                FOLDER_INFO, STORAGE, THUMBNAIL_INFO, GCODE_METADATA, FILE_DETAILS,
                MOVE_REQUEST, FOLDER_REQUEST, DOWNLOAD_TOKEN, WS_TICKET, HEATER_HISTORY,
                TEMPERATURE_HISTORY,
-               JOB_RECORD, JOB_LIST, JOB_EVENT, JOB_DETAILS, JOB_SUBMIT, HEALTH, COMPONENT, HEALTHZ, FIRMWARE_RESTARTED,
+               JOB_RECORD, JOB_LIST, JOB_EVENT, JOB_DETAILS, JOB_SUBMIT, STATS,
+               STATS.fields["jobs"].ref, AUDIT, AUDIT.fields["missing_files"].items.ref,
+               PRUNE_REQUEST, PRUNE_RESULT, HEALTH, COMPONENT, HEALTHZ, FIRMWARE_RESTARTED,
                PID_TUNE_RESULT, PID_TUNE, PID_TUNE_REQUEST, PID_TUNE_SAVED, TARGET_REQUEST,
                TARGET_SET, DEVICES, CONTROL_LOOP]

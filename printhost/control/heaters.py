@@ -40,6 +40,16 @@ EXTRUDER_CHECK_GAIN_TIME_S = 20.0
 BED_CHECK_GAIN_TIME_S = 60.0
 
 
+
+def _past(temp_c: float, limit_c: float) -> str:
+    """A reading beyond a limit, with as many decimals as it takes not to print the
+    limit itself ("26.04 C is above max_temp 26.0 C", not "26.0 C is above 26.0 C")."""
+    for digits in (1, 2, 3):
+        text = f"{temp_c:.{digits}f}"
+        if float(text) != limit_c:
+            return text
+    return repr(temp_c)
+
 class HeaterHardware(Protocol):
     """What a heater needs from the machine: one thermistor and one PWM output."""
 
@@ -260,10 +270,11 @@ class Heater:
         if not math.isfinite(temp_c):
             self._trip(f"temperature sensor returned {temp_c}")
         if temp_c > s.max_temp:
-            self._trip(f"temperature {temp_c:.1f} C is above max_temp {s.max_temp:.1f} C")
+            self._trip(f"temperature {_past(temp_c, s.max_temp)} C is above max_temp "
+                       f"{s.max_temp:.1f} C")
         if temp_c < s.min_temp:
-            self._trip(f"temperature {temp_c:.1f} C is below min_temp {s.min_temp:.1f} C "
-                       f"(thermistor disconnected or shorted?)")
+            self._trip(f"temperature {_past(temp_c, s.min_temp)} C is below min_temp "
+                       f"{s.min_temp:.1f} C (thermistor disconnected or shorted?)")
         reason = self._check.check(now_s, temp_c, self._target_c)
         if reason is not None:
             self._trip(reason)

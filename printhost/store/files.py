@@ -233,6 +233,14 @@ class GCodeFiles:
         """Bytes held by stored files (the sidecars' few KiB each not counted)."""
         return sum(f["size"] for f in self.list())
 
+    def storage(self, quota_bytes: int, reserve_bytes: int,
+                used_bytes: int | None = None) -> dict[str, Any]:
+        """Usage against the quota (0: none) and the file system's free space."""
+        st = os.statvfs(self.root)
+        return {"used_bytes": self.usage_bytes() if used_bytes is None else used_bytes,
+                "quota_bytes": quota_bytes or None, "free_bytes": st.f_bavail * st.f_frsize,
+                "reserve_bytes": reserve_bytes}
+
     # ------------------------------------------------------------------ storing
     def open_temp(self) -> tuple[IO[bytes], str]:
         """A temp file in the root, so the final rename is atomic (one file system)."""

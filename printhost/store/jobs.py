@@ -14,12 +14,15 @@ control process never touches the store.
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from tinydb import Query
 
+from printhost.store.atomic import replace_file
 from printhost.store.db import Store
 
 QUEUED = "queued"
@@ -187,6 +190,22 @@ class JobHistory:
         return {"jobs": out[start:start + limit], "total": total, "page": page,
                 "pages": pages, "limit": limit}
 
+    def stats(self) -> dict[str, Any]:
+        """Jobs by state, print time and filament over all jobs, and the share of
+        finished jobs that completed (None before any finished)."""
+        by_state = {state: 0 for state in sorted(ALL_STATES)}
+        print_s = filament = 0.0
+        for rec in self.store.table_snapshot("jobs"):
+            state = rec.get("state")
+            by_state[state] = by_state.get(state, 0) + 1
+            print_s += float(rec.get("print_duration") or 0.0)
+            filament += float(rec.get("filament_used_mm") or 0.0)
+        finished = sum(by_state[s] for s in FINAL_STATES)
+        return {"total": sum(by_state.values()), "by_state": by_state,
+                "print_time_s": round(print_s, 1), "filament_used_mm": round(filament, 1),
+                "success_rate": (round(by_state["completed"] / finished, 4)
+                                 if finished else None)}
+
     def active_with_hash(self, sha256: str) -> list[dict[str, Any]]:
         """The jobs of this file content that are queued or, as last recorded, in
         progress (a record may lag the printer by the copier's second)."""
@@ -205,6 +224,34 @@ class JobHistory:
         return None
 
     # ------------------------------------------------------------------ changes
+    def prune(self, before: str, archive_dir: Path | None) -> tuple[int, Path | None]:
+        """Remove finished jobs created before `before` (ISO 8601 UTC). With
+        `archive_dir`, they are first written there, one JSON document per line, to a
+        new file (written and fsynced before the store changes: a crash between the two
+        leaves them in both places, never in neither). The count and the archive."""
+        with self.store.transaction() as db:
+            table = db.table("jobs")
+            q = Query()
+            old = table.search(q.state.one_of(list(FINAL_STATES))
+                               & q.created_at.test(lambda v: isinstance(v, str) and v < before))
+            if not old:
+                return 0, None
+            archive = None
+            if archive_dir is not None:
+                archive_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+                stamp = _now().replace(":", "").replace("-", "")
+                archive = archive_dir / f"jobs-{stamp}-{len(old)}.jsonl"
+                n = 1
+                while archive.exists():
+                    n += 1
+                    archive = archive_dir / f"jobs-{stamp}-{len(old)}-{n}.jsonl"
+                data = "".join(json.dumps(dict(rec), separators=(",", ":")) + "\n"
+                               for rec in old).encode()
+                replace_file(archive, data, 0o640)
+            ids = {rec["id"] for rec in old}
+            table.remove(q.id.one_of(list(ids)))
+            return len(old), archive
+
     def delete(self, job_id: str) -> None:
         """Remove a job that is queued or finished (JobStateConflict otherwise)."""
         with self.store.transaction() as db:

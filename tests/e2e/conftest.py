@@ -6,6 +6,7 @@ run side by side. Users are created with the real `printhost user add` command.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -264,16 +265,37 @@ class Api:
         self.http.close()
 
 
+# Compiles every kernel family into `NUMBA_CACHE_DIR` and checks them, as a service's
+# first start does (printhost.control.kernels.loader).
+_WARM_UP = ("import sys; from pathlib import Path; "
+            "from printhost.control.kernels.loader import load_kernels; "
+            "result = load_kernels(Path(sys.argv[1])); "
+            "sys.exit(0 if result.ok else f'kernels not usable: {result.reason}')")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_kernel_cache(tmp_path_factory):
-    """One numba cache for every service of the session: each control process would
-    otherwise compile the step kernels into its own state directory from scratch."""
-    cache = os.environ.get("NUMBA_CACHE_DIR") or str(tmp_path_factory.mktemp("numba-cache"))
+    """One numba cache for every service of the session, compiled once before the first
+    starts: each control process would otherwise compile the step kernels into its own
+    state directory, and each pytest-xdist worker into its own cache. The workers share
+    the session's temporary root; a lock lets the first compile and the others wait."""
     old = os.environ.get("NUMBA_CACHE_DIR")
-    os.environ["NUMBA_CACHE_DIR"] = cache
-    yield cache
-    if old is None:
-        os.environ.pop("NUMBA_CACHE_DIR", None)
+    if old:
+        yield old
+        return
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    cache = shared / "numba-cache"
+    with open(shared / "numba-cache.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "numba-cache.ready").exists():
+            subprocess.run([sys.executable, "-c", _WARM_UP, str(shared / "warm-up-state")],
+                           env=dict(os.environ, NUMBA_CACHE_DIR=str(cache)), check=True,
+                           cwd=REPO, timeout=600)
+            (shared / "numba-cache.ready").touch()
+    os.environ["NUMBA_CACHE_DIR"] = str(cache)
+    yield str(cache)
+    os.environ.pop("NUMBA_CACHE_DIR", None)
 
 
 @pytest.fixture

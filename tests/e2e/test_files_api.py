@@ -345,3 +345,39 @@ def test_metadata_of_a_file_placed_by_hand_is_made_on_first_request(service, api
     assert doc["sha256"] == hashlib.sha256(CUBE_BYTES).hexdigest()
     assert doc["metadata"]["slicer"] == "PrusaSlicer"
     assert delete(api, "by-hand.gcode").status_code == 200
+
+
+def test_get_answers_carry_an_etag_and_unchanged_ones_are_304(api):
+    r = api.get("/api/v1/files")
+    tag = r.headers["etag"]
+    assert r.status_code == 200 and tag.startswith('"')
+    r = api.get("/api/v1/files", headers={"If-None-Match": tag})
+    assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == tag
+    assert api.get("/api/v1/files", headers={"If-None-Match": f'W/{tag}, "x"'}).status_code == 304
+    assert send(api, "etag.gcode", QUICK).status_code == 201
+    r = api.get("/api/v1/files", headers={"If-None-Match": tag})
+    assert r.status_code == 200 and r.headers["etag"] != tag
+    # Files have Starlette's validator, honoured the same way.
+    r = api.get("/api/v1/files/etag.gcode/content")
+    assert api.get("/api/v1/files/etag.gcode/content",
+                   headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+    # Errors are never 304.
+    assert api.get("/api/v1/files/none.gcode", headers={"If-None-Match": "*"}).status_code == 404
+    assert delete(api, "etag.gcode").status_code == 200
+
+
+def test_stats_count_jobs_and_storage(api):
+    r = api.get("/api/v1/stats")
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["storage"] == {**doc["storage"], "quota_bytes": QUOTA_MB * 1024 * 1024}
+    assert doc["storage"]["used_bytes"] == listing(api)["storage"]["used_bytes"]
+    jobs = doc["jobs"]
+    assert jobs["total"] == sum(jobs["by_state"].values())
+    assert set(jobs["by_state"]) >= {"queued", "completed", "cancelled"}
+    finished = sum(jobs["by_state"][s] for s in ("completed", "cancelled", "error",
+                                                 "interrupted"))
+    if finished:
+        assert jobs["success_rate"] == round(jobs["by_state"]["completed"] / finished, 4)
+    else:
+        assert jobs["success_rate"] is None

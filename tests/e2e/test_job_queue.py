@@ -237,3 +237,43 @@ def test_auto_start_runs_the_queue_in_order(service_factory, api_for, tmp_path):
                  timeout_s=60, what="the second job started by itself and completed")
     events = [(e["event"], e["user"]) for e in job(api, b["id"])["events"]]
     assert events[:2] == [("created", "operator"), ("started", "auto-start")]
+
+
+def test_audit_and_prune(service, api, tmp_path):
+    from printhost.store.db import Store
+    clear_queue(api)
+    wait_idle(api)
+    upload(api, tmp_path, "orphan.gcode", quick("orphan"))
+    upload(api, tmp_path, "gone.gcode", quick("gone"))
+    queued = submit(api, "gone.gcode").json()
+    assert api.http.delete("/api/v1/files/gone.gcode",
+                           headers=api.auth("operator")).status_code == 200
+    r = api.get("/api/v1/admin/audit", role="admin")
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert "orphan.gcode" in doc["orphan_files"]
+    assert {"job_id": queued["id"], "file": "gone.gcode", "state": "queued"} in doc["missing_files"]
+    assert api.get("/api/v1/admin/audit", role="operator").status_code == 403
+    # A finished job from long ago: pruned and archived; the queued one stays.
+    upload(api, tmp_path, "old.gcode", quick("old"))
+    old = api.post("/api/v1/print", json={"file": "old.gcode"}).json()["job_id"]
+    api.wait_for(lambda s: s["job"]["id"] == old and s["job"]["state"] == "completed",
+                 what="the old job completed")
+    events_once(api, old, "completed")
+    store = Store(service.state_dir)
+    with store.transaction() as db:
+        table = db.table("jobs")
+        for rec in table.all():
+            if rec["id"] == old:
+                table.update({"created_at": "2020-01-01T00:00:00Z"}, doc_ids=[rec.doc_id])
+    r = api.post("/api/v1/admin/prune", role="admin", json={"older_than_days": 30})
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["pruned"] == 1 and result["archive"].startswith("archive/jobs-")
+    archived = (service.state_dir / result["archive"]).read_text()
+    assert f'"id":"{old}"' in archived
+    assert api.get(f"/api/v1/jobs/{old}").status_code == 404
+    assert job(api, queued["id"])["state"] == "queued"
+    r = api.post("/api/v1/admin/prune", role="admin", json={"older_than_days": 0})
+    assert r.status_code == 400 and "older_than_days" in r.json()["fields"]
+    assert delete(api, queued["id"]).status_code == 200

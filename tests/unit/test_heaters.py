@@ -636,3 +636,12 @@ def test_numbered_readings_are_controlled_once_each_and_a_new_target_at_once():
     heater.update(t + 0.62)
     heater.update(t + 0.64)
     assert hw.duties[writes:] == [0.0, 0.0]
+
+
+def test_a_reading_just_past_a_limit_is_written_so_that_it_is():
+    from printhost.control.heaters import _past
+    # "26.0 C is above max_temp 26.0 C" would say nothing: enough decimals to differ.
+    assert _past(26.04, 26.0) == "26.04"
+    assert _past(26.0004, 26.0) == "26.0004"
+    assert _past(251.3, 250.0) == "251.3"
+    assert _past(-14.96, -15.0) == "-14.96"

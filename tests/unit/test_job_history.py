@@ -271,3 +271,49 @@ def test_query_filters_and_pages(tmp_path, ticking_clock):
     assert [r["id"] for r in window["jobs"]] == ["j14", "j13", "j12", "j11", "j10"]
     assert jobs.query(state="printing")["total"] == 0
     assert jobs.query(state="queued")["total"] == 25
+
+
+def test_stats_over_all_jobs(tmp_path):
+    from printhost.store.db import Store
+    from printhost.store.jobs import JobHistory
+    jobs = JobHistory(Store(tmp_path))
+    assert jobs.stats()["success_rate"] is None and jobs.stats()["total"] == 0
+    jobs.create("q", "a.gcode", None, "u")
+    for job_id, state, secs, mm in (("c1", "completed", 100.0, 50.0),
+                                    ("c2", "completed", 50.5, 20.0),
+                                    ("x", "cancelled", 10.0, 1.0)):
+        jobs.record_start(job_id, "b.gcode", "u")
+        jobs.update(snapshot(job_id, state=state, print_duration=secs, filament_used_mm=mm))
+    st = jobs.stats()
+    assert st["total"] == 4 and st["by_state"]["queued"] == 1
+    assert st["by_state"]["completed"] == 2 and st["by_state"]["cancelled"] == 1
+    assert st["print_time_s"] == 160.5 and st["filament_used_mm"] == 71.0
+    assert st["success_rate"] == round(2 / 3, 4)
+
+
+def test_prune_archives_old_finished_jobs_and_keeps_the_rest(tmp_path):
+    import json
+    from printhost.store.db import Store
+    from printhost.store.jobs import JobHistory
+    store = Store(tmp_path)
+    jobs = JobHistory(store)
+    jobs.create("queued-old", "a.gcode", None, "u")
+    for job_id, state in (("done-old", "completed"), ("done-new", "completed"),
+                          ("running-old", "printing")):
+        jobs.record_start(job_id, "b.gcode", "u")
+        jobs.update(snapshot(job_id, state=state))
+    with store.transaction() as db:
+        table = db.table("jobs")
+        for rec in table.all():
+            if rec["id"].endswith("-old"):
+                table.update({"created_at": "2020-01-01T00:00:00Z"}, doc_ids=[rec.doc_id])
+    count, archive = jobs.prune("2021-01-01T00:00:00Z", tmp_path / "archive")
+    assert count == 1 and archive is not None and archive.parent == tmp_path / "archive"
+    lines = archive.read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["done-old"]
+    assert json.loads(lines[0])["events"][0]["event"] == "created"
+    assert sorted(r["id"] for r in jobs.list()) == ["done-new", "queued-old", "running-old"]
+    # Nothing left to prune: no archive file either.
+    assert jobs.prune("2021-01-01T00:00:00Z", tmp_path / "archive") == (0, None)
+    assert jobs.prune("2999-01-01T00:00:00Z", None)[0] == 1   # done-new, not archived
+    assert len(list((tmp_path / "archive").iterdir())) == 1

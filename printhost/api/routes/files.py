@@ -98,16 +98,23 @@ async def _existing_file(request: Request, path: str):
     return full
 
 
-def _storage(files: GCodeFiles, settings, used: int) -> dict:
-    quota = settings.server.storage_quota_mb * 1024 * 1024
-    return {"used_bytes": used, "quota_bytes": quota or None,
-            "free_bytes": free_bytes(str(files.root)),
-            "reserve_bytes": settings.server.health_min_free_mb * 1024 * 1024}
+def storage_of(files: GCodeFiles, settings, used: int | None = None) -> dict:
+    """Storage used and available, as GET /files and GET /stats report it."""
+    return files.storage(settings.server.storage_quota_mb * 1024 * 1024,
+                         settings.server.health_min_free_mb * 1024 * 1024, used)
 
 
 def _exists_error(name: str) -> ApiError:
     return ApiError(409, f"A file named {name!r} exists already; upload with "
                          "?overwrite=true to replace it")
+
+
+async def _file_response(full, media_type: str, attachment: bool = False) -> FileResponse:
+    """A file, with its validators (ETag, Last-Modified) set now, so that a conditional
+    request can be answered 304 before anything is read."""
+    st = await run_in_threadpool(os.stat, full)
+    return FileResponse(full, media_type=media_type, stat_result=st,
+                        filename=full.name if attachment else None)
 
 
 def _with_urls(doc: dict) -> dict:
@@ -204,8 +211,8 @@ async def list_files(request: Request, _: Principal | None) -> dict:
             raise ApiError(404, "Folder not found") from None
         used = listed if not folder else files.list()
         return {"files": listed, "folders": folders,
-                "storage": _storage(files, request.app.state.settings,
-                                    sum(f["size"] for f in used))}
+                "storage": storage_of(files, request.app.state.settings,
+                                      sum(f["size"] for f in used))}
     return await run_in_threadpool(listing)
 
 
@@ -215,7 +222,7 @@ async def list_files(request: Request, _: Principal | None) -> dict:
 async def download(request: Request, _: Principal | None) -> FileResponse:
     """The file's content as stored (HTTP range requests are honoured)."""
     full = await _existing_file(request, request.path_params["path"])
-    return FileResponse(full, media_type="text/x-gcode", filename=full.name)
+    return await _file_response(full, "text/x-gcode", attachment=True)
 
 
 @endpoints.route("GET", "/api/v1/files/{path}/thumbnails/{size}",
@@ -237,7 +244,7 @@ async def thumbnail(request: Request, _: Principal | None) -> FileResponse:
                                       int(size[1]), int(size[2]))
     except FileNotFoundError:
         raise ApiError(404, "The file has no thumbnail of that size") from None
-    return FileResponse(png, media_type="image/png")
+    return await _file_response(png, "image/png")
 
 
 @endpoints.route("POST", "/api/v1/files/{path}/download-token",
@@ -277,7 +284,7 @@ async def download_by_token(request: Request, _: Principal | None) -> FileRespon
         raise gone from None
     if (st.st_size, st.st_mtime_ns) != (grant.size, grant.mtime_ns):
         raise gone
-    return FileResponse(full, media_type="text/x-gcode", filename=full.name)
+    return FileResponse(full, media_type="text/x-gcode", filename=full.name, stat_result=st)
 
 
 @endpoints.route("GET", "/api/v1/files/{path}", summary="A file's details and metadata",
