@@ -295,12 +295,17 @@ class RunoutSwitch:
                     return
                 self._handled = self._edges
                 present = self._read_present()
-                changed, self._present = present != self._present, present
+                changed = present != self._present
+            # The callback runs before the new state is published: whoever sees
+            # `filament_present` change finds the event already delivered.
             if changed and not present:
                 log.warning("filament runout (%s)", self.settings.pin)
                 _call(self._on_runout, "runout")
             elif changed and self._on_insert is not None:
                 _call(self._on_insert, "filament insert")
+            if changed:
+                with self._cond:
+                    self._present = present
 
     def close(self) -> None:
         with self._cond:
