@@ -532,103 +532,6 @@ FILE_INFO = Schema("FileInfo", {
     "modified": Field("string", "UTC ISO 8601 modification time"),
 })
 
-FOLDER_INFO = Schema("FolderInfo", {
-    "path": Field("string", "Path of the folder below the files' root"),
-    "modified": Field("string", "UTC ISO 8601 modification time"),
-})
-
-STORAGE = Schema("Storage", {
-    "used_bytes": Field("integer", "Bytes held by stored files"),
-    "quota_bytes": Field("integer", "The storage quota (`server.storage_quota_mb`); null "
-                         "without one", nullable=True),
-    "free_bytes": Field("integer", "Free space on the state directory's file system"),
-    "reserve_bytes": Field("integer", "Free space an upload must leave "
-                           "(`server.health_min_free_mb`)"),
-})
-
-FILE_LIST = Schema("FileList", {
-    "files": Field("array", "Uploaded files in the folder asked for, all folders deep, "
-                   "sorted by path", items=FILE_INFO),
-    "folders": Field("array", "Folders in it, all deep", items=FOLDER_INFO),
-    "storage": Field("object", "Storage used and available", ref=STORAGE),
-})
-
-THUMBNAIL_INFO = Schema("ThumbnailInfo", {
-    "width": Field("integer", "Pixels"),
-    "height": Field("integer", "Pixels"),
-    "size": Field("integer", "Bytes of PNG"),
-    "url": Field("string", "Where the PNG is served (same authentication as this document)"),
-})
-
-_NUM = "number"
-GCODE_METADATA = Schema("GCodeMetadata", {
-    "slicer": Field("string", "PrusaSlicer, SuperSlicer, OrcaSlicer, Cura or Simplify3D",
-                    nullable=True),
-    "slicer_version": Field("string", "As the slicer wrote it", nullable=True),
-    "estimated_time_s": Field(_NUM, "The slicer's print time estimate, seconds",
-                              nullable=True),
-    "filament_length_mm": Field(_NUM, "Filament the print needs, all extruders",
-                                nullable=True),
-    "filament_weight_g": Field(_NUM, "Its weight, when the profile knew the density",
-                               nullable=True),
-    "filament_type": Field("string", "PLA, PETG, ...", nullable=True),
-    "layer_height_mm": Field(_NUM, "Layer height", nullable=True),
-    "first_layer_height_mm": Field(_NUM, "First layer's height", nullable=True),
-    "object_height_mm": Field(_NUM, "Height of the highest layer", nullable=True),
-    "layer_count": Field("integer", "Layers, when the slicer says", nullable=True),
-    "first_layer_extruder_temp_c": Field(_NUM, "Nozzle temperature of the first layer",
-                                         nullable=True),
-    "first_layer_bed_temp_c": Field(_NUM, "Bed temperature of the first layer",
-                                    nullable=True),
-    "nozzle_diameter_mm": Field(_NUM, "Nozzle the file was sliced for", nullable=True),
-    "has_m73": Field("boolean", "The file reports its progress with M73 lines, which the "
-                     "job's remaining-time estimate then follows"),
-    "thumbnails": Field("array", "Embedded PNG previews", items=THUMBNAIL_INFO),
-}, "What the slicer wrote in the file's comments; null where it wrote nothing")
-
-FILE_DETAILS = Schema("FileDetails", {
-    **FILE_INFO.fields,
-    "sha256": Field("string", "SHA-256 of the file's content, hex"),
-    "metadata": Field("object", "What the slicer wrote", ref=GCODE_METADATA),
-})
-
-MOVE_REQUEST = Schema("MoveRequest", {
-    "source": Field("string", "Path of the file or folder to move or rename",
-                    min_length=1, max_length=MAX_PATH_BYTES),
-    "dest": Field("string", "Its new path; must not exist (a file keeps a G-code suffix)",
-                  min_length=1, max_length=MAX_PATH_BYTES),
-})
-
-FOLDER_REQUEST = Schema("FolderRequest", {
-    "path": folder_path_field("The folder to create, with any missing parents"),
-})
-
-WS_TICKET = Schema("WebSocketTicket", {
-    "ticket": Field("string", "Connect to /api/v1/ws?ticket=<ticket> once, within 30 s"),
-    "expires_at": Field("string", "UTC ISO 8601 time the ticket expires"),
-})
-
-HEATER_HISTORY = Schema("HeaterHistory", {
-    "temperature": Field("array", "°C, oldest first; null where unknown",
-                         items=Field("number", nullable=True)),
-    "target": Field("array", "°C", items=Field("number", nullable=True)),
-    "power": Field("array", "0..1", items=Field("number", nullable=True)),
-})
-
-TEMPERATURE_HISTORY = Schema("TemperatureHistory", {
-    "period_s": Field("number", "Seconds between samples (1)"),
-    "times": Field("array", "Unix time of each sample, oldest first (at most 1200: 20 min)",
-                   items=Field("number")),
-    "heaters": Field("object", "Per heater, one value per sample in `times`",
-                     values=Field("object", ref=HEATER_HISTORY)),
-})
-
-DOWNLOAD_TOKEN = Schema("DownloadToken", {
-    "token": Field("string", "One-time token"),
-    "url": Field("string", "GET it once, without authentication, before it expires"),
-    "expires_at": Field("string", "UTC ISO 8601 time the token expires"),
-})
-
 JOB_RECORD = Schema("JobRecord", {
     "id": Field("string", "Job id"),
     "file": Field("string", "G-code file name"),
@@ -646,75 +549,6 @@ JOB_RECORD = Schema("JobRecord", {
     "line": Field("integer", "Last G-code line read", required=False),
     "error": Field("string", "Why the job stopped", required=False, nullable=True),
 }, "A job in the history; progress is recorded in steps of 5 %", additional=True)
-
-JOB_EVENT = Schema("JobEvent", {
-    "at": Field("string", "UTC ISO 8601 time"),
-    "event": Field("string", "created, started, requeued, start refused, pause/resume/cancel "
-                   "requested, or a state the printer reported (printing, paused, completed, "
-                   "cancelled, error, interrupted, ...)"),
-    "user": Field("string", "Who: a user, `api-key:<name>`, `auto-start`, or `printer` for "
-                  "what the printer reported", nullable=True),
-    "detail": Field("string", "More, when there is more to say (an error's reason)",
-                    nullable=True),
-})
-
-JOB_DETAILS = Schema("JobDetails", {
-    **JOB_RECORD.fields,
-    "events": Field("array", "What happened to the job, oldest first (at most 200)",
-                    items=JOB_EVENT),
-}, "A job with its events", additional=True)
-
-JOB_LIST = Schema("JobList", {
-    "jobs": Field("array", "One page of jobs, newest first, without their events",
-                  items=JOB_RECORD),
-    "total": Field("integer", "Jobs that match the filters"),
-    "page": Field("integer", "This page, from 1"),
-    "pages": Field("integer", "Pages in all (at least 1)"),
-    "limit": Field("integer", "Jobs per page"),
-})
-
-STATS = Schema("Stats", {
-    "jobs": Field("object", "Jobs in the store", ref=Schema("JobStats", {
-        "total": Field("integer", "Every job, queued and finished included"),
-        "by_state": Field("object", "Jobs in each state", values=Field("integer")),
-        "print_time_s": Field("number", "Seconds printed, pauses excluded, over all jobs"),
-        "filament_used_mm": Field("number", "Filament fed over all jobs"),
-        "success_rate": Field("number", "Completed jobs as a share of finished ones (0..1); "
-                              "null before any job finished", nullable=True),
-    })),
-    "storage": Field("object", "Storage used and available", ref=STORAGE),
-})
-
-AUDIT = Schema("Audit", {
-    "orphan_files": Field("array", "Stored files no job in the store names (uploaded and "
-                          "never queued or printed, or whose jobs were deleted)",
-                          items=Field("string")),
-    "missing_files": Field("array", "Jobs whose file is no longer stored",
-                           items=Field("object", ref=Schema("MissingFile", {
-                               "job_id": Field("string", "The job"),
-                               "file": Field("string", "The path it names"),
-                               "state": Field("string", "The job's state"),
-                           }))),
-    "files": Field("integer", "Stored files looked at"),
-    "jobs": Field("integer", "Jobs looked at"),
-})
-
-PRUNE_REQUEST = Schema("PruneRequest", {
-    "older_than_days": Field("integer", "Finished jobs created more than this many days ago "
-                             "are removed", minimum=1, maximum=36500),
-    "archive": Field("boolean", "Write them to <state_dir>/archive/ first (default true)",
-                     required=False),
-})
-
-PRUNE_RESULT = Schema("PruneResult", {
-    "pruned": Field("integer", "Jobs removed from the store"),
-    "archive": Field("string", "The archive file, relative to the state directory; null "
-                     "when nothing was archived", nullable=True),
-})
-
-JOB_SUBMIT = Schema("JobSubmit", {
-    "file": file_path_field("Path of a stored G-code file"),
-})
 
 HEALTH_LEVELS = ("ok", "degraded", "down")
 
@@ -743,12 +577,7 @@ HEALTHZ = Schema("Liveness", {
 }, "Liveness: the API process runs")
 
 ALL_SCHEMAS = [ERROR, EMPTY, RESULT_OK, LOGIN_REQUEST, LOGIN_RESPONSE, AUTH_CHECK, JOB, PRINTER,
-               STATUS, PRINT_REQUEST, PRINT_RESPONSE, FILE_INFO, FILE_LIST, FILE_UPLOAD,
-               FOLDER_INFO, STORAGE, THUMBNAIL_INFO, GCODE_METADATA, FILE_DETAILS,
-               MOVE_REQUEST, FOLDER_REQUEST, DOWNLOAD_TOKEN, WS_TICKET, HEATER_HISTORY,
-               TEMPERATURE_HISTORY,
-               JOB_RECORD, JOB_LIST, JOB_EVENT, JOB_DETAILS, JOB_SUBMIT, STATS,
-               STATS.fields["jobs"].ref, AUDIT, AUDIT.fields["missing_files"].items.ref,
-               PRUNE_REQUEST, PRUNE_RESULT, HEALTH, COMPONENT, HEALTHZ, FIRMWARE_RESTARTED,
+               STATUS, PRINT_REQUEST, PRINT_RESPONSE, FILE_INFO, FILE_UPLOAD,
+               JOB_RECORD, HEALTH, COMPONENT, HEALTHZ, FIRMWARE_RESTARTED,
                PID_TUNE_RESULT, PID_TUNE, PID_TUNE_REQUEST, PID_TUNE_SAVED, TARGET_REQUEST,
                TARGET_SET, DEVICES, CONTROL_LOOP]

@@ -9,7 +9,8 @@ from starlette.requests import Request
 
 from printhost.api.auth.guard import Principal
 from printhost.api.endpoint import EndpointSet
-from printhost.api.schemas import AUDIT, PRUNE_REQUEST, PRUNE_RESULT, read_json
+from printhost.api.schemas import read_json
+from printhost.api.schemas_jobs import AUDIT, PRUNE_REQUEST, PRUNE_RESULT
 
 endpoints = EndpointSet()
 

@@ -22,10 +22,10 @@ from starlette.responses import FileResponse, JSONResponse
 from printhost.api.auth.guard import Principal
 from printhost.api.endpoint import MULTIPART, EndpointSet
 from printhost.api.errors import ApiError
-from printhost.api.schemas import (DOWNLOAD_TOKEN, FILE_DETAILS, FILE_INFO, FILE_LIST,
-                                   FOLDER_INFO, FOLDER_REQUEST, MOVE_REQUEST, OVERWRITE_PARAM,
-                                   RESULT_OK, Field, file_path_field, folder_path_field,
-                                   read_json)
+from printhost.api.schemas import (FILE_INFO, OVERWRITE_PARAM, RESULT_OK, Field,
+                                   file_path_field, folder_path_field, read_json)
+from printhost.api.schemas_files import (DOWNLOAD_TOKEN, FILE_DETAILS, FILE_LIST, FOLDER_INFO,
+                                         FOLDER_REQUEST, MOVE_REQUEST)
 from printhost.api.upload_stream import (UploadReceiver, free_bytes, insufficient_storage,
                                          over_quota)
 from printhost.store.files import FileExists, FileNameError, FolderNotEmpty, GCodeFiles

@@ -11,8 +11,8 @@ from printhost.api.auth.guard import Principal
 from printhost.api.endpoint import EndpointSet
 from printhost.api.errors import ApiError
 from printhost.api.jobqueue import JobQueue
-from printhost.api.schemas import (EMPTY, JOB_DETAILS, JOB_LIST, JOB_RECORD, JOB_SUBMIT,
-                                   RESULT_OK, Field, read_json)
+from printhost.api.schemas import EMPTY, JOB_RECORD, RESULT_OK, Field, read_json
+from printhost.api.schemas_jobs import JOB_DETAILS, JOB_LIST, JOB_SUBMIT
 from printhost.store.jobs import ALL_STATES
 
 endpoints = EndpointSet()

@@ -42,7 +42,7 @@ from printhost.api.auth.guard import API_KEY_HEADER, Principal, authenticate
 from printhost.api.endpoint import EndpointSet
 from printhost.api.errors import ApiError
 from printhost.api.live import CLOSE_TOO_SLOW, Client
-from printhost.api.schemas import TEMPERATURE_HISTORY, WS_TICKET
+from printhost.api.schemas_jobs import TEMPERATURE_HISTORY, WS_TICKET
 from printhost.store.users import role_grants
 
 log = logging.getLogger("printhost.api.ws")

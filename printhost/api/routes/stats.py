@@ -8,7 +8,7 @@ from starlette.requests import Request
 from printhost.api.auth.guard import Principal
 from printhost.api.endpoint import EndpointSet
 from printhost.api.routes.files import storage_of
-from printhost.api.schemas import STATS
+from printhost.api.schemas_jobs import STATS
 
 endpoints = EndpointSet()
 
