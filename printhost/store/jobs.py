@@ -96,25 +96,26 @@ class JobHistory:
 
     def mark_started(self, job_id: str, user: str) -> None:
         """A queued job was handed to the printer."""
+        if not self._with_event(job_id, _event("started", user), {"state": "printing"}):
+            raise JobNotFound(job_id)
+
+    def add_event(self, job_id: str, event: str, user: str | None,
+                  detail: str | None = None) -> None:
+        """Note something that happened to a job (nothing if the job is gone)."""
+        self._with_event(job_id, _event(event, user, detail))
+
+    def _with_event(self, job_id: str, event: dict[str, Any],
+                    fields: dict[str, Any] | None = None) -> bool:
+        """Add `event` (and set `fields`) in one transaction; False if no such job."""
         with self.store.transaction() as db:
             table = db.table("jobs")
             q = Query()
             record = table.get(q.id == job_id)
             if record is None:
-                raise JobNotFound(job_id)
-            table.update({"state": "printing",
-                          "events": _add_event(record, _event("started", user))},
+                return False
+            table.update({**(fields or {}), "events": _add_event(record, event)},
                          q.id == job_id)
-
-    def add_event(self, job_id: str, event: str, user: str | None,
-                  detail: str | None = None) -> None:
-        with self.store.transaction() as db:
-            table = db.table("jobs")
-            q = Query()
-            record = table.get(q.id == job_id)
-            if record is not None:
-                table.update({"events": _add_event(record, _event(event, user, detail))},
-                             q.id == job_id)
+            return True
 
     # ------------------------------------------------------------------ from the printer
     def update(self, job: dict[str, Any]) -> str | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 import signal
 import socket
 import subprocess
@@ -296,6 +298,24 @@ def shared_kernel_cache(tmp_path_factory):
     os.environ["NUMBA_CACHE_DIR"] = str(cache)
     yield str(cache)
     os.environ.pop("NUMBA_CACHE_DIR", None)
+
+
+# Rate limits so high they never trigger, for modules that make many requests of one
+# kind (429 itself is covered by test_api_hardening.py).
+NO_RATE_LIMIT = "rate_limit_per_min = 100000.0\nrate_limit_burst = 100000\n"
+
+
+@contextmanager
+def running(service: Service) -> Iterator[tuple[Service, Api]]:
+    """Start `service` with a client that logs in once per role; stop both at the end."""
+    service.start()
+    client = Api(service)
+    try:
+        yield service, client
+    finally:
+        client.close()
+        service.kill_all()
+        service.reclaim_status_block()
 
 
 @pytest.fixture

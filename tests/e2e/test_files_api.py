@@ -12,7 +12,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from conftest import REPO, Api, Service
+from conftest import NO_RATE_LIMIT, REPO, Api, Service, running
 from tests.unit.test_gcode_meta import png, thumbnail_block
 
 pytestmark = pytest.mark.e2e
@@ -30,21 +30,21 @@ QUICK = b"; quick\nG4 P200\n"
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    svc = Service(tmp_path_factory.mktemp("files"), time_factor=1.0,
-                  server_extra=(f"storage_quota_mb = {QUOTA_MB}\ndownload_token_ttl_s = 5.0\n"
-                                "rate_limit_per_min = 100000.0\nrate_limit_burst = 100000\n"))
-    svc.start()
-    yield svc
-    svc.kill_all()
-    svc.reclaim_status_block()
+def running_service(tmp_path_factory):
+    with running(Service(tmp_path_factory.mktemp("files"), time_factor=1.0,
+                         server_extra=(f"storage_quota_mb = {QUOTA_MB}\n"
+                                       "download_token_ttl_s = 5.0\n" + NO_RATE_LIMIT))) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")
-def api(service):
-    client = Api(service)
-    yield client
-    client.close()
+def service(running_service):
+    return running_service[0]
+
+
+@pytest.fixture(scope="module")
+def api(running_service):
+    return running_service[1]
 
 
 def send(api: Api, name: str, data: bytes, *, folder: str | None = None,

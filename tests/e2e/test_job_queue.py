@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Api, Service
+from conftest import NO_RATE_LIMIT, Api, Service, running
 
 pytestmark = pytest.mark.e2e
 
@@ -25,21 +25,20 @@ def quick(tag: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    svc = Service(tmp_path_factory.mktemp("queue"),
-                  server_extra="rate_limit_per_min = 100000.0\nrate_limit_burst = 100000\n",
-                  extra_config=f"\n[jobs]\nmax_queued_per_user = {MAX_QUEUED}\n")
-    svc.start()
-    yield svc
-    svc.kill_all()
-    svc.reclaim_status_block()
+def running_service(tmp_path_factory):
+    with running(Service(tmp_path_factory.mktemp("queue"), server_extra=NO_RATE_LIMIT,
+                         extra_config=f"\n[jobs]\nmax_queued_per_user = {MAX_QUEUED}\n")) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")
-def api(service):
-    client = Api(service)
-    yield client
-    client.close()
+def service(running_service):
+    return running_service[0]
+
+
+@pytest.fixture(scope="module")
+def api(running_service):
+    return running_service[1]
 
 
 def upload(api: Api, tmp_path: Path, name: str, text: str) -> None:

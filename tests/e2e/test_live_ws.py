@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import PASSWORDS, Api, Service
+from conftest import NO_RATE_LIMIT, PASSWORDS, Service, running
 from printhost.api.live import apply_patch
 
 pytestmark = pytest.mark.e2e
@@ -27,21 +27,21 @@ SQUARES = ("G28\nG90\n" + "G1 X10 Y10 F6000\nG1 X200 Y10\nG1 X200 Y200\nG1 X10 Y
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    svc = Service(tmp_path_factory.mktemp("live"), time_factor=1.0,
-                  server_extra=(f"ws_status_hz = {RATE_HZ}\nmax_websockets = {MAX_WS}\n"
-                                "rate_limit_per_min = 100000.0\nrate_limit_burst = 100000\n"))
-    svc.start()
-    yield svc
-    svc.kill_all()
-    svc.reclaim_status_block()
+def running_service(tmp_path_factory):
+    with running(Service(tmp_path_factory.mktemp("live"), time_factor=1.0,
+                         server_extra=(f"ws_status_hz = {RATE_HZ}\nmax_websockets = {MAX_WS}\n"
+                                       + NO_RATE_LIMIT))) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")
-def api(service):
-    client = Api(service)
-    yield client
-    client.close()
+def service(running_service):
+    return running_service[0]
+
+
+@pytest.fixture(scope="module")
+def api(running_service):
+    return running_service[1]
 
 
 def ws_url(service: Service, query: str = "") -> str:
