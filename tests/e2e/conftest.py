@@ -318,6 +318,18 @@ def running(service: Service) -> Iterator[tuple[Service, Api]]:
         service.reclaim_status_block()
 
 
+@pytest.fixture(scope="module")
+def service(running_service):
+    """The service of a module that defines `running_service` (with `running`)."""
+    return running_service[0]
+
+
+@pytest.fixture(scope="module")
+def api(running_service):
+    """Its client."""
+    return running_service[1]
+
+
 @pytest.fixture
 def service_factory(tmp_path):
     started: list[Service] = []

@@ -37,16 +37,6 @@ def running_service(tmp_path_factory):
         yield both
 
 
-@pytest.fixture(scope="module")
-def service(running_service):
-    return running_service[0]
-
-
-@pytest.fixture(scope="module")
-def api(running_service):
-    return running_service[1]
-
-
 def send(api: Api, name: str, data: bytes, *, folder: str | None = None,
          fields: dict | None = None, fields_after: bool = False, **params) -> httpx.Response:
     """A multipart upload; `fields` (folder, checksum) before or after the file part."""

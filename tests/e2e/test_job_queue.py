@@ -31,16 +31,6 @@ def running_service(tmp_path_factory):
         yield both
 
 
-@pytest.fixture(scope="module")
-def service(running_service):
-    return running_service[0]
-
-
-@pytest.fixture(scope="module")
-def api(running_service):
-    return running_service[1]
-
-
 def upload(api: Api, tmp_path: Path, name: str, text: str) -> None:
     path = tmp_path / name
     path.write_text(text)

@@ -34,16 +34,6 @@ def running_service(tmp_path_factory):
         yield both
 
 
-@pytest.fixture(scope="module")
-def service(running_service):
-    return running_service[0]
-
-
-@pytest.fixture(scope="module")
-def api(running_service):
-    return running_service[1]
-
-
 def ws_url(service: Service, query: str = "") -> str:
     return f"ws://127.0.0.1:{service.port}/api/v1/ws" + (f"?{query}" if query else "")
 
