@@ -28,7 +28,7 @@ from printhost.api.errors import ApiError
 from printhost.ipc.channel import Command, ErrorKind
 from printhost.ipc.link import PrinterUnavailable
 from printhost.store.files import FileNameError, GCodeFiles
-from printhost.store.jobs import (FINAL_STATES, QUEUED, JobHistory, JobNotFound,
+from printhost.store.jobs import (FINAL_STATES, IN_PROGRESS, QUEUED, JobHistory, JobNotFound,
                                   JobStateConflict)
 
 log = logging.getLogger("printhost.api.jobqueue")
@@ -40,7 +40,6 @@ STATUS_FOR_KIND = {
     ErrorKind.NOT_READY: 503,
     ErrorKind.INTERNAL: 500,
 }
-IN_PROGRESS = frozenset({"printing", "pausing", "paused", "cancelling"})
 #: Who starts a job the service started by itself.
 AUTO = "auto-start"
 #: Retry-After for a user at the queue limit: a job takes minutes at least.

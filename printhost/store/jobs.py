@@ -29,7 +29,9 @@ QUEUED = "queued"
 FINAL_STATES = frozenset({"completed", "cancelled", "error", "interrupted"})
 # A job in one of these holds the printer or waits for it: a second job of the same
 # file is a duplicate.
-ACTIVE_STATES = frozenset({QUEUED, "printing", "pausing", "paused", "cancelling"})
+# The printer is working on a job in one of these.
+IN_PROGRESS = frozenset({"printing", "pausing", "paused", "cancelling"})
+ACTIVE_STATES = frozenset({QUEUED}) | IN_PROGRESS
 # A job may be deleted from the history only when it is not printing.
 DELETABLE_STATES = frozenset({QUEUED}) | FINAL_STATES
 ALL_STATES = ACTIVE_STATES | FINAL_STATES

@@ -29,6 +29,7 @@ from printhost.api.schemas_files import (DOWNLOAD_TOKEN, FILE_DETAILS, FILE_LIST
 from printhost.api.upload_stream import (UploadReceiver, free_bytes, insufficient_storage,
                                          over_quota)
 from printhost.store.files import FileExists, FileNameError, FolderNotEmpty, GCodeFiles
+from printhost.store.jobs import IN_PROGRESS
 
 endpoints = EndpointSet()
 
@@ -38,7 +39,7 @@ _FEED_BYTES = 256 * 1024
 
 def _printing_file(request: Request) -> str | None:
     job = request.app.state.link.status().get("job")
-    if job and job.get("state") in ("printing", "pausing", "paused", "cancelling"):
+    if job and job.get("state") in IN_PROGRESS:
         return job.get("file")
     return None
 
