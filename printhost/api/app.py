@@ -24,18 +24,19 @@ from printhost.api.middleware import (BodyLimitMiddleware, CorsMiddleware,
 from printhost.api.openapi import build_openapi
 from printhost.api.ratelimit import RateLimiter
 from printhost.api.onetime import OneTimeTokens
+from printhost.api.commands import CommandLog
 from printhost.api.jobqueue import JobQueue
 from printhost.api.live import LiveStatus
-from printhost.api.routes import (admin, api_keys, auth, files, heaters, home, live, meta,
-                                  printer, stats, users)
+from printhost.api.routes import (admin, api_keys, auth, commands, files, heaters, home, live,
+                                  meta, printer, stats, users)
 from printhost.api.routes import jobs as job_routes
 from printhost.config import Settings
 from printhost.store.db import Store
 from printhost.store.files import GCodeFiles
 from printhost.store.jobs import JobHistory
 
-ROUTE_MODULES = (home, meta, auth, users, api_keys, printer, job_routes, files, heaters, live,
-                 stats, admin)
+ROUTE_MODULES = (home, meta, auth, users, api_keys, printer, commands, job_routes, files,
+                 heaters, live, stats, admin)
 
 
 def all_endpoints() -> list[Endpoint]:
@@ -61,6 +62,8 @@ def create_app(settings: Settings, *, link: Any, store: Store, tokens: TokenServ
     # Sampled by a task the supervisor starts (LiveStatus.run).
     app.state.live = LiveStatus(link.status, settings.server.ws_status_hz)
     app.state.jobs = jobs
+    app.state.commands = CommandLog(link, store.state_dir, app.state.live.broadcast)
+    app.state.live.observers.append(app.state.commands.observe)
     app.state.queue = JobQueue(link, files, jobs, settings)
     app.state.health_probe = HealthProbe(store, store.state_dir,
                                          settings.server.health_min_free_mb)

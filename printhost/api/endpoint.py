@@ -128,6 +128,34 @@ class EndpointSet:
                 for path, methods in by_path.items()]
 
 
+def query_values(request: Request, params: dict[str, Field]) -> dict[str, Any]:
+    """The query parameters given, checked against `params` (integers parsed); 400 for
+    an unknown parameter, one given twice, or a value that does not fit."""
+    unknown = set(request.query_params) - set(params)
+    if unknown:
+        raise ApiError(400, "Invalid query parameter",
+                       fields={k[:64]: "unknown parameter" for k in sorted(unknown)})
+    out: dict[str, Any] = {}
+    for name, spec in params.items():
+        values = request.query_params.getlist(name)
+        if not values:
+            continue
+        if len(values) > 1:
+            raise ApiError(400, "Invalid query parameter", fields={name: "given more than once"})
+        value: Any = values[0]
+        if spec.type == "integer":
+            try:
+                value = int(value)
+            except ValueError:
+                raise ApiError(400, "Invalid query parameter",
+                               fields={name: "must be a whole number"}) from None
+        problem = spec.check(value)
+        if problem:
+            raise ApiError(400, "Invalid query parameter", fields={name: problem})
+        out[name] = value
+    return out
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 

@@ -163,6 +163,8 @@ class LiveStatus:
         self._history_times: deque[float] = deque(maxlen=HISTORY_S)
         self._history: dict[str, dict[str, deque[float | None]]] = {}
         self.messages_sent = 0
+        # Called with every sample (the command log takes the console's results).
+        self.observers: list[Callable[[dict[str, Any]], None]] = []
 
     # ------------------------------------------------------------------ clients
     def join(self, client: Client) -> dict[str, Any]:
@@ -195,6 +197,8 @@ class LiveStatus:
         now = self._clock()
         doc = self._status()
         self._job_events(doc)
+        for observe in self.observers:
+            observe(doc)
         if now >= self._next_history:
             self._next_history = _next_due(self._next_history, 1.0, now)
             self._record_history(doc)

@@ -422,6 +422,7 @@ DEVICES = Schema("Devices", {
     "hotend_fan": Field("number", "Hotend fan speed 0..1; null without one", nullable=True),
     "controller_fan": Field("number", "Controller fan speed 0..1; null without one",
                             nullable=True),
+    "light": Field("number", "Light brightness 0..1; null without one", nullable=True),
     "chamber": Field("object", "Chamber sensor: temperature (C), humidity (%) and "
                      "sensor_error, null values while there is no fresh reading; null "
                      "without a sensor", nullable=True),

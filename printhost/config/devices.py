@@ -77,6 +77,18 @@ class ControllerFanDeviceSettings(PiFanDeviceSettings):
 
 
 @dataclass(frozen=True)
+class LightDeviceSettings:
+    """Enclosure or case lights on a Pi GPIO (through a MOSFET), dimmable by PWM;
+    switched with `POST /api/v1/printer/outputs/light`."""
+    pin: str = setting("", doc=_GPIO_DOC)
+    active_high: bool = setting(True, doc="false when the pin is low while the light is on")
+    pwm_frequency_hz: float = setting(1000.0, min=1.0, max=10000.0,
+                                      doc="PWM frequency, Hz (high enough not to flicker)")
+    brightness_at_start: float = setting(0.0, min=0.0, max=1.0,
+                                         doc="brightness when printhost starts, 0..1")
+
+
+@dataclass(frozen=True)
 class DevicesSettings:
     """Devices wired to the Raspberry Pi itself (GPIO through gpiozero, I2C through smbus2)."""
     backend: str = setting("simulated", choices=("simulated", "pi"),
@@ -92,6 +104,7 @@ class DevicesSettings:
     runout: RunoutDeviceSettings = section(RunoutDeviceSettings)
     hotend_fan: HotendFanDeviceSettings = section(HotendFanDeviceSettings)
     controller_fan: ControllerFanDeviceSettings = section(ControllerFanDeviceSettings)
+    light: LightDeviceSettings = section(LightDeviceSettings)
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,7 @@ def _cross_check(s: Settings) -> None:
             raise ConfigError(f"input_shaper.damping_ratio_{axis}: {damping!r} is above the "
                               f"{kind} shaper's maximum {SHAPER_MAX_DAMPING[kind]}")
     _check_pins(s)
+    _check_filament_sequences(s)
     for key, start in (("simulation.start_position", s.simulation.start_position),
                        ("printer.power_on_position", s.printer.power_on_position)):
         if len(start) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -142,6 +143,30 @@ def _cross_check(s: Settings) -> None:
                           f"{HEARTBEAT_MIN_SNAPSHOTS / s.control.status_hz:g} or more)")
     if s.server.max_body_bytes > s.server.max_upload_bytes:
         raise ConfigError("server.max_body_bytes: must not exceed server.max_upload_bytes")
+
+
+#: What a filament sequence may contain: moves, dwells and waiting for them.
+FILAMENT_COMMANDS = frozenset({"G0", "G1", "G4", "M400"})
+
+
+def _check_filament_sequences(s: Settings) -> None:
+    """Each sequence must parse, and move only the extruder (it runs while a job may be
+    paused above the part, so X, Y or Z there would be a crash, not a load)."""
+    from printhost.control.gcode import GCodeError, parse_script
+    for key in ("load_gcode", "unload_gcode"):
+        try:
+            commands = parse_script(getattr(s.filament, key))
+        except GCodeError as exc:
+            raise ConfigError(f"filament.{key}: {exc}") from None
+        if not commands:
+            raise ConfigError(f"filament.{key}: no command")
+        for cmd in commands:
+            if cmd.name not in FILAMENT_COMMANDS:
+                raise ConfigError(f"filament.{key}: line {cmd.lineno}: {cmd.name} is not "
+                                  f"allowed here (only {', '.join(sorted(FILAMENT_COMMANDS))})")
+            if set(cmd.params) & set("XYZ"):
+                raise ConfigError(f"filament.{key}: line {cmd.lineno}: only E may move "
+                                  f"(X, Y and Z stay where they are)")
 
 
 def _check_pins(s: Settings) -> None:
@@ -192,7 +217,8 @@ def _check_pi_devices(s: Settings) -> None:
         # Bus 1's SDA and SCL; a device on them would break the chamber sensor.
         used = {"GPIO2": "the I2C bus (SDA)", "GPIO3": "the I2C bus (SCL)"}
     pins = [(f"devices.{name}.pin", getattr(d, name).pin)
-            for name in ("psu", "status_led", "estop", "runout", "hotend_fan", "controller_fan")]
+            for name in ("psu", "status_led", "estop", "runout", "hotend_fan", "controller_fan",
+                         "light")]
     pins.append(("chamber.heater_pin", c.heater_pin))
     for key, pin in pins:
         if not pin:

@@ -193,3 +193,22 @@ class PauseSettings:
     travel_speed: float = setting(100.0, min=0.1, max=5000.0, doc="speed of park and return moves, mm/s")
     z_speed: float = setting(10.0, min=0.1, max=5000.0, doc="speed of lift and lower moves, mm/s")
     park_on_cancel: bool = setting(True, doc="lift and park after a cancel")
+
+
+@dataclass(frozen=True)
+class FilamentSettings:
+    """Load and unload sequences run by `POST /api/v1/printer/filament/load|unload`.
+
+    Each is G-code, one command per line, run with relative extrusion (M83) whatever
+    mode the printer is in (the mode is restored after). Only commands the printer
+    executes are allowed, and each extrude-only move obeys
+    `extruder.max_extrude_only_distance` (50 mm by default): a bowden printer splits a
+    long load into several lines or raises that limit. The extruder must be at
+    `extruder.min_extrude_temp` or above before either sequence starts."""
+    load_gcode: str = setting("G1 E45 F600\nG1 E25 F150",
+                              doc="G-code run to load filament (relative E), one command "
+                                  "per line")
+    unload_gcode: str = setting("G1 E5 F300\nG1 E-50 F1800",
+                                doc="G-code run to unload filament (relative E): a short "
+                                    "push to soften the tip, then a fast retract")
+

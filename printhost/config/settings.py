@@ -12,7 +12,8 @@ from printhost.config.control import ControlSettings, SimulationSettings
 from printhost.config.devices import ChamberSettings, DevicesSettings
 from printhost.config.fields import section
 from printhost.config.heaters import HeaterSettings, HeatersSettings
-from printhost.config.printer import (ExtruderSettings, FanSettings, FirmwareRetractionSettings,
+from printhost.config.printer import (ExtruderSettings, FanSettings, FilamentSettings,
+                                      FirmwareRetractionSettings,
                                       GCodeSettings, InputShaperSettings, McuSettings,
                                       PauseSettings, PrinterSettings, SteppersSettings)
 from printhost.config.server import (AuthSettings, DiscoverySettings, JobsSettings,
@@ -37,6 +38,7 @@ class Settings:
     heaters: HeatersSettings = section(HeatersSettings)
     fan: FanSettings = section(FanSettings)
     pause: PauseSettings = section(PauseSettings)
+    filament: FilamentSettings = section(FilamentSettings)
     devices: DevicesSettings = section(DevicesSettings)
     chamber: ChamberSettings = section(ChamberSettings)
     source: str = field(default="<defaults>", metadata={"internal": True})
@@ -48,7 +50,7 @@ class Settings:
         """The keys of the devices fitted to the Pi itself ([devices] pins, [chamber])."""
         d, c = self.devices, self.chamber
         fitted = [f"devices.{name}" for name in ("psu", "status_led", "estop", "runout",
-                                                 "hotend_fan", "controller_fan")
+                                                 "hotend_fan", "controller_fan", "light")
                   if getattr(d, name).pin]
         if c.sensor != "none":
             fitted.append("chamber.sensor")

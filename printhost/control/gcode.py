@@ -194,6 +194,29 @@ def parse_line(text: str, lineno: int) -> GCodeCommand | None:
     return GCodeCommand(name, params, lineno, known, raw, rest.strip())
 
 
+#: Longest script the console takes at once (raw G-code, a filament sequence).
+MAX_SCRIPT_LINES = 200
+
+
+def parse_script(text: str, max_lines: int = MAX_SCRIPT_LINES) -> list[GCodeCommand]:
+    """Parse several lines someone typed or configured (the console's raw G-code, a
+    filament sequence). Unlike a print file, a command printhost does not execute is an
+    error here: in a file it is a slicer's extra, but a person who types `G29` expects
+    something to happen and must be told that nothing will."""
+    commands: list[GCodeCommand] = []
+    lines = text.splitlines()
+    if len(lines) > max_lines:
+        raise GCodeError(max_lines + 1, f"more than {max_lines} lines")
+    for lineno, line in enumerate(lines, 1):
+        cmd = parse_line(line, lineno)
+        if cmd is None:
+            continue
+        if not cmd.known:
+            raise GCodeError(lineno, f"unknown command {_clip(cmd.name, 40)}")
+        commands.append(cmd)
+    return commands
+
+
 def iter_lines(binary_file: BinaryIO) -> Iterator[tuple[int, int, str]]:
     """Yield (line number from 1, byte offset just after the line, text without the newline).
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import IO
 
@@ -188,16 +188,36 @@ class JobRunner:
         rp = self._resume
         cfg = self.pause_cfg
         cur = self.toolhead.commanded_position
-        # Reverse of the park: travel above the print, lower, then unretract.
+        # Reverse of the park: travel above the print, lower, then unretract. The
+        # console may have lowered Z while paused: rise to the print's height first,
+        # never travel over the part below it.
+        if cur[2] < rp.position[2]:
+            self.toolhead.move_to((cur[0], cur[1], rp.position[2], cur[3]), cfg.z_speed)
+            cur = self.toolhead.commanded_position
         if (cur[0], cur[1]) != (rp.position[0], rp.position[1]):
             self.toolhead.move_to((rp.position[0], rp.position[1], cur[2], cur[3]),
                                   cfg.travel_speed)
         if cur[2] != rp.position[2]:
             self.toolhead.move_to((rp.position[0], rp.position[1], rp.position[2], cur[3]),
                                   cfg.z_speed)
-        if rp.retracted_mm > 0.0:
-            self.toolhead.move_to(rp.position, cfg.retract_speed)
-        self.interp.restore_state(rp.gcode_state)
+        e_shift = 0.0
+        if self.toolhead.commanded_position[3] == rp.position[3] - rp.retracted_mm:
+            if rp.retracted_mm > 0.0:
+                self.toolhead.move_to(rp.position, cfg.retract_speed)
+        else:
+            # Filament was moved while paused (a load, a purge from the console):
+            # unretract from where the extruder is now, and let the file's E
+            # coordinates continue from there instead of pulling the filament back.
+            e = self.toolhead.commanded_position[3] + rp.retracted_mm
+            if rp.retracted_mm > 0.0:
+                self.toolhead.move_to((*rp.position[:3], e), cfg.retract_speed)
+            e_shift = e - rp.position[3]
+        # Speed and flow factors set while paused stay: the operator changed them
+        # for the rest of the print.
+        gs, now_state = rp.gcode_state, self.interp.state
+        self.interp.restore_state(replace(
+            gs, offset=(gs.offset[0], gs.offset[1], gs.offset[2], gs.offset[3] + e_shift),
+            speed_factor=now_state.speed_factor, extrude_factor=now_state.extrude_factor))
         if job.paused_since is not None:
             job.paused_total_s += now - job.paused_since
             job.paused_since = None

@@ -21,6 +21,7 @@ from typing import Any
 
 from printhost.config import Settings
 from printhost.control.autotune import AutotuneSession
+from printhost.control.console import Console, ConsoleConflict, ConsoleInvalid
 from printhost.control.gcode import GCodeError
 from printhost.control.heaters import Heater, HeaterBank, HeaterFault
 from printhost.control.interpreter import GCodeInterpreter, PartFan
@@ -55,6 +56,9 @@ class Printer:
         self.jobs = JobRunner(self.interp, self.toolhead, heaters, fan, settings.printer,
                               settings.pause, settings.control.buffer_time_s,
                               settings.extruder.min_extrude_temp)
+        self.console = Console(self.interp, self.toolhead, heaters, settings,
+                               emergency=lambda reason: self.shutdown(reason, emergency=True),
+                               devices=lambda: self.devices)
         self.error: str | None = None
         self.stopping = False
         # The latest PID tune (running or finished), shown in status until the next one.
@@ -166,6 +170,8 @@ class Printer:
                 self.shutdown(str(exc), emergency=True)
             except HeaterFault as exc:
                 self.shutdown(str(exc))
+        if self.error is None and self.console.busy:
+            self.console.step()
 
     def _device_events(self, now: float) -> None:
         """E-stop: shutdown at once. Runout: pause a running print (resume needs a person)."""
@@ -212,6 +218,7 @@ class Printer:
         if hw is not None and first:
             hw.mcu.emergency_stop()
             hw.sender.drop_pending()
+        self.console.abort(f"printer shutdown: {reason}", stop_motion=False)
         self.jobs.shutdown(reason, self._safe_now(), job_state)
 
     def stop(self) -> None:
@@ -228,6 +235,7 @@ class Printer:
                 # MCU at once (it latches; the next start restarts the firmware).
                 hw.mcu.emergency_stop(expected=True)
                 hw.sender.drop_pending()
+        self.console.abort("printhost was stopped", stop_motion=False)
         self.jobs.shutdown("printhost was stopped during the print", self._safe_now(),
                            JobState.INTERRUPTED)
         self.stopping = True
@@ -305,6 +313,8 @@ class Printer:
                 return self._start_autotune(req)
             if req.command == Command.SET_TARGET:
                 return self._set_target(req)
+            if req.command == Command.CONSOLE:
+                return self._console(req)
             if req.command == Command.PRINT:
                 if self.error is not None:
                     return Reply(req.id, False, {}, ErrorKind.NOT_READY,
@@ -314,6 +324,10 @@ class Printer:
                                  "The filament runout sensor reports no filament")
                 if self.autotune is not None and self.autotune.running:
                     return Reply(req.id, False, {}, ErrorKind.CONFLICT, "A PID tune is running")
+                if self.console.busy:
+                    return Reply(req.id, False, {}, ErrorKind.CONFLICT,
+                                 "Console commands are running; wait for them to end or "
+                                 "cancel them")
                 args = req.args
                 try:
                     job = self.jobs.start(str(args["job_id"]), str(args["file"]),
@@ -330,14 +344,23 @@ class Printer:
                     return Reply(req.id, False, {}, ErrorKind.CONFLICT,
                                  "The filament runout sensor reports no filament; load "
                                  "filament before resuming")
+                if self.console.busy:
+                    return Reply(req.id, False, {}, ErrorKind.CONFLICT,
+                                 "Console commands are still running; resume once they "
+                                 "have ended")
                 self.jobs.resume(now)
                 self.runout_paused = False
             elif req.command == Command.CANCEL:
                 if self.autotune is not None and self.autotune.running:
                     self.autotune.cancel()
                     log.info("PID tune cancelled")
-                else:
+                elif self.jobs.active or not self.console.busy:
                     self.jobs.cancel(now)
+                    # The job's cancel has stopped the toolhead already.
+                    self.console.abort("the job was cancelled", stop_motion=False)
+                else:
+                    self.console.abort("cancelled")
+                    log.info("console commands cancelled")
             return Reply(req.id, True, {})
         except JobConflict as exc:
             return Reply(req.id, False, {}, ErrorKind.CONFLICT, str(exc))
@@ -347,8 +370,25 @@ class Printer:
             log.exception("command %s failed", req.command.value)
             return Reply(req.id, False, {}, ErrorKind.INTERNAL, "Internal error")
 
+    def _console(self, req: Request) -> Reply:
+        """An operator's command (control/console.py): refused (409/400) or queued."""
+        args = req.args
+        tuning = self.autotune is not None and self.autotune.running
+        try:
+            record = self.console.submit(
+                str(args.get("id") or req.id), str(args.get("kind", "")),
+                dict(args.get("args") or {}), printer_state=self.state(), tuning=tuning,
+                by=str(args.get("by") or "")[:64])
+        except ConsoleConflict as exc:
+            return Reply(req.id, False, {}, ErrorKind.CONFLICT, str(exc))
+        except ConsoleInvalid as exc:
+            return Reply(req.id, False, {}, ErrorKind.INVALID, str(exc))
+        return Reply(req.id, True, record)
+
     def restart_refusal(self) -> str | None:
         """Why a firmware restart must not happen now (409), or None."""
+        if self.console.busy:
+            return "Console commands are running; wait for them or cancel them"
         if self.jobs.active:
             return "A job is in progress; cancel it before restarting the firmware"
         if self.autotune is not None and self.autotune.running:
@@ -458,6 +498,7 @@ class Printer:
                 "autotune": self.autotune.get_status() if self.autotune is not None else None,
                 **self._chamber_status(),
                 "paused_by_runout": self.runout_paused,
+                "console": self.console.get_status(),
                 "devices": self.devices.get_status() if self.devices is not None else None,
                 **({"mcu": self._mcu_status()} if self.hardware is not None else {}),
             },

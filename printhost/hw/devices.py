@@ -24,7 +24,7 @@ from typing import Any
 
 from printhost.config import Settings
 from printhost.hw.chamber import GpioHeaterHardware, SensorPoller, make_reader
-from printhost.hw.gpio import (EStopButton, EStopSettings, Fan, FanSettings, LedSettings,
+from printhost.hw.gpio import (EStopButton, EStopSettings, Fan, FanSettings, LedSettings, Light,
                                PsuRelay, RelaySettings, RunoutSettings, RunoutSwitch, StatusLed)
 from printhost.sensors.i2c import I2CBus
 
@@ -70,6 +70,7 @@ class PiDevices:
         self._closers: list[Any] = []
         self.psu = self.led = self.estop = self.runout = None
         self.hotend_fan = self.controller_fan = None
+        self.light: Light | None = None
         self.chamber_sensor: SensorPoller | None = None
         self.chamber_heater: GpioHeaterHardware | None = None
         self._led_pattern: str | None = None
@@ -84,6 +85,11 @@ class PiDevices:
                 self.led = self._keep(StatusLed(LedSettings(d.status_led.pin,
                                                             d.status_led.active_high),
                                                 pin_factory=pin_factory))
+            if d.light.pin:
+                self.light = self._keep(Light(d.light.pin, d.light.active_high,
+                                              d.light.pwm_frequency_hz,
+                                              pin_factory=pin_factory))
+                self.light.set_brightness(d.light.brightness_at_start)
             for name in ("hotend_fan", "controller_fan"):
                 fs = getattr(d, name)
                 if fs.pin:
@@ -172,6 +178,13 @@ class PiDevices:
         log.info("printer power %s (%s)", "on" if on else "off", self.settings.devices.psu.pin)
         return True
 
+    def set_light(self, brightness: float) -> bool:
+        """Set the light's brightness (0..1); False when no light is fitted."""
+        if self.light is None:
+            return False
+        self.light.set_brightness(brightness)
+        return True
+
     def emergency(self) -> None:
         """E-stop or M112: the chamber heater off and, if configured, the power cut."""
         if self.chamber_heater is not None:
@@ -199,6 +212,7 @@ class PiDevices:
             "hotend_fan": None if self.hotend_fan is None else round(self.hotend_fan.speed, 3),
             "controller_fan": (None if self.controller_fan is None
                                else round(self.controller_fan.speed, 3)),
+            "light": None if self.light is None else round(self.light.brightness, 3),
             "chamber": chamber,
         }
 
@@ -224,6 +238,8 @@ def output_pins_off_levels(settings: Settings) -> dict[str, bool]:
             pins[fan.pin] = not fan.active_high
     if d.status_led.pin:
         pins[d.status_led.pin] = not d.status_led.active_high
+    if d.light.pin:
+        pins[d.light.pin] = not d.light.active_high
     if d.psu.pin and d.psu.off_on_emergency:
         pins[d.psu.pin] = not d.psu.active_high
     return pins

@@ -110,6 +110,28 @@ class Fan:
             self._out.close()
 
 
+class Light:
+    """A dimmable light (LED strip through a MOSFET): brightness 0..1 as PWM duty."""
+
+    def __init__(self, pin: str, active_high: bool = True, frequency_hz: float = 1000.0, *,
+                 pin_factory: Any = None) -> None:
+        check_pin(pin)
+        self.brightness = 0.0
+        self._out = PWMOutputDevice(pin, active_high=active_high, initial_value=0.0,
+                                    frequency=frequency_hz, pin_factory=pin_factory)
+
+    def set_brightness(self, value: float) -> None:
+        if not isinstance(value, (int, float)) or math.isnan(value):
+            raise ValueError(f"brightness must be a number, got {value!r}")
+        self.brightness = min(1.0, max(0.0, float(value)))
+        self._out.value = self.brightness
+
+    def close(self) -> None:
+        if not self._out.closed:
+            self._out.value = 0.0
+            self._out.close()
+
+
 @dataclass(frozen=True)
 class RelaySettings:
     """The relay (or SSR) that switches the printer's power supply."""

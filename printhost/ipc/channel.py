@@ -35,6 +35,7 @@ class Command(str, enum.Enum):
                                        # printer latched in error (as M112)
     FIRMWARE_RESTART = "firmware_restart"  # restart and reconfigure the MCU, back to ready;
                                            # answered when the restart has ended
+    CONSOLE = "console"      # args: id, kind, args, by; an operator's command (control/console.py)
     SHUTDOWN = "shutdown"    # heaters off, motion stopped, then exit
     PING = "ping"
 

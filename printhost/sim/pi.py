@@ -144,7 +144,7 @@ class SimPi:
         d, c = self.settings.devices, self.settings.chamber
         names = {"psu": d.psu.pin, "status_led": d.status_led.pin,
                  "hotend_fan": d.hotend_fan.pin, "controller_fan": d.controller_fan.pin,
-                 "chamber_heater": c.heater_pin}
+                 "light": d.light.pin, "chamber_heater": c.heater_pin}
         return {key: float(self.factory.pin(_pin_number(pin)).state)
                 for key, pin in names.items() if pin}
 

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from printhost.api.auth.guard import Principal
-from printhost.api.endpoint import EndpointSet
+from printhost.api.endpoint import EndpointSet, query_values
 from printhost.api.errors import ApiError
 from printhost.api.jobqueue import JobQueue
 from printhost.api.schemas import EMPTY, JOB_RECORD, RESULT_OK, Field, read_json
@@ -45,47 +45,19 @@ def _who(principal: Principal | None) -> str:
     return principal.username
 
 
-def _one(request: Request, name: str) -> str | None:
-    values = request.query_params.getlist(name)
-    if not values:
-        return None
-    if len(values) > 1:
-        raise ApiError(400, "Invalid query parameter", fields={name: "given more than once"})
-    return values[0]
-
-
 def _filters(request: Request) -> dict:
-    unknown = set(request.query_params) - set(LIST_PARAMS)
-    if unknown:
-        raise ApiError(400, "Invalid query parameter",
-                       fields={k[:64]: "unknown parameter" for k in sorted(unknown)})
-    out: dict = {}
-    for name in ("state", "file", "user", "since", "until"):
-        value = _one(request, name)
+    out = query_values(request, LIST_PARAMS)
+    for name in ("since", "until"):
+        value = out.get(name)
         if value is None:
             continue
-        problem = LIST_PARAMS[name].check(value)
-        if name in ("since", "until") and problem is None and not _TIME.fullmatch(value):
-            problem = "must be a date or UTC time, e.g. 2026-01-31T12:00:00Z"
-        if problem:
-            raise ApiError(400, "Invalid query parameter", fields={name: problem})
-        if name == "until" and len(value) == 10:
-            value += "T23:59:59Z"  # the whole day
-        out[name] = value
-    for name, default in (("page", 1), ("limit", 100)):
-        value = _one(request, name)
-        if value is None:
-            out[name] = default
-            continue
-        try:
-            number = int(value)
-        except ValueError:
+        if not _TIME.fullmatch(value):
             raise ApiError(400, "Invalid query parameter",
-                           fields={name: "must be a whole number"}) from None
-        problem = LIST_PARAMS[name].check(number)
-        if problem:
-            raise ApiError(400, "Invalid query parameter", fields={name: problem})
-        out[name] = number
+                           fields={name: "must be a date or UTC time, e.g. 2026-01-31T12:00:00Z"})
+        if name == "until" and len(value) == 10:
+            out[name] = value + "T23:59:59Z"  # the whole day
+    out.setdefault("page", 1)
+    out.setdefault("limit", 100)
     return out
 
 
