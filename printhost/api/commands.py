@@ -153,13 +153,21 @@ class CommandLog:
             self._emit(record)
             raise ApiError(STATUS_FOR_KIND[kind_], message,
                            extra={"command_id": record["id"]})
-        result = reply.result
-        state = str(result.get("state") or "acknowledged")
         if record["state"] == "pending":   # `observe` may have seen the end already
-            self._set(record, state, result.get("message") or None,
-                      responses=list(result.get("responses") or []))
-            self._emit(record)
+            self._take(record, reply.result)
         return dict(record)
+
+    def _take(self, record: dict[str, Any], result: dict[str, Any]) -> None:
+        """A state the printer reported: recorded, and told with the new responses."""
+        responses = list(result.get("responses") or [])
+        new = responses[len(record.get("responses") or []):]
+        self._set(record, str(result.get("state") or "acknowledged"),
+                  result.get("message") or None, responses=responses)
+        if self.broadcast is not None:
+            for text in new:
+                self.broadcast({"type": "event", "event": "gcode_response",
+                                "data": {"command_id": record["id"], "response": text}})
+        self._emit(record)
 
     # ------------------------------------------------------------------ observing
     def observe(self, doc: dict[str, Any]) -> None:
@@ -177,17 +185,8 @@ class CommandLog:
             if int(result.get("seq", 0)) <= self._last_seq:
                 continue
             record = self._records.get(str(result.get("id")))
-            if record is None:
-                continue
-            responses = list(result.get("responses") or [])
-            new = responses[len(record.get("responses") or []):]
-            self._set(record, str(result.get("state")), result.get("message") or None,
-                      responses=responses)
-            if self.broadcast is not None:
-                for text in new:
-                    self.broadcast({"type": "event", "event": "gcode_response",
-                                    "data": {"command_id": record["id"], "response": text}})
-            self._emit(record)
+            if record is not None:
+                self._take(record, result)
         self._last_seq = seq
         current = console.get("current")
         if current is not None:

@@ -314,6 +314,9 @@ ERROR = Schema("Error", {
                          required=False, minimum=1),
     "job_id": Field("string", "On 409 for a second job of the same file: the job that has "
                     "it already", required=False),
+    "command_id": Field("string", "On a refused printer command (400, 409, 503): the "
+                        "command's record, state failed (GET /api/v1/commands/{command_id})",
+                        required=False),
 }, "The error object returned by every failing request")
 
 EMPTY = Schema("Empty", {}, "An empty JSON object; the body may also be omitted")

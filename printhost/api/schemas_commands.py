@@ -46,7 +46,7 @@ HOME_REQUEST = Schema("HomeRequest", {
                   "(default all)", required=False, pattern=r"^[xyzXYZ]{1,3}$"),
 })
 
-MOVE_REQUEST = Schema("MoveRequest", {
+MOVE_REQUEST = Schema("ToolheadMoveRequest", {
     "x": Field("number", "mm (a distance when relative, else a G-code coordinate)",
                required=False, minimum=-100000, maximum=100000),
     "y": Field("number", "mm", required=False, minimum=-100000, maximum=100000),
