@@ -91,8 +91,11 @@ class CommandLog:
         try:
             if self.path.exists() and self.path.stat().st_size > MAX_LOG_BYTES:
                 os.replace(self.path, self.path.with_suffix(".jsonl.1"))
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line     # after a line a crash cut short
                 os.write(fd, line)
             finally:
                 os.close(fd)

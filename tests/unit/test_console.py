@@ -5,15 +5,13 @@ resumed onto exactly the path it would have printed."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
-from printhost.config import parse_settings
 from printhost.control.console import MAX_QUEUED, ConsoleConflict, ConsoleInvalid
 from printhost.control.job import JobState
 from printhost.ipc.channel import Command, ErrorKind, Request
-from test_job import CUBE, TICK_S, geometry, make_printer, run_until
+from test_job import CUBE, geometry, make_printer, run_until
 
 _ids = iter(range(1, 1_000_000))
 
