@@ -41,6 +41,8 @@ from printhost.store.jobs import JobHistory
 log = logging.getLogger("printhost.supervisor")
 
 MONITOR_PERIOD_S = 0.2
+#: How often the running job's checkpoint is saved while it changes (at most 10 s old).
+CHECKPOINT_PERIOD_S = 5.0
 # A control process frozen this long is killed, so it can never wake up and act on
 # stale state (a real MCU has already switched its heaters off by then).
 FROZEN_KILL_S = 5.0
@@ -121,6 +123,11 @@ class Service:
         self.gate: Any = None
         self.exit_code = 0
         self._recorded: dict[str, tuple[Any, float]] = {}
+        self.checkpoints: Any = None  # store/checkpoints.py, once the app is made
+        self._checkpoint_at = 0.0
+        self._checkpoint_key: tuple[Any, ...] | None = None
+        #: Seconds the last checkpoint save took (status of the supervisor, the note).
+        self.checkpoint_save_s: float | None = None
         self.queue: Any = None  # the job queue (api/jobqueue.py), once the app is made
 
     async def run(self) -> int:
@@ -138,6 +145,7 @@ class Service:
                          starting="starting")
         self.gate = app.state.startup
         self.queue = app.state.queue
+        self.checkpoints = app.state.checkpoints
         # No users yet: log the first-boot setup code (docs/security.md).
         await app.state.auth.ensure_setup_code()
         # Connection limits and timeouts (printhost/api/connections.py); the descriptor
@@ -306,6 +314,7 @@ class Service:
         job = self.link.status().get("job")
         if not job or not job.get("id"):
             return
+        await self._save_checkpoint(job)
         state = job.get("state")
         progress = float(job.get("progress") or 0.0)
         last = self._recorded.get(job["id"])
@@ -316,6 +325,39 @@ class Service:
         if previous is not None and self.queue is not None:
             # After a completed job, with jobs.auto_start, the next queued one starts.
             await self.queue.job_changed(job, previous)
+
+
+    async def _save_checkpoint(self, job: dict[str, Any]) -> None:
+        """Keep the running job's checkpoint on disk (store/checkpoints.py): saved every
+        CHECKPOINT_PERIOD_S while it changes, removed when the job completes or is
+        cancelled, kept after an error or an interruption (a person may resume it)."""
+        if self.checkpoints is None:
+            return
+        state, point = job.get("state"), job.get("resume_point")
+        if state in ("completed", "cancelled"):
+            if self._checkpoint_key is not None:
+                await asyncio.to_thread(self.checkpoints.clear, job["id"])
+                self._checkpoint_key = None
+            return
+        if not point or state not in ("printing", "pausing", "paused"):
+            return
+        key = (job["id"], point.get("count"), job.get("line"))
+        now = time.monotonic()
+        if key == self._checkpoint_key or now - self._checkpoint_at < CHECKPOINT_PERIOD_S:
+            return
+        doc = {"job_id": job["id"], "file": job.get("file"),
+               "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "line": job.get("line"), "progress": job.get("progress"),
+               "filament_used_mm": job.get("filament_used_mm"),
+               "print_duration": job.get("print_duration"), "resume_point": point}
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(self.checkpoints.save, doc)
+        except OSError as exc:
+            log.error("checkpoint of job %s not saved: %s", job["id"], exc)
+            return
+        self.checkpoint_save_s = time.perf_counter() - started
+        self._checkpoint_at, self._checkpoint_key = now, key
 
 
 def serve(settings: Settings) -> int:

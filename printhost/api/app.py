@@ -31,6 +31,7 @@ from printhost.api.routes import (admin, api_keys, auth, commands, files, heater
                                   meta, printer, stats, users)
 from printhost.api.routes import jobs as job_routes
 from printhost.config import Settings
+from printhost.store.checkpoints import CheckpointStore
 from printhost.store.db import Store
 from printhost.store.files import GCodeFiles
 from printhost.store.jobs import JobHistory
@@ -62,9 +63,10 @@ def create_app(settings: Settings, *, link: Any, store: Store, tokens: TokenServ
     # Sampled by a task the supervisor starts (LiveStatus.run).
     app.state.live = LiveStatus(link.status, settings.server.ws_status_hz)
     app.state.jobs = jobs
+    app.state.checkpoints = CheckpointStore(store.state_dir)
     app.state.commands = CommandLog(link, store.state_dir, app.state.live.broadcast)
     app.state.live.observers.append(app.state.commands.observe)
-    app.state.queue = JobQueue(link, files, jobs, settings)
+    app.state.queue = JobQueue(link, files, jobs, settings, app.state.checkpoints)
     app.state.health_probe = HealthProbe(store, store.state_dir,
                                          settings.server.health_min_free_mb)
     app.state.auth = AuthService(settings, store, tokens)

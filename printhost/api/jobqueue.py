@@ -40,6 +40,8 @@ STATUS_FOR_KIND = {
     ErrorKind.NOT_READY: 503,
     ErrorKind.INTERNAL: 500,
 }
+#: Jobs that may be resumed from their checkpoint.
+RESUMABLE = ("interrupted", "error")
 #: Who starts a job the service started by itself.
 AUTO = "auto-start"
 #: Retry-After for a user at the queue limit: a job takes minutes at least.
@@ -61,8 +63,10 @@ async def command(link: Any, cmd: Command, args: dict | None = None,
 
 
 class JobQueue:
-    def __init__(self, link: Any, files: GCodeFiles, jobs: JobHistory, settings: Any) -> None:
+    def __init__(self, link: Any, files: GCodeFiles, jobs: JobHistory, settings: Any,
+                 checkpoints: Any = None) -> None:
         self.link = link
+        self.checkpoints = checkpoints
         self.files = files
         self.jobs = jobs
         self.settings = settings
@@ -168,6 +172,45 @@ class JobQueue:
         started = await asyncio.to_thread(self.jobs.get, job_id)
         assert started is not None
         return started
+
+    async def resume_interrupted(self, job_id: str, user: str) -> dict[str, Any]:
+        """Restart a job that a power loss, a stop or a fault ended, from its checkpoint
+        (control/checkpoint.py): heated first, X and Y homed, Z never. 409 when the job
+        did not end so, has no checkpoint, the printer is busy, or its file is gone or
+        was replaced since."""
+        async with self._starting:
+            record = await asyncio.to_thread(self.jobs.get, job_id)
+            if record is None:
+                raise ApiError(404, "Job not found")
+            if record.get("state") not in RESUMABLE:
+                raise ApiError(409, f"Job is {record.get('state')}; only an interrupted or "
+                                    "failed job can be resumed from its checkpoint")
+            checkpoint = await asyncio.to_thread(self.checkpoints.load, job_id)
+            if checkpoint is None:
+                raise ApiError(409, "No checkpoint of this job to resume from (it is kept "
+                                    "only for the last job that printed)")
+            if self._printer_busy():
+                raise ApiError(409, "A job is already in progress")
+            try:
+                stored, sha256 = await self._file_and_hash(record["file"])
+            except ApiError as exc:
+                if exc.status == 404:
+                    raise ApiError(409, "The job's file is gone; it cannot be resumed") from None
+                raise
+            if record.get("sha256") and sha256 != record["sha256"]:
+                raise ApiError(409, "The job's file was replaced since it printed; it cannot "
+                                    "be resumed")
+            point = checkpoint["resume_point"]
+            await command(self.link, Command.PRINT,
+                          {"job_id": job_id, "file": stored,
+                           "path": str(self.files.path_for(stored)), "resume": point})
+            await asyncio.to_thread(self.jobs.add_event, job_id, "resumed from checkpoint",
+                                    user, f"line {point.get('line')}")
+            log.info("job %s (%s) resumed at line %s by %s", job_id, stored,
+                     point.get("line"), user)
+        resumed = await asyncio.to_thread(self.jobs.get, job_id)
+        assert resumed is not None
+        return resumed
 
     async def start_next(self, user: str = AUTO) -> dict[str, Any] | None:
         """Start the oldest queued job if the printer is idle; None if nothing started."""

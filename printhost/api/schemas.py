@@ -357,6 +357,11 @@ JOB = Schema("Job", {
     "filament_used_mm": Field("number", "Filament fed so far, mm"),
     "line": Field("integer", "Last G-code line read"),
     "error": Field("string", "Why the job stopped, for state error", nullable=True),
+    "resume_point": Field("object", "While the job is in progress: where it could be "
+                          "restarted after a power loss (saved by the service every 5 s "
+                          "while it changes; POST /api/v1/jobs/{job_id}/resume); null "
+                          "before the first, and once the job has ended", nullable=True,
+                          required=False),
 }, "The current or most recent print job", additional=True)
 
 PID_TUNE_RESULT = Schema("PidTuneResult", {

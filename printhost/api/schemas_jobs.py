@@ -21,8 +21,19 @@ JOB_EVENT = Schema("JobEvent", {
                     nullable=True),
 })
 
+CHECKPOINT = Schema("JobCheckpoint", {
+    "saved_at": Field("string", "UTC ISO 8601 time it was saved"),
+    "line": Field("integer", "The line the printer had read then", nullable=True),
+    "progress": Field("number", "Progress then, 0..1", nullable=True),
+    "filament_used_mm": Field("number", "Filament used then", nullable=True),
+    "resume_line": Field("integer", "The line a resume starts from", nullable=True),
+}, "The job's saved checkpoint (POST /api/v1/jobs/{job_id}/resume)")
+
 JOB_DETAILS = Schema("JobDetails", {
     **JOB_RECORD.fields,
+    "checkpoint": Field("object", "Where the job can be resumed after a power loss; null "
+                        "without a saved checkpoint", nullable=True, required=False,
+                        ref=CHECKPOINT),
     "events": Field("array", "What happened to the job, oldest first (at most 200)",
                     items=JOB_EVENT),
 }, "A job with its events", additional=True)
@@ -100,7 +111,7 @@ TEMPERATURE_HISTORY = Schema("TemperatureHistory", {
 })
 
 
-JOB_SCHEMAS = [JOB_EVENT, JOB_DETAILS, JOB_LIST, STATS, STATS.fields["jobs"].ref, AUDIT,
+JOB_SCHEMAS = [JOB_EVENT, CHECKPOINT, JOB_DETAILS, JOB_LIST, STATS, STATS.fields["jobs"].ref, AUDIT,
                AUDIT.fields["missing_files"].items.ref, PRUNE_REQUEST, PRUNE_RESULT,
                JOB_SUBMIT, WS_TICKET, HEATER_HISTORY, TEMPERATURE_HISTORY]
 _published = {s.name for s in ALL_SCHEMAS}

@@ -82,6 +82,13 @@ class TimelineExecutor:
     def queue_end_time(self) -> float:
         return self._end_time
 
+    def rebase(self, position: Vec4) -> None:
+        """Forget all motion and take `position` as where the toolhead is, now."""
+        self._moves.clear()
+        self._front_announced = False
+        self._end_time = self._clock.now()
+        self._position = tuple(float(c) for c in position)  # type: ignore[assignment]
+
     def update(self) -> None:
         now = self._clock.now()
         moves = self._moves

@@ -454,19 +454,20 @@ def iter_chunks(path: str | os.PathLike[str], chunk_bytes: int | None = None
             yield piece
 
 
-def iter_pieces(fh: BinaryIO, chunk_bytes: int | None = None
-                ) -> Iterator[tuple[BulkGCode, int]]:
+def iter_pieces(fh: BinaryIO, chunk_bytes: int | None = None, *, first_line: int = 1,
+                base_offset: int = 0) -> Iterator[tuple[BulkGCode, int]]:
     """An open file as consecutive pieces of whole lines, each parsed on its own, with
     the file offset of its first byte. Every piece but the last ends at a newline;
     `first_line` numbers its rows as the whole file's, and the lines and what they
-    parse to are exactly those of `parse_file`.
+    parse to are exactly those of `parse_file`. A file opened and positioned at the
+    start of a line further on (a job resumed from a checkpoint) is read from there:
+    `first_line` and `base_offset` then say which line and offset that is.
 
     A line longer than `gcode.MAX_LINE_BYTES` is cut at about that length (its first
     part is refused with the same error as from `parse_file`; nothing after an error
     is read by a caller that stops there)."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES
-    first_line = 1
-    base = 0
+    base = base_offset
     pending = b""
     while True:
         block = fh.read(chunk_bytes)

@@ -194,6 +194,11 @@ class McuHoming:
         self.toolhead.rebase((position[0], position[1], position[2], position[3]), axis)
         log.info("homed %s at %.3f mm", axis.upper(), ax.position_endstop)
 
+    def restart_step_clocks(self) -> None:
+        """Before the position is set by hand (`Toolhead.set_position`), at a standstill."""
+        self.hw.sender.drop_pending()
+        self.hw.restart_step_clocks()
+
     # ------------------------------------------------------------------ abort
     def abort(self) -> tuple[str, tuple[float, float, float, float]] | None:
         """Give up the G28 in progress (pause, cancel, shutdown).

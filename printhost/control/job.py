@@ -15,6 +15,7 @@ print's apart from the park moves.
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import os
@@ -23,6 +24,7 @@ from datetime import datetime, timezone
 from typing import IO
 
 from printhost.config import PauseSettings, PrinterSettings
+from printhost.control.checkpoint import Boundary, Checkpoints, Step, resume_steps
 from printhost.control.gcode import GCodeCommand, GCodeError
 from printhost.control.heaters import HeaterBank
 from printhost.control.interpreter import CommandError, GCodeInterpreter, GCodeState, PartFan, Wait
@@ -118,6 +120,11 @@ class JobRunner:
         self._homing_cmd: GCodeCommand | None = None
         self._rehome: GCodeCommand | None = None
         self._filament_at_start = 0.0
+        # Where the running job could be restarted after a power loss (checkpoint.py),
+        # and the prologue of a job that was restarted so.
+        self.checkpoints = Checkpoints()
+        self._prologue: collections.deque[Step] = collections.deque()
+        self._now = 0.0
         interpreter.on_progress = self._slicer_progress
 
     def _slicer_progress(self, percent: float | None, remaining_min: float | None,
@@ -133,21 +140,67 @@ class JobRunner:
         return self.job is not None and self.job.state in ACTIVE_STATES
 
     # ------------------------------------------------------------------ requests
-    def start(self, job_id: str, file: str, path: str, now: float) -> PrintJob:
+    def start(self, job_id: str, file: str, path: str, now: float,
+              resume: dict | None = None) -> PrintJob:
+        """Start printing `path`; with `resume` (a checkpoint's resume point, as
+        `Checkpoints.to_json` made it) from that point, after the prologue of
+        `checkpoint.resume_steps`. ValueError for a resume point that does not fit."""
         if self.active:
             raise JobConflict("A job is already in progress")
         fh = open(path, "rb")  # FileNotFoundError is reported by the caller
-        size = os.fstat(fh.fileno()).st_size
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            prologue: list[Step] = []
+            first_line = 1
+            if resume is not None:
+                try:
+                    prologue = resume_steps(resume, self)
+                    offset, first_line = int(resume["offset"]), int(resume["line"])
+                    filament = float(resume["filament_used_mm"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ValueError(f"resume point not usable: {exc}") from None
+                if not 0 <= offset < size or first_line < 1:
+                    raise ValueError("resume point not usable: beyond the end of the file")
+                fh.seek(offset)
+        except BaseException:
+            fh.close()
+            raise
         self._close()
         self._file = fh
-        self._source = JobFeed(fh, self.interp, self.toolhead, self.buffer_time_s)
+        self.checkpoints = Checkpoints()
+        self._source = JobFeed(fh, self.interp, self.toolhead, self.buffer_time_s,
+                               first_line=first_line, on_boundary=self._boundary)
+        self._prologue = collections.deque(prologue)
         self._wait = None
         self._resume = None
         self._homing_cmd = self._rehome = None
         self._filament_at_start = self.interp.filament_used_mm
+        if resume is not None:
+            self._filament_at_start -= filament
         self.job = PrintJob(job_id, file, path, size, _utc_now(), now)
-        log.info("job %s: printing %s (%d bytes)", job_id, file, size)
+        self.job.line, self.job.bytes_read = first_line - 1, fh.tell()
+        if resume is not None:
+            log.info("job %s: resuming %s at line %d (offset %d)", job_id, file, first_line,
+                     fh.tell())
+        else:
+            log.info("job %s: printing %s (%d bytes)", job_id, file, size)
         return self.job
+
+    def _boundary(self, offset: int, line: int, row_z: int) -> None:
+        """The feed is about to run a move naming Z: remember the state to restart from."""
+        job = self.job
+        if job is None:
+            return
+        source = self._source
+        assert source is not None
+        z = source.z_target(row_z)
+        toolhead = self.toolhead
+        due = (max(self._now, toolhead.executor.queue_end_time())
+               + toolhead.planner.queued_time_estimate())
+        self.checkpoints.add(Boundary(
+            offset, line, toolhead.commanded_position, z, self.interp.state, toolhead.accel,
+            self.fan.speed, {h.name: h.target_c for h in self.heaters},
+            self.interp.filament_used_mm - self._filament_at_start, due))
 
     def pause(self, now: float) -> None:
         job = self.job
@@ -276,6 +329,7 @@ class JobRunner:
             self._feed(job, now)
 
     def _feed(self, job: PrintJob, now: float) -> None:
+        self._now = now
         if self._rehome is not None:
             # Resumed after a pause that stopped a G28: run that G28 again.
             cmd, self._rehome = self._rehome, None
@@ -293,6 +347,18 @@ class JobRunner:
             if job.waiting_since is not None:
                 job.wait_total_s += now - job.waiting_since
                 job.waiting_since = None
+        while self._prologue:
+            step = self._prologue.popleft()
+            if isinstance(step, GCodeCommand):
+                if not self._execute(job, step, now):
+                    return
+                continue
+            try:
+                step()
+            except (MoveError, ValueError) as exc:
+                self._fail(job, f"{job.file}: resuming failed: {exc}", now)
+                return
+        self.checkpoints.update(now)
         source = self._source
         assert source is not None
         failure = None
@@ -382,6 +448,7 @@ class JobRunner:
         self._close()
         self._wait = None
         self._resume = None
+        self._prologue.clear()
         self._homing_cmd = self._rehome = None
         job.state = state
         job.error = error
@@ -435,4 +502,7 @@ class JobRunner:
             "filament_used_mm": round(self.interp.filament_used_mm - self._filament_at_start, 3),
             "line": job.line,
             "error": job.error,
+            # Where it could be restarted after a power loss: the supervisor keeps it.
+            "resume_point": (self.checkpoints.to_json() if job.state in ACTIVE_STATES
+                             else None),
         }

@@ -23,7 +23,7 @@ the line, the two disagree: it is logged, and the interpreter's result stands).
 from __future__ import annotations
 
 import logging
-from typing import IO
+from typing import IO, Callable
 
 import numpy as np
 
@@ -54,6 +54,10 @@ FIRST_RUN_ROWS = 8
 _KERNEL_OPS = np.array([OP_SKIP, OP_MOVE, OP_DWELL, OP_ABSOLUTE, OP_RELATIVE, OP_E_ABSOLUTE,
                         OP_E_RELATIVE, OP_SET_POSITION, OP_ACCEL, OP_SPEED_FACTOR,
                         OP_EXTRUDE_FACTOR], dtype=np.int8)
+#: Pieces where more than this share of the moves name Z (spiral vase mode: every
+#: move climbs) are not cut at Z moves.
+VASE_SHARE = 0.75
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 # While inches are in force (G20, known only to the interpreter) these go to it too.
 _INCH_OPS = np.array([OP_MOVE, OP_SET_POSITION, OP_NOTHING], dtype=np.int8)
 
@@ -91,26 +95,55 @@ class _Piece:
                 interp[row] = True
         self.interp_rows = np.flatnonzero(interp)
         self.inch_rows = np.flatnonzero(interp | np.isin(head, _INCH_OPS))
+        # Moves that name Z: a run starts at each (a checkpoint boundary), so Z never
+        # changes inside a run except at its first row. A piece where nearly every move
+        # names Z (spiral vase mode) is not cut: it would be a run per row; such a
+        # piece has no resume point.
+        z_rows = np.flatnonzero((head == OP_MOVE) & ~np.isnan(params[:stop_row, 2]))
+        moves = int(np.count_nonzero(head == OP_MOVE))
+        self.z_rows = z_rows if len(z_rows) <= VASE_SHARE * moves else _NO_ROWS
+        self.base_offset = base_offset
         self.row = 0
+
+    def start_offset(self, r: int) -> int:
+        """The file offset where row `r`'s line begins."""
+        return int(self.offsets[r - 1]) if r > 0 else self.base_offset
 
 
 class JobFeed:
     """Feeds one open G-code file to the interpreter and the compiled planner."""
 
     def __init__(self, fh: IO[bytes], interp: GCodeInterpreter, toolhead: Toolhead,
-                 buffer_time_s: float) -> None:
+                 buffer_time_s: float, *, first_line: int = 1,
+                 on_boundary: Callable[[int, int, int], None] | None = None) -> None:
+        """Read `fh` from where it stands; `first_line` is the number of the line there
+        (a job resumed from a checkpoint). `on_boundary(offset, line, row_z)` is called
+        before each run that starts with a move naming Z, in absolute coordinates, with
+        the file offset and number of that line: the state of the interpreter and the
+        toolhead then is exactly the state to restart the file from there."""
         self._fh = fh
+        self.on_boundary = on_boundary
         self.interp = interp
         self.toolhead = toolhead
         self.planner = toolhead.planner
         self.buffer_time_s = buffer_time_s
         self.eof = False
         # The last line handled and the byte offset just after it.
-        self.line = 0
-        self.bytes_read = 0
-        self._pieces = iter_pieces(fh, PIECE_BYTES)
+        self.line = first_line - 1
+        self.bytes_read = fh.tell()
+        self._pieces = iter_pieces(fh, PIECE_BYTES, first_line=first_line,
+                                   base_offset=self.bytes_read)
         self._piece: _Piece | None = None
         self._run_rows = FIRST_RUN_ROWS
+
+    def z_target(self, row: int) -> float:
+        """The machine Z that row `row` of the current piece moves to (absolute)."""
+        piece = self._piece
+        assert piece is not None
+        value = float(piece.params[row, 2])
+        if self.interp.state.inch_units:
+            value *= 25.4
+        return value + self.interp.state.offset[2]
 
     # ------------------------------------------------------------------ reading
     def _next_piece(self) -> bool:
@@ -145,6 +178,16 @@ class JobFeed:
             next_command = int(special[k]) if k < len(special) else piece.stop_row
             if r < next_command:
                 n = min(next_command - r, self._run_rows)
+                z_rows = piece.z_rows
+                if len(z_rows):
+                    k = int(np.searchsorted(z_rows, r))
+                    at_z = k < len(z_rows) and z_rows[k] == r
+                    if at_z and self.on_boundary is not None \
+                            and self.interp.state.absolute_coords:
+                        self.on_boundary(piece.start_offset(r), int(piece.lines[r]), r)
+                    k += at_z
+                    if k < len(z_rows):
+                        n = min(n, int(z_rows[k]) - r)
                 self._run(piece, r, n, buffered)
                 rows += n
                 continue

@@ -330,8 +330,10 @@ class Printer:
                                  "cancel them")
                 args = req.args
                 try:
+                    resume = args.get("resume")
                     job = self.jobs.start(str(args["job_id"]), str(args["file"]),
-                                          str(args["path"]), now)
+                                          str(args["path"]), now,
+                                          resume=resume if isinstance(resume, dict) else None)
                 except FileNotFoundError:
                     return Reply(req.id, False, {}, ErrorKind.NOT_FOUND, "File not found")
                 return Reply(req.id, True, {"job_id": job.id})

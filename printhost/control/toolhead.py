@@ -187,6 +187,16 @@ class Toolhead:
         if homed_axis is not None:
             self._homed.add(homed_axis)
 
+    def set_position(self, position: Vec4, homed_axis: str | None = None) -> None:
+        """Declare where the toolhead is, without moving (as Klipper's
+        SET_KINEMATIC_POSITION): the height a print resumed after a power loss believes.
+        Only at a standstill; on an MCU the steppers' step clocks restart first."""
+        if not self.is_idle():
+            raise MoveError("the position can only be set while the toolhead stands still")
+        if self.homing_driver is not None:
+            self.homing_driver.restart_step_clocks()
+        self.rebase(position, homed_axis)
+
     def motors_off(self) -> None:
         """Release the motors (M84/M18): queued motion still runs, then every axis is unhomed.
 

@@ -234,3 +234,74 @@ def test_heater_fault_during_print_shuts_down(tmp_path):
     assert "extruder" in printer.error
     assert printer.jobs.job.state == JobState.ERROR
     assert all(printer.heaters[n].duty == 0 for n in ("extruder", "heater_bed"))
+
+
+# ---------------------------------------------------------------- power-loss resume
+
+def _checkpoint_at(line: int):
+    """Print the cube until `line`, then 'lose power': the resume point the job held
+    then, and the moves made up to that moment."""
+    printer, clock, moves = make_printer()
+    printer.jobs.start("job", CUBE.name, str(CUBE), clock.now())
+    run_until(printer, clock, lambda: printer.jobs.job.line >= line, 4000)
+    point = printer.get_status()["job"]["resume_point"]
+    executed_z = printer.toolhead.live_position()[2]
+    return point, executed_z, moves
+
+
+def test_a_resume_point_is_where_the_executed_motion_has_been(uninterrupted):
+    point, executed_z, moves = _checkpoint_at(3000)
+    assert point is not None and point["count"] > 10
+    assert 0 < point["line"] < 3000 and point["offset"] > 0
+    # Everything before the point has run: the point's position is on the executed path.
+    ends = [tuple(round(v, 6) for v in m.end) for m in moves]
+    assert tuple(round(v, 6) for v in point["position"]) in ends
+    # The height it believes is never above where the nozzle really is.
+    assert point["z_belief"] <= executed_z + 1e-9
+    assert point["z_belief"] <= point["position"][2]
+    with open(CUBE, "rb") as fh:
+        fh.seek(point["offset"])
+        first = fh.readline().decode()
+    assert "Z" in first.split(";")[0] and first.startswith("G1")
+
+
+def test_a_print_resumed_after_a_power_loss_ends_as_an_uninterrupted_one(uninterrupted):
+    ref_printer, ref_moves, _ = uninterrupted
+    point, _, _ = _checkpoint_at(3000)
+    # A new printer: nothing homed, the toolhead where the last one stopped (it had no
+    # power to move), heaters cold.
+    printer, clock, moves = make_printer()
+    printer.jobs.start("job", CUBE.name, str(CUBE), clock.now(), resume=point)
+    run_until(printer, clock, lambda: printer.jobs.job.state == JobState.COMPLETED, 5000)
+    status = printer.get_status()
+    assert status["job"]["state"] == "completed"
+    # The prologue: heated before anything moved, Z lifted from the believed height,
+    # X and Y homed, back over the point, lowered onto it.
+    assert printer.heaters["heater_bed"].target_c == 0.0   # the end G-code turned it off
+    lift = moves[0]
+    assert lift.start[2] == pytest.approx(point["z_belief"])
+    assert lift.end[2] > lift.start[2] and lift.start[:2] == lift.end[:2]
+    # From the point on, exactly the reference's moves (E shifted by where the extruder
+    # stood), and the same end.
+    ref = [geometry(m) for m in ref_moves]
+    got = [geometry(m) for m in moves]
+    ref_tail = ref[_index_after(ref, point):]
+    tail = got[len(got) - len(ref_tail):]
+    assert len(tail) == len(ref_tail) > 100
+    for a, b in zip(tail, ref_tail):
+        assert a[:3] == b[:3] and a[4:7] == b[4:7]
+        assert a[7] - a[3] == pytest.approx(b[7] - b[3], abs=1e-9)
+    assert printer.toolhead.commanded_position[:3] == ref_printer.toolhead.commanded_position[:3]
+    assert status["job"]["filament_used_mm"] == pytest.approx(
+        ref_printer.get_status()["job"]["filament_used_mm"], abs=1e-3)
+    # What came before the tail is the prologue's: lift, (homing X, Y), travel, lower.
+    prologue = got[:len(got) - len(ref_tail)]
+    assert 3 <= len(prologue) <= 6
+    assert prologue[-1][4:7] == tuple(round(v, 9) for v in point["position"][:3])
+
+
+def _index_after(ref: list, point: dict) -> int:
+    """Index of the reference move made by the point's line: the first that starts at
+    the point's position (E included)."""
+    pos = tuple(round(v, 9) for v in point["position"])
+    return next(i for i, m in enumerate(ref) if m[:4] == pos)

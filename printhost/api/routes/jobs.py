@@ -90,9 +90,15 @@ async def submit(request: Request, principal: Principal | None) -> dict:
 async def job_details(request: Request, _: Principal | None) -> dict:
     """The job's record and its events, oldest first: who created, started, paused,
     resumed or cancelled it and when, and each state the printer reported."""
-    record = await run_in_threadpool(request.app.state.jobs.get, request.path_params["job_id"])
+    job_id = request.path_params["job_id"]
+    record = await run_in_threadpool(request.app.state.jobs.get, job_id)
     if record is None:
         raise ApiError(404, "Job not found")
+    checkpoint = await run_in_threadpool(request.app.state.checkpoints.load, job_id)
+    record["checkpoint"] = None if checkpoint is None else {
+        k: checkpoint.get(k) for k in ("saved_at", "line", "progress", "filament_used_mm")}
+    if checkpoint is not None:
+        record["checkpoint"]["resume_line"] = checkpoint["resume_point"].get("line")
     return record
 
 
@@ -105,6 +111,25 @@ async def start(request: Request, principal: Principal | None) -> dict:
     was queued (re-queue it then)."""
     await read_json(request, EMPTY, allow_empty=True)
     return await _queue(request).start(request.path_params["job_id"], _who(principal))
+
+
+@endpoints.route("POST", "/api/v1/jobs/{job_id}/resume",
+                 summary="Resume an interrupted job from its checkpoint", role="operator",
+                 request=EMPTY, response=JOB_RECORD, errors=(404, 409, 503),
+                 path_params=JOB_ID)
+async def resume_interrupted(request: Request, principal: Principal | None) -> dict:
+    """Restart a job that a power loss, a stop of the service or a fault ended, from the
+    last checkpoint saved while it printed (at most 10 s old): the heaters are brought
+    back to the job's temperatures and waited for, the height the checkpoint believes is
+    taken as the nozzle's (Z is never homed into the part), Z rises, X and Y are homed,
+    the toolhead returns over the resume point and lowers onto it, and the file continues
+    from that line with the G-code state, fan and acceleration it had there. What was
+    printed after the point is printed again (at most the moves since the last Z move
+    plus a few seconds). 409 when the job is not interrupted or failed, has no
+    checkpoint, the printer is busy, or the file is gone or changed."""
+    await read_json(request, EMPTY, allow_empty=True)
+    return await _queue(request).resume_interrupted(request.path_params["job_id"],
+                                                    _who(principal))
 
 
 @endpoints.route("POST", "/api/v1/jobs/{job_id}/requeue", summary="Queue a finished job again",
