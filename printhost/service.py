@@ -41,8 +41,6 @@ from printhost.store.jobs import JobHistory
 log = logging.getLogger("printhost.supervisor")
 
 MONITOR_PERIOD_S = 0.2
-#: How often the running job's checkpoint is saved while it changes (at most 10 s old).
-CHECKPOINT_PERIOD_S = 5.0
 # A control process frozen this long is killed, so it can never wake up and act on
 # stale state (a real MCU has already switched its heaters off by then).
 FROZEN_KILL_S = 5.0
@@ -329,7 +327,7 @@ class Service:
 
     async def _save_checkpoint(self, job: dict[str, Any]) -> None:
         """Keep the running job's checkpoint on disk (store/checkpoints.py): saved every
-        CHECKPOINT_PERIOD_S while it changes, removed when the job completes or is
+        `jobs.checkpoint_interval_s` while it changes, removed when the job completes or is
         cancelled, kept after an error or an interruption (a person may resume it)."""
         if self.checkpoints is None:
             return
@@ -343,7 +341,8 @@ class Service:
             return
         key = (job["id"], point.get("count"), job.get("line"))
         now = time.monotonic()
-        if key == self._checkpoint_key or now - self._checkpoint_at < CHECKPOINT_PERIOD_S:
+        if (key == self._checkpoint_key
+                or now - self._checkpoint_at < self.settings.jobs.checkpoint_interval_s):
             return
         doc = {"job_id": job["id"], "file": job.get("file"),
                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -172,3 +172,7 @@ class JobsSettings:
     max_queued_per_user: int = setting(20, min=1, max=10000,
                                        doc="jobs one user may have queued at once (429 "
                                            "beyond)")
+    checkpoint_interval_s: float = setting(
+        5.0, min=0.5, max=10.0,
+        doc="while a job prints, its power-loss checkpoint is saved this often (when it "
+            "changed), s; a resume repeats at most about this much printing more")

@@ -16,9 +16,10 @@ import pytest
 from conftest import Api, Service
 from printhost.store.checkpoints import FILENAME
 
-pytestmark = pytest.mark.e2e
+# Nothing here measures a reaction time: it runs beside the timed service tests.
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_services]
 
-LAYERS = 16
+LAYERS = 10
 LAYER_MM = 0.2
 SIDE_E = 1.5
 
@@ -41,12 +42,13 @@ def layered_print() -> tuple[str, float, tuple[float, float, float]]:
 def test_a_killed_service_resumes_the_print_from_its_checkpoint(service_factory, api_for,
                                                                   tmp_path):
     text, filament, end = layered_print()
-    svc: Service = service_factory(time_factor=20.0).start()
+    svc: Service = service_factory(time_factor=20.0,
+                                   extra_config="\n[jobs]\ncheckpoint_interval_s = 0.5\n").start()
     api: Api = api_for(svc)
     job_id = api.print_text(tmp_path, "layers.gcode", text)
     checkpoint = svc.state_dir / FILENAME
-    # Printing, with a checkpoint saved (every 5 s while it changes), not yet near the end.
-    api.wait_for(lambda s: checkpoint.exists() and (s["job"] or {}).get("line", 0) > 40,
+    # Printing, with a checkpoint saved (every 0.5 s here), not yet near the end.
+    api.wait_for(lambda s: checkpoint.exists() and (s["job"] or {}).get("line", 0) > 30,
                  timeout_s=120, what="a saved checkpoint")
     st = api.status()
     assert st["job"]["state"] == "printing" and st["job"]["progress"] < 0.8, st["job"]

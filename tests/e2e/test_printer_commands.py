@@ -15,7 +15,8 @@ from websockets.asyncio.client import connect
 
 from conftest import NO_RATE_LIMIT, Api, Service, running
 
-pytestmark = pytest.mark.e2e
+# Nothing here measures a reaction time: it runs beside the timed service tests.
+pytestmark = [pytest.mark.e2e, pytest.mark.beside_services]
 
 DEVICES = """
 [devices.psu]
