@@ -72,10 +72,12 @@ class ServerSettings:
          5.0, min=0.1, max=600.0,
          doc="how long an idle connection is kept open after a response for the client's "
              "next request")
-    access_log: str = setting("all", choices=("all", "errors", "off"),
+    access_log: str = setting("errors", choices=("all", "errors", "off"),
                               doc="the JSON record logged per request (logger "
                                   "printhost.api.access): for every request, only for those "
-                                  "answered with an error status (400 and above), or none")
+                                  "answered with an error status (400 and above: the "
+                                  "default, so a Pi's SD card and journal are not worn by "
+                                  "status polling), or none")
 
     def __post_init__(self) -> None:
         # A web origin as browsers send it: scheme, host (name, IPv4 or [IPv6]), optional port.

@@ -29,11 +29,17 @@ def _query(backend: str, username: str) -> Any:
     return (q.backend == backend) & (q.username == username)
 
 
+def _by_key(data: dict[str, Any]) -> dict[tuple[Any, Any], dict[str, Any]]:
+    docs = data.get(TABLE) or {}
+    return {(d.get("backend"), d.get("username")): d for d in docs.values()
+            if isinstance(d, dict)}
+
+
 def get_account(store: Store, backend: str, username: str) -> dict[str, Any] | None:
-    for doc in store.table_snapshot(TABLE):
-        if doc.get("backend") == backend and doc.get("username") == username:
-            return doc
-    return None
+    """Looked up on every authenticated request: an index rebuilt only when the store
+    changed."""
+    doc = store.derived("accounts_by_key", _by_key).get((backend, username))
+    return dict(doc) if doc is not None else None
 
 
 def list_accounts(store: Store, backend: str) -> list[dict[str, Any]]:

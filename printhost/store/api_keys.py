@@ -99,6 +99,11 @@ def create_key(store: Store, name: str, role: str, created_by: str, ttl_s: float
     return key, public_record(doc)
 
 
+def _by_id(data: dict[str, Any]) -> dict[Any, dict[str, Any]]:
+    docs = data.get(TABLE) or {}
+    return {d.get("id"): d for d in docs.values() if isinstance(d, dict)}
+
+
 def find_key(store: Store, key: str, now: float | None = None) -> dict[str, Any] | None:
     """The stored record of a valid, unexpired `key`, else None.
 
@@ -109,10 +114,8 @@ def find_key(store: Store, key: str, now: float | None = None) -> dict[str, Any]
     ident = parse_key(key)
     doc = None
     if ident is not None:
-        for candidate in store.table_snapshot(TABLE):
-            if candidate.get("id") == ident:
-                doc = candidate
-                break
+        found = store.derived("api_keys_by_id", _by_id).get(ident)
+        doc = dict(found) if found is not None else None
     offered = _digest(key) if ident is not None else _DUMMY_DIGEST
     expected = doc.get("digest") if doc is not None else None
     if not isinstance(expected, str):

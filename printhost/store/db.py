@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
@@ -36,6 +36,7 @@ from printhost.store.atomic import TEMP_SUFFIX, AtomicJSONStorage, StoreCorrupt,
 __all__ = ["Store", "StoreCorrupt", "DB_FILENAME"]
 
 DB_FILENAME = "printhost.json"
+T = TypeVar("T")
 
 
 class _TransactionStorage(Storage):
@@ -86,6 +87,11 @@ class Store:
         self._file = AtomicJSONStorage(self.path)
         self._thread_lock = threading.Lock()
         self._local = threading.local()
+        # The parsed file and indexes built from it, each with the file's signature
+        # when read (`derived`).
+        self._cache_lock = threading.Lock()
+        self._cache: tuple[tuple[int, ...] | None, dict[str, Any]] | None = None
+        self._derived: dict[str, tuple[tuple[int, ...] | None, Any]] = {}
         with self._locked(exclusive=True):
             self._remove_stale_temp_files()
             self._file.read()
@@ -136,13 +142,54 @@ class Store:
             buffer = _TransactionStorage(self._file.read())
             db = TinyDB(storage=lambda: buffer)
             self._local.db = db
+            self._local.buffer = buffer
             try:
                 yield db
                 if buffer.dirty and buffer.data is not None:
                     self._file.write(buffer.data)
             finally:
                 self._local.db = None
+                self._local.buffer = None
                 buffer.close()
+
+    def _signature(self) -> tuple[int, ...] | None:
+        """What changes with every write: each write replaces the file with a new one
+        (a new inode, created while the old one still existed) and sets its times."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def derived(self, key: str, build: Callable[[dict[str, Any]], T]) -> T:
+        """`build(data)` of the whole file's content, computed again only when the file
+        changed, in this process or another (a `stat` tells): what a lookup on every
+        request needs (the revoked tokens, the accounts) without reading and parsing the
+        file every time. `build` must return something callers do not change (a
+        frozenset, a mapping they only read). Inside a transaction of this thread it is
+        built from the transaction's own view, uncached."""
+        buffer = getattr(self._local, "buffer", None)
+        if getattr(self._local, "db", None) is not None and buffer is not None:
+            return build(buffer.data or {})
+        # No file yet (None) is a signature too: the first write creates one.
+        signature = self._signature()
+        with self._cache_lock:
+            entry = self._derived.get(key)
+            if entry is not None and entry[0] == signature:
+                return entry[1]
+            cached = self._cache
+        if cached is not None and cached[0] == signature:
+            data = cached[1]
+        else:
+            with self._locked(exclusive=False):
+                signature = self._signature()
+                data = self._file.read() or {}
+            with self._cache_lock:
+                self._cache = (signature, data)
+        value = build(data)
+        with self._cache_lock:
+            self._derived[key] = (signature, value)
+        return value
 
     def table_snapshot(self, name: str) -> list[dict[str, Any]]:
         """Every document of table `name` as plain dicts, in insertion (document id) order.

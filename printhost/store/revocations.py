@@ -54,13 +54,16 @@ def revoke(store: Store, entries: list[tuple[str, str, float]], now: float) -> N
         _prune(db, now)
 
 
+def _entries(data: dict[str, Any]) -> frozenset[tuple[Any, Any]]:
+    docs = data.get(TABLE) or {}
+    return frozenset((d.get("kind"), d.get("id")) for d in docs.values() if isinstance(d, dict))
+
+
 def is_revoked(store: Store, jti: str, sid: str) -> bool:
-    """True when the token id or its session is on the list."""
-    for doc in store.table_snapshot(TABLE):
-        kind, ident = doc.get("kind"), doc.get("id")
-        if (kind == JTI and ident == jti) or (kind == SID and ident == sid):
-            return True
-    return False
+    """True when the token id or its session is on the list (checked on every
+    authenticated request: a set, rebuilt only when the store changed)."""
+    entries = store.derived("revocations", _entries)
+    return (JTI, jti) in entries or (SID, sid) in entries
 
 
 def consume(store: Store, jti: str, sid: str, exp: float, session_exp: float,

@@ -227,12 +227,17 @@ def update_user(store: Store, username: str, *, role: str | None = None,
         return public_record(db.table(TABLE).get(doc_id=user.doc_id))
 
 
+def _by_name(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    docs = data.get(TABLE) or {}
+    return {d["username"]: d for d in docs.values()
+            if isinstance(d, dict) and isinstance(d.get("username"), str)}
+
+
 def get_user(store: Store, username: str) -> dict[str, Any] | None:
-    """The full record, including the password hash, or None."""
-    for user in store.table_snapshot(TABLE):
-        if user.get("username") == username:
-            return user
-    return None
+    """The full record, including the password hash, or None (looked up on every
+    authenticated request: an index rebuilt only when the store changed)."""
+    user = store.derived("users_by_name", _by_name).get(username)
+    return dict(user) if user is not None else None
 
 
 def _api_time(text: Any) -> str | None:

@@ -34,6 +34,7 @@ port = {port}
 max_body_bytes = 8192
 max_upload_bytes = {max_upload}
 log_level = "info"
+access_log = "all"
 {server_extra}
 [auth]
 login_max_failures = {login_max_failures}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 
 import pytest
 import schemathesis
@@ -81,8 +82,24 @@ MAX_TEMP_C = {"extruder": _DEFAULTS.heaters.extruder.max_temp,
               "heater_bed": _DEFAULTS.heaters.heater_bed.max_temp}
 
 
+# The same for the typed heat command (several targets at once) and for raw G-code
+# that could set a target or stop the printer (M112 latches it in error like the
+# emergency-stop route).
+HEAT_COMMAND = ("POST", "/api/v1/printer/heat")
+GCODE_COMMAND = ("POST", "/api/v1/printer/gcode")
+_RISKY_GCODE = re.compile(r"M1(04|09|12|40|41|90|91)(?![0-9])", re.IGNORECASE)
+
+
 def _could_trip_a_heater(case) -> bool:
-    if (case.method.upper(), case.path) not in HEATER_COMMANDS:
+    key = (case.method.upper(), case.path)
+    body = case.body if isinstance(case.body, dict) else {}
+    if key == HEAT_COMMAND:
+        return any(not isinstance(t, bool) and isinstance(t, (int, float))
+                   and t > SAFE_TARGET_C for t in body.values())
+    if key == GCODE_COMMAND:
+        script = body.get("script")
+        return isinstance(script, str) and _RISKY_GCODE.search(script) is not None
+    if key not in HEATER_COMMANDS:
         return False
     target = case.body.get("target") if isinstance(case.body, dict) else None
     if isinstance(target, bool) or not isinstance(target, (int, float)):

@@ -327,3 +327,33 @@ def test_lock_serialises_two_processes(tmp_path):
     for child in children:
         assert child.wait(timeout=60) == 0
     assert store.table_snapshot("counter") == [{"n": 400}]
+
+
+def test_derived_values_follow_every_write_of_any_process(tmp_path):
+    """An index built from the file is rebuilt after a write by this store, by another
+    store on the same directory (another process: the CLI), and never goes stale; it is
+    not rebuilt while nothing changed."""
+    from printhost.store import revocations
+    ours, theirs = Store(tmp_path), Store(tmp_path)
+    builds: list[int] = []
+
+    def count_tables(data: dict) -> int:
+        builds.append(1)
+        return len(data.get("t") or {})
+
+    assert ours.derived("n", count_tables) == 0
+    assert ours.derived("n", count_tables) == 0 and len(builds) == 1   # cached
+    with theirs.transaction() as db:
+        db.table("t").insert({"a": 1})
+    assert ours.derived("n", count_tables) == 1 and len(builds) == 2
+    with ours.transaction() as db:
+        db.table("t").insert({"a": 2})
+        assert ours.derived("n", count_tables) == 2    # the transaction's own view
+    assert ours.derived("n", count_tables) == 2
+    # The security-relevant case: a logout written by another process counts at once.
+    now = 1_000_000.0
+    assert not revocations.is_revoked(ours, "jti-1", "sid-1")
+    revocations.revoke(theirs, [(revocations.JTI, "jti-1", now + 60)], now)
+    assert revocations.is_revoked(ours, "jti-1", "sid-1")
+    revocations.revoke(theirs, [(revocations.SID, "sid-2", now + 60)], now)
+    assert revocations.is_revoked(ours, "other", "sid-2")
