@@ -37,6 +37,8 @@ __all__ = ["Store", "StoreCorrupt", "DB_FILENAME"]
 
 DB_FILENAME = "printhost.json"
 T = TypeVar("T")
+#: What `Store.derived_if_current` returns when the file changed since the last build.
+NOT_CURRENT = object()
 
 
 class _TransactionStorage(Storage):
@@ -190,6 +192,18 @@ class Store:
         with self._cache_lock:
             self._derived[key] = (signature, value)
         return value
+
+    def derived_if_current(self, key: str) -> Any:
+        """The value `derived(key, ...)` last built, if the file has not changed since
+        (one `stat`, no read: cheap enough for the event loop); else `NOT_CURRENT`."""
+        if getattr(self._local, "db", None) is not None:
+            return NOT_CURRENT
+        signature = self._signature()
+        with self._cache_lock:
+            entry = self._derived.get(key)
+        if entry is not None and entry[0] == signature:
+            return entry[1]
+        return NOT_CURRENT
 
     def table_snapshot(self, name: str) -> list[dict[str, Any]]:
         """Every document of table `name` as plain dicts, in insertion (document id) order.

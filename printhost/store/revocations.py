@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from printhost.store.db import Store
+from printhost.store.db import NOT_CURRENT, Store
 
-__all__ = ["TABLE", "JTI", "SID", "revoke", "is_revoked", "consume", "prune", "count"]
+__all__ = ["TABLE", "JTI", "SID", "revoke", "is_revoked", "is_revoked_if_current", "consume",
+           "prune", "count"]
 
 TABLE = "revoked_tokens"
 JTI = "jti"
@@ -57,6 +58,15 @@ def revoke(store: Store, entries: list[tuple[str, str, float]], now: float) -> N
 def _entries(data: dict[str, Any]) -> frozenset[tuple[Any, Any]]:
     docs = data.get(TABLE) or {}
     return frozenset((d.get("kind"), d.get("id")) for d in docs.values() if isinstance(d, dict))
+
+
+def is_revoked_if_current(store: Store, jti: str, sid: str) -> bool | None:
+    """`is_revoked` when the list is current without reading the file (for the event
+    loop); None when `is_revoked` must read it."""
+    entries = store.derived_if_current("revocations")
+    if entries is NOT_CURRENT:
+        return None
+    return (JTI, jti) in entries or (SID, sid) in entries
 
 
 def is_revoked(store: Store, jti: str, sid: str) -> bool:

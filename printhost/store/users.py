@@ -27,7 +27,7 @@ from tinydb import Query
 
 from printhost.api.auth.passwords import (ScryptParams, dummy_hash, hash_password, needs_rehash,
                                           verify_password)
-from printhost.store.db import Store
+from printhost.store.db import NOT_CURRENT, Store
 
 __all__ = ["ROLES", "TABLE", "SETUP_TABLE", "UserNotFound", "UserExists", "LastAdmin",
            "validate_username", "validate_password", "validate_role", "add_user",
@@ -231,6 +231,16 @@ def _by_name(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     docs = data.get(TABLE) or {}
     return {d["username"]: d for d in docs.values()
             if isinstance(d, dict) and isinstance(d.get("username"), str)}
+
+
+def get_user_if_current(store: Store, username: str) -> tuple[bool, dict[str, Any] | None]:
+    """(True, the record or None) when the index is current, without reading the
+    file (for the event loop); (False, None) when `get_user` must read it."""
+    index = store.derived_if_current("users_by_name")
+    if index is NOT_CURRENT:
+        return False, None
+    user = index.get(username)
+    return True, (dict(user) if user is not None else None)
 
 
 def get_user(store: Store, username: str) -> dict[str, Any] | None:

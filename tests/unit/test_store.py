@@ -357,3 +357,19 @@ def test_derived_values_follow_every_write_of_any_process(tmp_path):
     assert revocations.is_revoked(ours, "jti-1", "sid-1")
     revocations.revoke(theirs, [(revocations.SID, "sid-2", now + 60)], now)
     assert revocations.is_revoked(ours, "other", "sid-2")
+
+
+def test_derived_if_current_never_answers_for_a_changed_file(tmp_path):
+    from printhost.store.db import NOT_CURRENT
+    ours, theirs = Store(tmp_path), Store(tmp_path)
+    with theirs.transaction() as db:
+        db.table("t").insert({"a": 1})
+    assert ours.derived_if_current("n") is NOT_CURRENT        # never built
+    ours.derived("n", lambda data: len(data.get("t") or {}))
+    assert ours.derived_if_current("n") == 1
+    with theirs.transaction() as db:
+        db.table("t").insert({"a": 2})
+    assert ours.derived_if_current("n") is NOT_CURRENT        # another process wrote
+    assert ours.derived("n", lambda data: len(data.get("t") or {})) == 2
+    with ours.transaction():
+        assert ours.derived_if_current("n") is NOT_CURRENT    # inside a transaction

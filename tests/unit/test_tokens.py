@@ -329,3 +329,19 @@ def test_constructor_rejects_bad_arguments(kwargs):
     args = {"secret": SECRET, "issuer": "printhost", "ttl_s": 60} | kwargs
     with pytest.raises(ValueError):
         TokenService(**args)
+
+
+def test_a_verified_access_token_is_checked_again_on_every_use(service, clock):
+    """The signature of an access token is verified once per token text; its times and
+    key are checked on every use, and what a caller does to the claims stays its own."""
+    token, _ = service.issue("alice", ["viewer"], 0)
+    first = service.decode(token)
+    first["sub"] = "mallory"
+    assert service.decode(token)["sub"] == "alice"
+    assert "_kid" not in service.decode(token)
+    tampered = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    with pytest.raises(InvalidToken):
+        service.decode(tampered)
+    clock.now = T0 + 3600
+    with pytest.raises(InvalidToken, match="expired"):
+        service.decode(token)

@@ -138,8 +138,12 @@ class AuthService:
         try:
             claims = self.tokens.decode(token)
             account = await self._current_account(claims)
-            if await to_thread.run_sync(revocations.is_revoked, self.store, claims["jti"],
-                                        claims["sid"]):
+            revoked = revocations.is_revoked_if_current(self.store, claims["jti"],
+                                                        claims["sid"])
+            if revoked is None:
+                revoked = await to_thread.run_sync(revocations.is_revoked, self.store,
+                                                   claims["jti"], claims["sid"])
+            if revoked:
                 raise InvalidToken("token revoked")
         except InvalidToken as exc:
             log.debug("token refused: %s", exc)

@@ -22,8 +22,10 @@ checked by the caller, not here.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,6 +44,8 @@ REFRESH = "refresh"
 REQUIRED_CLAIMS = ("sub", "roles", "ver", "iss", "aud", "iat", "nbf", "exp", "jti", "sid", "typ")
 ALLOWED_HEADERS = frozenset({"alg", "typ", "kid"})
 MIN_SECRET_BYTES = 32
+#: Verified access tokens kept by their text (`TokenService.decode`).
+VERIFIED_KEPT = 512
 
 
 class InvalidToken(Exception):
@@ -122,6 +126,9 @@ class TokenService:
 
     def __init__(self, secret: bytes | KeyRing | Callable[[], KeyRing], issuer: str, ttl_s: int,
                  clock: Callable[[], float] = time.time, refresh_ttl_s: int | None = None) -> None:
+        self._verified: collections.OrderedDict[str, tuple[str, dict[str, Any]]] = \
+            collections.OrderedDict()
+        self._verified_lock = threading.Lock()
         if isinstance(secret, bytes):
             ring = KeyRing(secret)
             self._keys: Callable[[], KeyRing] = lambda: ring
@@ -186,7 +193,36 @@ class TokenService:
         return TokenPair(access, access_exp, refresh, refresh_exp, sid)
 
     def decode(self, token: str, expected_type: str = ACCESS) -> dict[str, Any]:
-        """Verify `token` and return its claims; raise InvalidToken for any defect."""
+        """Verify `token` and return its claims; raise InvalidToken for any defect.
+
+        An access token comes with every request of an app, so its verified claims are
+        kept by its exact text (the last VERIFIED_KEPT): the header, the signature and
+        the issuer are checked once; the key (still accepted?) and the times are checked
+        again on every use."""
+        if not isinstance(token, str) or not token:
+            raise InvalidToken("no token")
+        if expected_type == ACCESS:
+            with self._verified_lock:
+                hit = self._verified.get(token)
+            if hit is not None:
+                kid, claims = hit
+                now = self._clock()
+                if self._keys().lookup(kid, now) is None:
+                    with self._verified_lock:
+                        self._verified.pop(token, None)
+                    raise InvalidToken(f"unknown or retired key id {kid[:40]!r}")
+                self._check_claims(claims, expected_type, now)
+                return dict(claims)
+        claims = self._decode(token, expected_type)
+        kid = claims.pop("_kid")
+        if expected_type == ACCESS:
+            with self._verified_lock:
+                self._verified[token] = (kid, claims)
+                while len(self._verified) > VERIFIED_KEPT:
+                    self._verified.popitem(last=False)
+        return dict(claims)
+
+    def _decode(self, token: str, expected_type: str) -> dict[str, Any]:
         if not isinstance(token, str) or not token:
             raise InvalidToken("no token")
         try:
@@ -226,6 +262,7 @@ class TokenService:
         except (ValueError, TypeError) as exc:
             raise InvalidToken(f"malformed token: {exc}") from None
         self._check_claims(claims, expected_type, now)
+        claims["_kid"] = kid
         return claims
 
     def _check_claims(self, claims: dict[str, Any], expected_type: str, now: float) -> None:

@@ -43,7 +43,11 @@ class StoreBackend(AuthBackend):
         return _account(record)
 
     async def account(self, username: str) -> Account | None:
-        record = await to_thread.run_sync(users.get_user, self.store, username)
+        # Asked on every request: from the index when the store has not changed (a
+        # stat on the loop), else read in a worker thread.
+        current, record = users.get_user_if_current(self.store, username)
+        if not current:
+            record = await to_thread.run_sync(users.get_user, self.store, username)
         return None if record is None else _account(record)
 
     async def revoke_all(self, username: str) -> int:
