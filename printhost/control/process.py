@@ -35,17 +35,22 @@ import logging
 import os
 import time
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from printhost.childproc import setup_child
 from printhost.config import Settings
 from printhost.control.looptiming import LoopTiming
-from printhost.control.printer import Printer
 from printhost.control.restart import ControlHost, build_printer
 from printhost.control.wakeup import Wakeup
 from printhost.ipc.channel import CommandServer
 from printhost.ipc.status import StatusBlock
 from printhost.realtime import CONTROL_PRIORITY, settle_realtime
+
+if TYPE_CHECKING:
+    # Not at run time: the supervisor imports this module for `control_main` (the
+    # spawned process's entry point), and the printer brings numpy and numba, which
+    # only the control process needs (tens of MiB in the supervisor otherwise).
+    from printhost.control.printer import Printer
 
 log = logging.getLogger("printhost.control")
 
