@@ -126,3 +126,15 @@ def test_simulation_imports_outside_sim_are_only_where_a_simulated_backend_runs(
             seen[key] = line
     # The table stays true: an entry whose import is gone is removed with it.
     assert set(seen) == set(ALLOWED)
+
+
+def test_the_supervisor_leaves_numpy_and_numba_to_the_control_process():
+    """The supervisor (API, job queue, live status) never needs the compiled kernels:
+    importing what it runs must not load numpy, numba or llvmlite (tens of MiB of
+    resident memory on a Pi; tools/bench api reports it)."""
+    code = ("import sys, printhost.service, printhost.cli, printhost.api.app; "
+            "print([m for m in ('numpy', 'numba', 'llvmlite') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
