@@ -295,7 +295,7 @@ def test_503_and_error_status_when_control_process_dies(service_factory, api_for
 
 def test_concurrent_pauses_one_wins(service_factory, api_for, tmp_path):
     import concurrent.futures
-    svc = service_factory(time_factor=5.0).start()
+    svc = service_factory(time_factor=20.0).start()
     api = api_for(svc)
     gcode = tmp_path / "long.gcode"
     lines = ["G28", "G90", "G1 Z1 F600"]

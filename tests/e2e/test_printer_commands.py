@@ -15,8 +15,7 @@ from websockets.asyncio.client import connect
 
 from conftest import NO_RATE_LIMIT, Api, Service, running
 
-# Nothing here measures a reaction time: it runs beside the timed service tests.
-pytestmark = [pytest.mark.e2e, pytest.mark.beside_services]
+pytestmark = pytest.mark.e2e
 
 DEVICES = """
 [devices.psu]
