@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from printhost.control.gcode import GCodeCommand
+from printhost.control.gcode import make_command as _command
 from printhost.control.interpreter import GCodeState
 
 #: Boundaries waiting for their motion to run; more are dropped (oldest first).
@@ -117,11 +118,6 @@ def state_from_json(data: dict[str, Any]) -> GCodeState:
 
 
 Step = GCodeCommand | Callable[[], None]
-
-
-def _command(name: str, **params: float) -> GCodeCommand:
-    text = " ".join([name] + [f"{k}{v:g}" for k, v in params.items()])
-    return GCodeCommand(name, dict(params), 0, True, text)
 
 
 def resume_steps(point: dict[str, Any], runner: Any) -> list[Step]:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from printhost.control.gcode import GCodeCommand, GCodeError, parse_script
+from printhost.control.gcode import make_command as command
 from printhost.control.heaters import HeaterBank, HeaterFault
 from printhost.control.interpreter import CommandError, GCodeInterpreter, Wait
 from printhost.control.toolhead import Toolhead
@@ -97,17 +98,6 @@ KINDS: dict[str, Kind] = {
 }
 
 Step = GCodeCommand | Callable[[], str | None]
-
-
-def _number(value: float) -> str:
-    text = f"{value:.6f}".rstrip("0").rstrip(".")
-    return text if text not in ("", "-0") else "0"
-
-
-def command(name: str, **params: float) -> GCodeCommand:
-    """A G-code command built from values (no text to parse), with its text for logs."""
-    text = " ".join([name] + [f"{k}{_number(v)}" for k, v in params.items()])
-    return GCodeCommand(name, dict(params), 0, True, text)
 
 
 @dataclass

@@ -217,6 +217,19 @@ def parse_script(text: str, max_lines: int = MAX_SCRIPT_LINES) -> list[GCodeComm
     return commands
 
 
+def _number(value: float) -> str:
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"
+
+
+def make_command(name: str, **params: float) -> GCodeCommand:
+    """A known command built from values (no text to parse: what the printer sends
+    itself, such as a typed console command or a resume's prologue), with its text for
+    logs."""
+    text = " ".join([name] + [f"{k}{_number(v)}" for k, v in params.items()])
+    return GCodeCommand(name, dict(params), 0, True, text)
+
+
 def iter_lines(binary_file: BinaryIO) -> Iterator[tuple[int, int, str]]:
     """Yield (line number from 1, byte offset just after the line, text without the newline).
 
