@@ -227,6 +227,8 @@ class McuHoming:
         session = self._session
         if session is not None and session.phase != "idle" and session.start_steps is None:
             session.start_steps = self._read_steps(session)
+        if session is not None and session.phase != "idle":
+            self.endstops[session.axis].keep_alive()
         session = self._aborting
         if session is None:
             return

@@ -9,6 +9,7 @@ mid-homing therefore stops the motors too, instead of grinding them into the fra
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from printhost.mcu.mcu import MAX_SCHEDULE_AHEAD_S, Mcu
@@ -30,6 +31,9 @@ REST_TIME_S = 0.0005
 # simulated MCU's clock can run faster than the host's); reports come 3x as often.
 EXPIRE_PRINT_S = 0.25
 EXPIRE_WALL_S = 0.5
+# The host extends the deadline at least this often by itself (host time), whatever
+# the reports do.
+KEEP_ALIVE_S = 0.1
 
 
 class McuEndstop:
@@ -45,6 +49,7 @@ class McuEndstop:
         self.trigger_reason: int | None = None
         self.trigger_clock: int | None = None
         self._expire_ticks = 0
+        self._extended_at = 0.0
         mcu.register_config(self._build_config)
         mcu.register_response("trsync_state", self._on_trsync_state, self.trsync_oid)
 
@@ -81,6 +86,7 @@ class McuEndstop:
             mcu.send("stepper_stop_on_trigger", oid=stepper.oid, trsync_oid=self.trsync_oid)
         mcu.send("trsync_set_timeout", oid=self.trsync_oid,
                  clock=(clock + self._expire_ticks) & 0xFFFFFFFF)
+        self._extended_at = time.monotonic()
         mcu.send("endstop_home", oid=self.oid, clock=clock & 0xFFFFFFFF,
                  sample_ticks=max(1, int(SAMPLE_TIME_S * freq)), sample_count=SAMPLE_COUNT,
                  rest_ticks=max(1, int(rest_time_s * freq)),
@@ -97,9 +103,23 @@ class McuEndstop:
                     if self.mcu.clocksync is not None else int(params["clock"])
             return
         # Still waiting for the switch: push the deadline out again.
+        self._extend()
+
+    def _extend(self) -> None:
         now_clock = self.mcu.clock_of(self.mcu.print_time())
         self.mcu.send("trsync_set_timeout", oid=self.trsync_oid,
                       clock=(now_clock + self._expire_ticks) & 0xFFFFFFFF)
+        self._extended_at = time.monotonic()
+
+    def keep_alive(self) -> None:
+        """Extend the deadline on the host's own clock too (called every control pass):
+        the MCU does not resend a report the line lost, and a noisy line can lose two in
+        a row (0.3 s without an extension, plus the extension's own retransmissions),
+        which would end a homing move the host is still watching. The deadline keeps
+        its purpose: a host that stops running stops extending it."""
+        if (self.armed and self.trigger_reason is None
+                and time.monotonic() - self._extended_at >= KEEP_ALIVE_S):
+            self._extend()
 
     def request_end(self, reason: int) -> None:
         """Ask the MCU to end the trsync now with `reason`; its `trsync_state` answer

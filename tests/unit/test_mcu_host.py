@@ -16,6 +16,7 @@ import pytest
 
 from printhost.config import parse_settings
 from printhost.control.stepstream import QUEUE_STEP, SET_NEXT_STEP_DIR, StepCommands
+from printhost.mcu.endstops import REASON_COMMS_TIMEOUT, REASON_PAST_END_TIME, McuEndstop
 from printhost.mcu.mcu import MAX_SCHEDULE_AHEAD_S, MIN_SCHEDULE_AHEAD_S, Mcu, McuError
 from printhost.mcu.outputs import McuPwmOutput
 from printhost.mcu.pins import PinSpec, parse_pin
@@ -460,3 +461,47 @@ def test_a_heater_update_after_the_line_turned_noisy_stays_within_max_duration()
             mcu.close()
     finally:
         b.close()
+
+
+class _ReportsLost(McuEndstop):
+    """An endstop whose `trsync_state` reports all go missing on the line (the MCU does
+    not resend them): only the host's own keep-alive can extend the deadline."""
+
+    def _on_trsync_state(self, params, t):
+        if params["can_trigger"]:
+            return
+        super()._on_trsync_state(params, t)
+
+
+def _watch(mcu: Mcu, endstop: McuEndstop, seconds: float, keep_alive: bool) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not endstop.triggered:
+        mcu.poll()
+        if keep_alive:
+            endstop.keep_alive()
+        time.sleep(0.01)
+
+
+def test_a_homing_deadline_survives_lost_reports_while_the_host_keeps_it_alive(board):
+    """The trsync's deadline stops the motors when the host stops extending it. Without
+    the reports (lost on a noisy line), the deadline passes (the control run: reason
+    "comms timeout") unless the host extends it on its own clock every control pass."""
+    mcu = Mcu(board.path, restart_method="command")
+    free = _ReportsLost(mcu, parse_pin("PA5"), [])     # a pin nothing drives: never hit
+    kept = _ReportsLost(mcu, parse_pin("PA6"), [])
+    mcu.connect(5.0)
+    mcu.configure(5.0)
+    try:
+        free.arm(mcu.print_time() + 0.05)
+        _watch(mcu, free, 2.0, keep_alive=False)
+        assert free.trigger_reason == REASON_COMMS_TIMEOUT
+        free.disarm()
+        kept.arm(mcu.print_time() + 0.05)
+        _watch(mcu, kept, 2.0, keep_alive=True)
+        assert not kept.triggered, kept.trigger_reason
+        kept.request_end(REASON_PAST_END_TIME)
+        _watch(mcu, kept, 2.0, keep_alive=True)
+        assert kept.trigger_reason == REASON_PAST_END_TIME   # and it still ends on request
+        kept.disarm()
+    finally:
+        mcu.close()
