@@ -97,6 +97,26 @@ class JobQueue:
                 raise ApiError(409, f"This file is already in job {rec['id']} ({state})",
                                extra={"job_id": rec["id"]})
 
+    async def _record(self, job_id: str) -> dict[str, Any]:
+        record = await asyncio.to_thread(self.jobs.get, job_id)
+        if record is None:
+            raise ApiError(404, "Job not found")
+        return record
+
+    async def _same_file(self, record: dict[str, Any], gone: str,
+                         replaced: str) -> tuple[str, str]:
+        """The job's stored path and hash, if its file still has the content the job
+        was made for; else 409 with `gone` or `replaced`."""
+        try:
+            stored, sha256 = await self._file_and_hash(record["file"])
+        except ApiError as exc:
+            if exc.status == 404:
+                raise ApiError(409, gone) from None
+            raise
+        if record.get("sha256") and sha256 != record["sha256"]:
+            raise ApiError(409, replaced)
+        return stored, sha256
+
     def _printer_busy(self) -> bool:
         job = self.link.status().get("job") or {}
         return job.get("state") in IN_PROGRESS
@@ -147,23 +167,15 @@ class JobQueue:
             return await self._start_locked(job_id, user)
 
     async def _start_locked(self, job_id: str, user: str) -> dict[str, Any]:
-        record = await asyncio.to_thread(self.jobs.get, job_id)
-        if record is None:
-            raise ApiError(404, "Job not found")
+        record = await self._record(job_id)
         if record.get("state") != QUEUED:
             raise ApiError(409, f"Job is {record.get('state')}, not queued")
         if self._printer_busy():
             raise ApiError(409, "A job is already in progress")
-        try:
-            stored, sha256 = await self._file_and_hash(record["file"])
-        except ApiError as exc:
-            if exc.status == 404:
-                raise ApiError(409, "The job's file is gone; upload it again and queue a "
-                                    "new job") from None
-            raise
-        if record.get("sha256") and sha256 != record["sha256"]:
-            raise ApiError(409, "The job's file was replaced since it was queued; re-queue "
-                                "it to print the new content")
+        stored, _ = await self._same_file(
+            record, "The job's file is gone; upload it again and queue a new job",
+            "The job's file was replaced since it was queued; re-queue it to print the "
+            "new content")
         await command(self.link, Command.PRINT,
                       {"job_id": job_id, "file": stored,
                        "path": str(self.files.path_for(stored))})
@@ -179,9 +191,7 @@ class JobQueue:
         did not end so, has no checkpoint, the printer is busy, or its file is gone or
         was replaced since."""
         async with self._starting:
-            record = await asyncio.to_thread(self.jobs.get, job_id)
-            if record is None:
-                raise ApiError(404, "Job not found")
+            record = await self._record(job_id)
             if record.get("state") not in RESUMABLE:
                 raise ApiError(409, f"Job is {record.get('state')}; only an interrupted or "
                                     "failed job can be resumed from its checkpoint")
@@ -191,15 +201,9 @@ class JobQueue:
                                     "only for the last job that printed)")
             if self._printer_busy():
                 raise ApiError(409, "A job is already in progress")
-            try:
-                stored, sha256 = await self._file_and_hash(record["file"])
-            except ApiError as exc:
-                if exc.status == 404:
-                    raise ApiError(409, "The job's file is gone; it cannot be resumed") from None
-                raise
-            if record.get("sha256") and sha256 != record["sha256"]:
-                raise ApiError(409, "The job's file was replaced since it printed; it cannot "
-                                    "be resumed")
+            stored, _ = await self._same_file(
+                record, "The job's file is gone; it cannot be resumed",
+                "The job's file was replaced since it printed; it cannot be resumed")
             point = checkpoint["resume_point"]
             await command(self.link, Command.PRINT,
                           {"job_id": job_id, "file": stored,
@@ -231,9 +235,7 @@ class JobQueue:
 
     async def requeue(self, job_id: str, user: str) -> dict[str, Any]:
         """A new queued job for the file of a finished one."""
-        record = await asyncio.to_thread(self.jobs.get, job_id)
-        if record is None:
-            raise ApiError(404, "Job not found")
+        record = await self._record(job_id)
         if record.get("state") not in FINAL_STATES:
             raise ApiError(409, f"Job is {record.get('state')}; only a finished job can be "
                                 "re-queued")
