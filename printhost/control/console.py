@@ -42,7 +42,7 @@ from printhost.control.gcode import GCodeCommand, GCodeError, parse_script
 from printhost.control.gcode import make_command as command
 from printhost.control.heaters import HeaterBank, HeaterFault
 from printhost.control.interpreter import CommandError, GCodeInterpreter, Wait
-from printhost.control.toolhead import Toolhead
+from printhost.control.toolhead import NotHomed, OutOfRange, Toolhead
 
 log = logging.getLogger(__name__)
 
@@ -297,22 +297,19 @@ class Console:
         return [command("G91" if relative else "G90"), command("M83"), command("G1", **params)]
 
     def _check_reach(self, target: dict[str, float], relative: bool) -> None:
-        """Before queueing a move, the same checks the toolhead makes as it runs, so
-        that a jog off the bed is refused with its reason instead of failing later."""
-        pos = self.toolhead.commanded_position
-        st = self.interp.state
+        """Before queueing a move, the toolhead's own checks (`Toolhead.check_target`),
+        so that a jog off the bed is refused with its reason instead of failing later."""
+        pos = list(self.toolhead.commanded_position)
+        offset = self.interp.state.offset
         for i, axis in enumerate("XYZ"):
-            if axis not in target:
-                continue
-            end = pos[i] + target[axis] if relative else target[axis] + st.offset[i]
-            if end == pos[i]:
-                continue
-            if axis.lower() not in self.toolhead.homed_axes:
-                raise ConsoleConflict(f"{axis} is not homed: home it first")
-            limits = getattr(self.settings.printer.axes, axis.lower())
-            if not limits.position_min <= end <= limits.position_max:
-                raise ConsoleInvalid(f"{axis} would go to {end:.3f}, outside "
-                                     f"{limits.position_min:g}..{limits.position_max:g}")
+            if axis in target:
+                pos[i] = pos[i] + target[axis] if relative else target[axis] + offset[i]
+        try:
+            self.toolhead.check_target((pos[0], pos[1], pos[2], pos[3]))
+        except NotHomed as exc:
+            raise ConsoleConflict(f"{exc}") from None
+        except OutOfRange as exc:
+            raise ConsoleInvalid(f"{exc}") from None
 
     def _build_extrude(self, args: dict[str, Any], _state: str) -> list[Step]:
         length = float(args["length"])

@@ -32,6 +32,14 @@ class MoveError(Exception):
     """A move was refused (out of range, unhomed axis, extruder limit); nothing was queued."""
 
 
+class NotHomed(MoveError):
+    """A move of an axis that is not homed."""
+
+
+class OutOfRange(MoveError):
+    """A move that would leave an axis' limits."""
+
+
 class Toolhead:
     """Plans and executes moves for one printer, remembering where it was told to go.
 
@@ -113,22 +121,29 @@ class Toolhead:
         if not (math.isfinite(speed_mm_s) and speed_mm_s > 0.0):
             raise MoveError(f"invalid move speed: {speed_mm_s!r}")
         target = tuple(float(c) for c in target)  # type: ignore[assignment]
-        for i, axis in enumerate(_AXES):
-            if target[i] == self.commanded_position[i]:
-                continue
-            if axis not in self._homed:
-                raise MoveError(f"must home axis first: {axis.upper()}")
-            limits = self._axis(axis)
-            if not (limits.position_min - _RANGE_TOLERANCE_MM <= target[i]
-                    <= limits.position_max + _RANGE_TOLERANCE_MM):
-                raise MoveError(
-                    f"move out of range: {axis.upper()}={target[i]:.3f} is outside "
-                    f"{limits.position_min:.3f}..{limits.position_max:.3f}")
+        self.check_target(target)
         try:
             self._planner.add_move(self.commanded_position, target, speed_mm_s, self._accel)
         except MoveLimitError as exc:
             raise MoveError(str(exc)) from None
         self.commanded_position = target
+
+    def check_target(self, target: Vec4) -> None:
+        """The checks of a move from the commanded position to `target`: every axis that
+        moves must be homed (`NotHomed`) and end inside its limits (`OutOfRange`). Also
+        asked before a move is queued behind others (the console's jogs), so a jog off
+        the bed is refused with the toolhead's own reason and tolerance."""
+        for i, axis in enumerate(_AXES):
+            if target[i] == self.commanded_position[i]:
+                continue
+            if axis not in self._homed:
+                raise NotHomed(f"must home axis first: {axis.upper()}")
+            limits = self._axis(axis)
+            if not (limits.position_min - _RANGE_TOLERANCE_MM <= target[i]
+                    <= limits.position_max + _RANGE_TOLERANCE_MM):
+                raise OutOfRange(
+                    f"move out of range: {axis.upper()}={target[i]:.3f} is outside "
+                    f"{limits.position_min:.3f}..{limits.position_max:.3f}")
 
     @property
     def executor(self) -> MotionExecutor:

@@ -45,13 +45,14 @@ def heat_hotend(printer, clock, target: float = 200.0) -> None:
 def test_moves_need_homing_and_stay_inside_the_limits():
     printer, clock, _ = make_printer()
     r = send(printer, "move", x=10.0)
-    assert not r.ok and r.error == ErrorKind.CONFLICT and "X is not homed" in r.message
+    assert not r.ok and r.error == ErrorKind.CONFLICT and r.message == "must home axis first: X"
     assert finish(printer, clock, send(printer, "home", axes="xy"))["state"] == "completed"
     assert "x" in printer.toolhead.homed_axes and "z" not in printer.toolhead.homed_axes
     r = send(printer, "move", x=-5.0)          # homed at X0: a jog to -5 leaves the bed
-    assert not r.ok and r.error == ErrorKind.INVALID and "outside 0..235" in r.message
+    assert not r.ok and r.error == ErrorKind.INVALID
+    assert r.message == "move out of range: X=-5.000 is outside 0.000..235.000"
     r = send(printer, "move", z=1.0)
-    assert not r.ok and "Z is not homed" in r.message
+    assert not r.ok and r.error == ErrorKind.CONFLICT and r.message == "must home axis first: Z"
     done = finish(printer, clock, send(printer, "move", x=20.0, y=30.0))
     assert done["state"] == "completed" and done["message"] == "done"
     assert printer.toolhead.commanded_position[:2] == (20.0, 30.0)
