@@ -41,10 +41,6 @@ from printhost.control.gcode import GCodeCommand
 from printhost.control.gcode import make_command as _command
 from printhost.control.interpreter import GCodeState
 
-#: Boundaries waiting for their motion to run; more are dropped (oldest first).
-MAX_PENDING = 256
-
-
 @dataclass(frozen=True)
 class Boundary:
     offset: int                  # file offset where the line begins
@@ -60,13 +56,20 @@ class Boundary:
 
 
 class Checkpoints:
-    """Boundaries of one job, and its latest resume point."""
+    """Boundaries of one job, and its latest resume point.
+
+    Boundaries wait until their motion has run; there are never more than the Z moves
+    within the feed's buffer of motion (`control.buffer_time_s`), so none is dropped:
+    each one that ran may lower the believed height."""
 
     def __init__(self) -> None:
-        self._pending: collections.deque[Boundary] = collections.deque(maxlen=MAX_PENDING)
+        self._pending: collections.deque[Boundary] = collections.deque()
         self.point: Boundary | None = None
         self.z_belief: float | None = None
         self.count = 0
+        # The status's copy, made again only when the point or the belief changed (the
+        # status is published ten times a second).
+        self._json: dict[str, Any] | None = None
 
     def add(self, boundary: Boundary) -> None:
         self._pending.append(boundary)
@@ -76,6 +79,7 @@ class Checkpoints:
         moved = False
         while self._pending and self._pending[0].due <= now:
             b = self._pending.popleft()
+            self._json = None
             if self.z_belief is not None:
                 self.z_belief = min(self.z_belief, b.z_target)
             if b.z_target >= b.position[2]:
@@ -89,12 +93,14 @@ class Checkpoints:
         b = self.point
         if b is None or self.z_belief is None:
             return None
-        return {
-            "offset": b.offset, "line": b.line, "position": list(b.position),
-            "z_belief": self.z_belief, "state": state_to_json(b.state), "accel": b.accel,
-            "fan": b.fan, "targets": dict(b.targets), "filament_used_mm": b.filament_mm,
-            "count": self.count,
-        }
+        if self._json is None:
+            self._json = {
+                "offset": b.offset, "line": b.line, "position": list(b.position),
+                "z_belief": self.z_belief, "state": state_to_json(b.state),
+                "accel": b.accel, "fan": b.fan, "targets": dict(b.targets),
+                "filament_used_mm": b.filament_mm, "count": self.count,
+            }
+        return self._json
 
 
 def state_to_json(state: GCodeState) -> dict[str, Any]:
