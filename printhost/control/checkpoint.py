@@ -168,14 +168,7 @@ def resume_steps(point: dict[str, Any], runner: Any) -> list[Step]:
 
     def restore() -> None:
         # The file's E coordinates continue from wherever the extruder is now.
-        pos = toolhead.commanded_position
-        off = state.offset
-        shift = pos[3] - (state.gcode_pos[3] + off[3])
-        interp.restore_state(GCodeState(
-            absolute_coords=state.absolute_coords, absolute_extrude=state.absolute_extrude,
-            speed_mm_s=state.speed_mm_s, speed_factor=state.speed_factor,
-            extrude_factor=state.extrude_factor, gcode_pos=state.gcode_pos,
-            offset=(off[0], off[1], off[2], off[3] + shift), inch_units=state.inch_units))
+        interp.restore_state(state, machine_e=toolhead.commanded_position[3])
         toolhead.set_accel(accel)
         runner.fan.set_speed(fan)
 

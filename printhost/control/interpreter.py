@@ -135,7 +135,15 @@ class GCodeInterpreter:
     def save_state(self) -> GCodeState:
         return self.state
 
-    def restore_state(self, saved: GCodeState) -> None:
+    def restore_state(self, saved: GCodeState, machine_e: float | None = None) -> None:
+        """Take `saved` as the state. With `machine_e`, the extruder stands elsewhere
+        than when the state was saved (filament loaded or purged meanwhile, a resume
+        after a power loss): the file's E coordinates continue from there (the E offset
+        moves), so nothing pulls the filament back."""
+        if machine_e is not None:
+            off = saved.offset
+            shift = machine_e - (saved.gcode_pos[3] + off[3])
+            saved = replace(saved, offset=(off[0], off[1], off[2], off[3] + shift))
         self.state = saved
 
     # ----------------------------------------------------------------- dispatch

@@ -253,7 +253,7 @@ class JobRunner:
         if cur[2] != rp.position[2]:
             self.toolhead.move_to((rp.position[0], rp.position[1], rp.position[2], cur[3]),
                                   cfg.z_speed)
-        e_shift = 0.0
+        machine_e: float | None = None
         if self.toolhead.commanded_position[3] == rp.position[3] - rp.retracted_mm:
             if rp.retracted_mm > 0.0:
                 self.toolhead.move_to(rp.position, cfg.retract_speed)
@@ -261,16 +261,16 @@ class JobRunner:
             # Filament was moved while paused (a load, a purge from the console):
             # unretract from where the extruder is now, and let the file's E
             # coordinates continue from there instead of pulling the filament back.
-            e = self.toolhead.commanded_position[3] + rp.retracted_mm
+            machine_e = self.toolhead.commanded_position[3] + rp.retracted_mm
             if rp.retracted_mm > 0.0:
-                self.toolhead.move_to((*rp.position[:3], e), cfg.retract_speed)
-            e_shift = e - rp.position[3]
+                self.toolhead.move_to((*rp.position[:3], machine_e), cfg.retract_speed)
         # Speed and flow factors set while paused stay: the operator changed them
         # for the rest of the print.
-        gs, now_state = rp.gcode_state, self.interp.state
-        self.interp.restore_state(replace(
-            gs, offset=(gs.offset[0], gs.offset[1], gs.offset[2], gs.offset[3] + e_shift),
-            speed_factor=now_state.speed_factor, extrude_factor=now_state.extrude_factor))
+        now_state = self.interp.state
+        self.interp.restore_state(replace(rp.gcode_state,
+                                          speed_factor=now_state.speed_factor,
+                                          extrude_factor=now_state.extrude_factor),
+                                  machine_e)
         if job.paused_since is not None:
             job.paused_total_s += now - job.paused_since
             job.paused_since = None
