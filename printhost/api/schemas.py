@@ -207,10 +207,10 @@ async def read_json(request: Request, schema: Schema, *, allow_empty: bool = Fal
     400 malformed or invalid)."""
     body = await request.body()
     content_type = request.headers.get("content-type", "")
-    # Only JSON's own whitespace makes a body empty (bytes.strip would also take \x0b,
-    # \x0c and \x1c-\x1f, which json.loads refuses).
+    # Only a body of no bytes at all is an omitted one; whitespace alone is not JSON
+    # (a JSON text needs a value) and is refused like any other malformed body.
     if not body.strip(JSON_WHITESPACE):
-        if allow_empty and (not content_type or _is_json(content_type)):
+        if allow_empty and not body and (not content_type or _is_json(content_type)):
             return schema.validate({})
         if not content_type or _is_json(content_type):
             raise ApiError(400, "Request body must be a JSON object")
